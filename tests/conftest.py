@@ -1,0 +1,65 @@
+"""Shared test setup.
+
+Hypothesis profiles (pick with the environment variable TINYGRAD_LLM_PROFILE):
+  ci    (default) derandomized and bounded, so CI is repeatable and quick;
+  long  many more examples, random seeds: for local runs before a release.
+
+Devices: the ``device`` fixture runs a test on "cpu", and also on "gpu" when CuPy and a
+CUDA device are present (skipped cleanly otherwise). TINYGRAD_LLM_TEST_DEVICE=gpu runs
+only the GPU half (for the GPU machine); =cpu only the CPU half.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci", max_examples=25, derandomize=True, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile(
+    "long", max_examples=400, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("TINYGRAD_LLM_PROFILE", "ci"))
+
+REPO = Path(__file__).resolve().parents[1]
+SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
+
+
+def _gpu_ok() -> bool:
+    from tinygrad_llm import gpu_available
+    return gpu_available()
+
+
+def _devices():
+    only = os.environ.get("TINYGRAD_LLM_TEST_DEVICE", "").lower()
+    cpu = pytest.param("cpu", id="cpu")
+    gpu = pytest.param("gpu", id="gpu", marks=pytest.mark.skipif(
+        not _gpu_ok(), reason="needs CuPy and a CUDA device"))
+    if only in ("gpu", "cuda"):
+        return [gpu]
+    if only == "cpu":
+        return [cpu]
+    return [cpu, gpu]
+
+
+@pytest.fixture(params=_devices())
+def device(request):
+    """The device a test runs on: "cpu", or "gpu" when one is present."""
+    return request.param
+
+
+def to_np(a):
+    """A host numpy copy of a numpy/cupy array or Tensor."""
+    from tinygrad_llm import Tensor
+    if isinstance(a, Tensor):
+        return a.numpy()
+    return a if isinstance(a, np.ndarray) else a.get()
+
+
+@pytest.fixture
+def shakespeare_path():
+    if not SHAKESPEARE.exists():
+        pytest.skip(f"Tiny Shakespeare not found at {SHAKESPEARE}")
+    return SHAKESPEARE

@@ -1,0 +1,32 @@
+"""tinygrad_llm: a from-scratch autograd engine and GPT on NumPy (CPU) or CuPy (GPU).
+
+    from tinygrad_llm import Tensor, no_grad
+    x = Tensor([[1.0, 2.0]], requires_grad=True)
+    (x * x).sum().backward()
+    x.grad            # array([[2., 4.]], dtype=float32)
+"""
+import numpy as _np
+
+from .backend import DeviceError, gpu_available, manual_seed
+from .creation import (arange, eye, full, full_like, ones, ones_like, rand, rand_like, randn,
+                       randn_like, zeros, zeros_like)
+from .function import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .gradcheck import GradcheckError, gradcheck
+from .tensor import Tensor, cat, maximum, minimum, stack, where
+
+float16 = _np.float16
+float32 = _np.float32
+float64 = _np.float64
+int64 = _np.int64
+bool_ = _np.bool_
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor", "Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
+    "gradcheck", "GradcheckError", "manual_seed", "gpu_available", "DeviceError",
+    "zeros", "ones", "full", "randn", "rand", "arange", "eye",
+    "zeros_like", "ones_like", "full_like", "randn_like", "rand_like",
+    "cat", "stack", "where", "maximum", "minimum",
+    "float16", "float32", "float64", "int64", "bool_",
+]

@@ -1,0 +1,192 @@
+"""The backend switch: which array library (``xp``) a device uses.
+
+``"cpu"`` -> NumPy. ``"gpu"``, ``"cuda"`` and ``"cuda:N"`` -> CuPy, on CUDA device N.
+Everything else in the package is written once against ``xp`` (the array API that
+NumPy and CuPy share), and asks this module which one to use::
+
+    xp = backend.xp_for(tensor.device)
+
+Device names are canonicalised: ``"cpu"`` stays ``"cpu"``; the GPU names become
+``"cuda:N"`` (``"gpu"`` and ``"cuda"`` mean ``"cuda:0"``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "DeviceError", "canonical_device", "xp_for", "device_of_array", "gpu_available",
+    "manual_seed", "rng", "get_rng_state", "set_rng_state", "to_numpy", "scatter_add",
+    "default_dtype", "canonical_dtype",
+]
+
+
+class DeviceError(RuntimeError):
+    """A device was asked for that cannot be used, or two devices were mixed."""
+
+
+_cupy = None          # the cupy module once imported
+_cupy_error = None    # why importing it failed, if it did
+
+
+def _import_cupy():
+    global _cupy, _cupy_error
+    if _cupy is None and _cupy_error is None:
+        try:
+            import cupy  # noqa: PLC0415 (optional dependency)
+            _cupy = cupy
+        except Exception as e:  # ImportError, or a broken CUDA install
+            _cupy_error = e
+    return _cupy
+
+
+def canonical_device(device) -> str:
+    """``"cpu"`` or ``"cuda:N"`` for any accepted device name; ValueError otherwise."""
+    if device is None:
+        return "cpu"
+    if not isinstance(device, str):
+        raise ValueError(f"device must be a string such as 'cpu' or 'gpu', got {device!r}")
+    d = device.strip().lower()
+    if d == "cpu":
+        return "cpu"
+    if d in ("gpu", "cuda"):
+        return "cuda:0"
+    for prefix in ("cuda:", "gpu:"):
+        if d.startswith(prefix) and d[len(prefix):].isdigit():
+            return f"cuda:{int(d[len(prefix):])}"
+    raise ValueError(f"unknown device {device!r}: expected 'cpu', 'gpu', 'cuda' or 'cuda:N'")
+
+
+def _check_gpu(device: str):
+    """Return cupy for a ``cuda:N`` device, or raise a DeviceError saying what is missing."""
+    cp = _import_cupy()
+    if cp is None:
+        raise DeviceError(
+            f"device {device!r} needs CuPy, which is not installed ({_cupy_error}). "
+            "Install it with: pip install 'tinygrad_llm[gpu]' (CuPy for CUDA 12), or the "
+            "cupy wheel that matches your CUDA (e.g. pip install cupy-cuda11x); or use device='cpu'.")
+    try:
+        n = cp.cuda.runtime.getDeviceCount()
+    except Exception as e:
+        raise DeviceError(
+            f"device {device!r}: CuPy is installed but no CUDA device could be reached ({e}). "
+            "Check the NVIDIA driver and CUDA_VISIBLE_DEVICES, or use device='cpu'.") from None
+    index = int(device.split(":")[1])
+    if n == 0:
+        raise DeviceError(
+            f"device {device!r}: CuPy is installed but found no CUDA device. "
+            "Check the NVIDIA driver and CUDA_VISIBLE_DEVICES, or use device='cpu'.")
+    if index >= n:
+        raise DeviceError(f"device {device!r}: only {n} CUDA device(s) present (cuda:0..cuda:{n - 1})")
+    return cp
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and at least one CUDA device answers."""
+    try:
+        _check_gpu("cuda:0")
+        return True
+    except DeviceError:
+        return False
+
+
+def xp_for(device: str):
+    """The array module for a canonical device name: numpy for 'cpu', cupy for 'cuda:N'."""
+    if device == "cpu":
+        return np
+    cp = _check_gpu(device)
+    cp.cuda.Device(int(device.split(":")[1])).use()
+    return cp
+
+
+def device_of_array(a) -> str:
+    """The canonical device an array lives on."""
+    if isinstance(a, np.ndarray) or np.isscalar(a):
+        return "cpu"
+    cp = _import_cupy()
+    if cp is not None and isinstance(a, cp.ndarray):
+        return f"cuda:{a.device.id}"
+    raise TypeError(f"expected a numpy or cupy array, got {type(a).__name__}")
+
+
+def to_numpy(a) -> np.ndarray:
+    """A host (NumPy) copy of a numpy or cupy array."""
+    if isinstance(a, np.ndarray):
+        return a.copy()
+    return a.get()
+
+
+def scatter_add(xp, target, index, values):
+    """``target[index] += values`` with repeated indices summed (unbuffered), in place."""
+    if xp is np:
+        np.add.at(target, index, values)
+    else:
+        import cupyx  # noqa: PLC0415
+        cupyx.scatter_add(target, index, values)
+    return target
+
+
+# ----------------------------------------------------------------------------- dtypes
+
+_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64,
+           "half": np.float16, "float": np.float32, "double": np.float64,
+           "int32": np.int32, "int64": np.int64, "long": np.int64, "bool": np.bool_,
+           "uint8": np.uint8, "int8": np.int8, "int16": np.int16}
+
+default_dtype = np.dtype(np.float32)
+
+
+def canonical_dtype(dtype) -> np.dtype:
+    """A numpy dtype from a dtype, a type or a name ('float32', 'half', ...)."""
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}: expected one of {sorted(_DTYPES)}")
+        return np.dtype(_DTYPES[dtype])
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"unknown dtype {dtype!r}") from None
+
+
+# ----------------------------------------------------------------------------- random state
+
+_rngs: dict[str, object] = {}
+_seed = None
+
+
+def manual_seed(seed: int):
+    """Seed every random generator the package uses (CPU, and each GPU when used)."""
+    global _seed
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    _seed = int(seed)
+    _rngs.clear()
+
+
+def rng(device: str = "cpu"):
+    """The package's random generator for a device (numpy / cupy ``Generator``)."""
+    g = _rngs.get(device)
+    if g is None:
+        if device == "cpu":
+            g = np.random.default_rng(_seed)
+        else:
+            cp = xp_for(device)
+            # a distinct but reproducible stream per GPU
+            g = cp.random.default_rng(None if _seed is None else _seed + 1 + int(device.split(":")[1]))
+        _rngs[device] = g
+    return g
+
+
+def get_rng_state() -> dict:
+    """A JSON-serialisable snapshot of the CPU generator (for checkpoints)."""
+    return {"seed": _seed, "cpu": rng("cpu").bit_generator.state}
+
+
+def set_rng_state(state: dict):
+    """Restore what :func:`get_rng_state` returned."""
+    global _seed
+    if not isinstance(state, dict) or "cpu" not in state:
+        raise ValueError("rng state must be a dict as returned by get_rng_state()")
+    _seed = state.get("seed")
+    g = np.random.default_rng()
+    g.bit_generator.state = state["cpu"]
+    _rngs["cpu"] = g

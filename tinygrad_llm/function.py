@@ -1,0 +1,228 @@
+"""Graph nodes and reverse-mode differentiation.
+
+A :class:`Function` is one node of the graph. Each op subclasses it and pairs two
+methods on raw backend arrays (numpy or cupy, whichever ``self.xp`` is):
+
+* ``forward(self, *arrays, **kwargs) -> array``: compute the output, and keep on
+  ``self`` whatever the backward pass will need (the "saved arrays").
+* ``backward(self, grad_out) -> tuple``: given dL/d(output), return dL/d(input) for
+  each tensor input, in order (``None`` where an input needs no gradient).
+
+``Op.apply(*inputs, **kwargs)`` runs the forward pass and, when any input requires a
+gradient and grad mode is on, records the node as the output's ``grad_fn``.
+
+The life of a node: forward -> saved arrays -> backward -> released. After
+``loss.backward()`` every node it walked through drops its inputs and saved arrays, so
+intermediate tensors can be freed; walking a released node again raises.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+from . import backend
+
+__all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"]
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    """False inside ``with no_grad():``."""
+    return getattr(_state, "enabled", True)
+
+
+class set_grad_enabled(contextlib.ContextDecorator):
+    """Context manager / decorator that turns graph recording on or off."""
+
+    def __init__(self, mode: bool):
+        self.mode = bool(mode)
+
+    def __enter__(self):
+        self.prev = is_grad_enabled()
+        _state.enabled = self.mode
+
+    def __exit__(self, *exc):
+        _state.enabled = self.prev
+        return False
+
+
+class no_grad(set_grad_enabled):
+    """``with no_grad():`` (or ``@no_grad()``): ops record no graph nodes."""
+
+    def __init__(self):
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    """Turn recording back on inside a ``no_grad`` block."""
+
+    def __init__(self):
+        super().__init__(True)
+
+
+class Function:
+    """One node of the graph: an op's forward and hand-written backward.
+
+    Attributes a student can walk by hand: ``name`` (the op's name), ``inputs`` (the
+    input tensors, in order), ``released`` (True once backward has freed it).
+    """
+
+    #: set to False on ops whose output shares memory with an input only by accident
+    differentiable = True
+
+    def __init__(self, device: str, xp):
+        self.device = device
+        self.xp = xp
+        self.inputs = ()
+        self.released = False
+        self.needs_input_grad = ()
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self):
+        if self.released:
+            return f"<{self.name} (released)>"
+        shapes = ", ".join(str(t.shape) for t in self.inputs)
+        return f"<{self.name} inputs=({shapes})>"
+
+    # ------------------------------------------------------------------ subclass API
+    def forward(self, *arrays, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, grad_out):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ running a node
+    @classmethod
+    def apply(cls, *inputs, **kwargs):
+        """Run the op on Tensors; record it in the graph when a gradient is needed."""
+        from .tensor import Tensor  # noqa: PLC0415 (circular)
+
+        device = inputs[0].device
+        for t in inputs[1:]:
+            if t.device != device:
+                raise backend.DeviceError(
+                    f"{cls.__name__}: inputs are on different devices, {device!r} and {t.device!r}; "
+                    "move one with .to(device)")
+        node = cls(device, backend.xp_for(device))
+        out = node.forward(*[t.data for t in inputs], **kwargs)
+        if not isinstance(out, node.xp.ndarray):  # numpy reductions may return scalars
+            out = node.xp.asarray(out)
+        record = is_grad_enabled() and cls.differentiable and any(t.requires_grad for t in inputs)
+        result = Tensor._from_op(out, getattr(node, "out_device", device), requires_grad=record)
+        # a view shares its base's version counter, so in-place writes through either are seen
+        for t in inputs:
+            if out is t.data or (out.base is not None and node.xp.may_share_memory(out, t.data)):
+                result._vbox = t._vbox
+                break
+        if record:
+            node.inputs = inputs
+            node.needs_input_grad = tuple(t.requires_grad for t in inputs)
+            node.versions = tuple(t._vbox[0] for t in inputs)
+            result.grad_fn = node
+        return result
+
+    def release(self):
+        """Drop inputs and saved arrays; keep only the name and the released flag."""
+        self.__dict__.clear()
+        self.inputs = ()
+        self.released = True
+
+
+def _topo_order(root: Function):
+    """Nodes reachable from ``root`` with every node after all nodes that consume it.
+
+    Iterative depth-first post-order (no recursion, so 100k-deep chains are fine);
+    the list is returned reversed: root first, leaves' producers last.
+    """
+    order, seen = [], {id(root)}
+    stack = [(root, iter(root.inputs))]
+    while stack:
+        node, it = stack[-1]
+        for t in it:
+            fn = t.grad_fn
+            if fn is not None and id(fn) not in seen:
+                seen.add(id(fn))
+                if fn.released:
+                    raise RuntimeError(
+                        f"backward through a graph that was already released (node {fn.name}); "
+                        "call backward(retain_graph=True) the first time to walk it again")
+                stack.append((fn, iter(fn.inputs)))
+                break
+        else:
+            stack.pop()
+            order.append(node)
+    order.reverse()
+    return order
+
+
+def run_backward(root_tensor, grad, retain_graph: bool = False):
+    """Propagate ``grad`` (d loss / d root_tensor) to every leaf that requires grad."""
+    root = root_tensor.grad_fn
+    if root is None:  # a leaf: its gradient is the seed itself
+        _accumulate_leaf(root_tensor, grad)
+        return
+    if root.released:
+        raise RuntimeError(
+            f"backward through a graph that was already released (node {root.name}); "
+            "call backward(retain_graph=True) the first time to walk it again")
+    order = _topo_order(root)
+    pending = {id(root): grad}
+    for node in order:
+        g = pending.pop(id(node), None)
+        if g is None:  # nothing flowed into this node (e.g. its output's grad was None)
+            if not retain_graph:
+                node.release()
+            continue
+        for t, v in zip(node.inputs, node.versions):
+            if t._vbox[0] != v:
+                raise RuntimeError(
+                    f"an input of {node.name} (shape {t.shape}) was modified in place after the "
+                    f"forward pass (version {v} -> {t._vbox[0]}); its saved values are stale")
+        grads = node.backward(g)
+        if not isinstance(grads, tuple):
+            grads = (grads,)
+        for t, gi, need in zip(node.inputs, grads, node.needs_input_grad):
+            if gi is None or not need:
+                continue
+            if gi.shape != t.shape:
+                raise RuntimeError(f"{node.name}.backward returned a gradient of shape {gi.shape} "
+                                   f"for an input of shape {t.shape}")
+            if gi.dtype != t.dtype:
+                gi = gi.astype(t.dtype)
+            fn = t.grad_fn
+            if fn is None:
+                _accumulate_leaf(t, gi)
+            else:
+                prev = pending.get(id(fn))
+                pending[id(fn)] = gi if prev is None else prev + gi
+        if not retain_graph:
+            node.release()
+
+
+def _accumulate_leaf(t, g):
+    """Add ``g`` into ``t.grad`` (gradients accumulate until zeroed, as in PyTorch)."""
+    if not t.requires_grad:
+        return
+    if t.grad is None:
+        # a copy: the same array may also flow to other nodes, and .grad is added to in place
+        t.grad = g.astype(t.dtype, copy=True)
+    else:
+        t.grad += g
+
+
+def unbroadcast(xp, grad, shape):
+    """Sum ``grad`` down to ``shape``: the backward of NumPy broadcasting."""
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(
+        i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
+    g = grad.sum(axis=axes, keepdims=True) if axes else grad
+    if extra:
+        g = g.reshape(g.shape[extra:])
+    return g.reshape(shape)
+

@@ -1,0 +1,584 @@
+"""Tensor: an n-dimensional array on a device, plus the graph node that produced it.
+
+``t.data`` is the raw backend array (numpy or cupy). When ``requires_grad`` is True and
+grad mode is on, every op records a :class:`~tinygrad_llm.function.Function` node as the
+output's ``grad_fn``; ``loss.backward()`` walks those nodes in reverse and adds
+d loss / d t into ``t.grad`` of every leaf tensor that requires a gradient.
+
+Gradients accumulate: a second ``backward`` adds to ``.grad`` until it is zeroed
+(``t.grad = None`` or ``model.zero_grad()``), as in PyTorch.
+
+In-place ops (``add_``, ``mul_``, ``zero_``, ``fill_``, ``copy_``, ``t[i] = v``) are
+offered but never recorded: they are allowed on tensors that require no gradient, or
+inside ``no_grad()``. Each bumps the tensor's version counter (shared with its views);
+if a tensor that a recorded node used is changed in place, that node's backward raises
+instead of using stale values.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import backend
+from .function import is_grad_enabled, run_backward
+from .ops import elementwise as E
+from .ops import matmul as M
+from .ops import movement as V
+from .ops import reduce as R
+
+__all__ = ["Tensor"]
+
+
+def _axis_arg(axis, dim):
+    if dim is not None:
+        if axis is not None:
+            raise TypeError("give axis or dim, not both")
+        return dim
+    return axis
+
+
+class Tensor:
+    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "_vbox", "__weakref__")
+
+    def __init__(self, data, requires_grad: bool = False, device: str | None = None, dtype=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if device is None:
+            try:
+                device = backend.device_of_array(data)
+            except TypeError:
+                device = "cpu"
+        device = backend.canonical_device(device)
+        xp = backend.xp_for(device)
+        if dtype is not None:
+            dtype = backend.canonical_dtype(dtype)
+        if isinstance(data, (np.ndarray, np.generic)) or hasattr(data, "__cuda_array_interface__"):
+            if device == "cpu" and not isinstance(data, (np.ndarray, np.generic)):
+                data = data.get()
+            arr = xp.asarray(data, dtype=dtype)
+        else:  # Python scalars and (nested) lists: floats default to float32, as in PyTorch
+            host = np.asarray(data)
+            if host.dtype == object:
+                raise TypeError(f"cannot make a tensor from {type(data).__name__} {data!r:.80}")
+            if dtype is None and host.dtype.kind == "f":
+                dtype = backend.default_dtype
+            arr = xp.asarray(host, dtype=dtype)
+        self.data = arr
+        self.grad = None
+        self.grad_fn = None
+        self.device = device
+        self._vbox = [0]
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _from_op(cls, arr, device, requires_grad=False):
+        t = cls.__new__(cls)
+        t.data, t.grad, t.grad_fn, t.device, t._vbox = arr, None, None, device, [0]
+        t.requires_grad = requires_grad
+        return t
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.data.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return int(self.data.size)
+
+    @property
+    def xp(self):
+        return backend.xp_for(self.device)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.grad_fn is None
+
+    @property
+    def _version(self) -> int:
+        return self._vbox[0]
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __repr__(self):
+        extra = ""
+        if self.grad_fn is not None:
+            extra = f", grad_fn={self.grad_fn.name}"
+        elif self.requires_grad:
+            extra = ", requires_grad=True"
+        dev = "" if self.device == "cpu" else f", device='{self.device}'"
+        body = np.array2string(backend.to_numpy(self.data), precision=4, separator=", ", threshold=50)
+        return f"Tensor({body}, dtype={self.dtype}{dev}{extra})"
+
+    # ------------------------------------------------------------------ conversion
+    def numpy(self) -> np.ndarray:
+        """A host (NumPy) copy of the data."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        """The single element as a Python number."""
+        if self.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def to(self, device=None, dtype=None):
+        """This tensor on another device and/or dtype (differentiable); ``self`` if nothing changes."""
+        out = self
+        if isinstance(device, (np.dtype, type)) or (isinstance(device, str) and dtype is None
+                                                    and device.lower() in backend._DTYPES):
+            device, dtype = None, device
+        if device is not None:
+            device = backend.canonical_device(device)
+            if device != self.device:
+                backend.xp_for(device)  # raise a clear error before anything is copied
+                out = E.ToDevice.apply(out, device=device)
+        if dtype is not None:
+            dtype = backend.canonical_dtype(dtype)
+            if dtype != out.dtype:
+                out = E.Cast.apply(out, dtype=dtype)
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def astype(self, dtype):
+        return self.to(dtype=dtype)
+
+    def float(self):
+        return self.to(dtype=np.float32)
+
+    def double(self):
+        return self.to(dtype=np.float64)
+
+    def half(self):
+        return self.to(dtype=np.float16)
+
+    def detach(self) -> "Tensor":
+        """A tensor sharing this data, outside the graph."""
+        t = Tensor._from_op(self.data, self.device)
+        t._vbox = self._vbox
+        return t
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        if requires_grad and self.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients, this one is {self.dtype}")
+        if not requires_grad and self.grad_fn is not None:
+            raise RuntimeError("requires_grad_(False) on a non-leaf tensor: use .detach()")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    # ------------------------------------------------------------------ autograd
+    def backward(self, grad=None, retain_graph: bool = False):
+        """Accumulate d self / d leaf into ``leaf.grad`` for every leaf that requires grad.
+
+        ``grad`` is d loss / d self; it may be left out only for a one-element tensor (seed 1).
+        ``retain_graph=True`` keeps the graph so it can be walked again.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad "
+                               "(no input required grad, or it was computed under no_grad)")
+        xp = self.xp
+        if grad is None:
+            if self.size != 1:
+                raise RuntimeError(f"backward() without a gradient needs a one-element tensor, "
+                                   f"this one has shape {self.shape}; pass grad=")
+            g = xp.ones(self.shape, dtype=self.dtype)
+        else:
+            g = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            if tuple(g.shape) != self.shape:
+                raise ValueError(f"backward(grad): grad has shape {tuple(g.shape)}, expected {self.shape}")
+            g = g.astype(self.dtype, copy=False)
+        run_backward(self, g, retain_graph=retain_graph)
+
+    def zero_grad(self):
+        self.grad = None
+
+    # ------------------------------------------------------------------ helpers
+    def _lift(self, other) -> "Tensor":
+        """``other`` as a tensor on this device; Python scalars take this tensor's float dtype."""
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, (bool, int, float, np.number)) and not isinstance(other, np.ndarray):
+            if self.dtype.kind == "f":
+                dtype = self.dtype
+            elif isinstance(other, (float, np.floating)):
+                dtype = backend.default_dtype
+            else:
+                dtype = self.dtype if not isinstance(other, bool) or self.dtype == np.bool_ else np.int64
+            return Tensor._from_op(self.xp.asarray(other, dtype=dtype), self.device)
+        return Tensor(other, device=self.device)
+
+    # ------------------------------------------------------------------ arithmetic
+    def __add__(self, o):
+        return E.Add.apply(self, self._lift(o))
+
+    def __radd__(self, o):
+        return E.Add.apply(self._lift(o), self)
+
+    def __sub__(self, o):
+        return E.Sub.apply(self, self._lift(o))
+
+    def __rsub__(self, o):
+        return E.Sub.apply(self._lift(o), self)
+
+    def __mul__(self, o):
+        return E.Mul.apply(self, self._lift(o))
+
+    def __rmul__(self, o):
+        return E.Mul.apply(self._lift(o), self)
+
+    def __truediv__(self, o):
+        return E.Div.apply(self, self._lift(o))
+
+    def __rtruediv__(self, o):
+        return E.Div.apply(self._lift(o), self)
+
+    def __pow__(self, o):
+        return E.Pow.apply(self, self._lift(o))
+
+    def __rpow__(self, o):
+        return E.Pow.apply(self._lift(o), self)
+
+    def __neg__(self):
+        return E.Neg.apply(self)
+
+    def __matmul__(self, o):
+        return M.MatMul.apply(self, self._lift(o))
+
+    def __rmatmul__(self, o):
+        return M.MatMul.apply(self._lift(o), self)
+
+    add, sub, mul, div, pow, matmul = __add__, __sub__, __mul__, __truediv__, __pow__, __matmul__
+
+    def neg(self):
+        return E.Neg.apply(self)
+
+    # comparisons: plain boolean tensors, no gradient
+    def _compare(self, o, op):
+        o = self._lift(o)
+        return Tensor._from_op(op(self.data, o.data), self.device)
+
+    def __eq__(self, o):  # noqa: D105 (elementwise, as in NumPy / PyTorch)
+        return self._compare(o, lambda a, b: a == b)
+
+    def __ne__(self, o):
+        return self._compare(o, lambda a, b: a != b)
+
+    def __lt__(self, o):
+        return self._compare(o, lambda a, b: a < b)
+
+    def __le__(self, o):
+        return self._compare(o, lambda a, b: a <= b)
+
+    def __gt__(self, o):
+        return self._compare(o, lambda a, b: a > b)
+
+    def __ge__(self, o):
+        return self._compare(o, lambda a, b: a >= b)
+
+    __hash__ = object.__hash__
+
+    def __bool__(self):
+        if self.size != 1:
+            raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous")
+        return bool(self.item())
+
+    # ------------------------------------------------------------------ unary / elementwise
+    def exp(self):
+        return E.Exp.apply(self)
+
+    def log(self):
+        return E.Log.apply(self)
+
+    def sqrt(self):
+        return E.Sqrt.apply(self)
+
+    def tanh(self):
+        return E.Tanh.apply(self)
+
+    def sigmoid(self):
+        return E.Sigmoid.apply(self)
+
+    def relu(self):
+        return E.ReLU.apply(self)
+
+    def abs(self):
+        return E.Abs.apply(self)
+
+    __abs__ = abs
+
+    def maximum(self, o):
+        return E.Maximum.apply(self, self._lift(o))
+
+    def minimum(self, o):
+        return E.Minimum.apply(self, self._lift(o))
+
+    def clip(self, min=None, max=None):  # noqa: A002 (PyTorch's names)
+        if min is None and max is None:
+            raise ValueError("clip needs at least one of min and max")
+        return E.Clip.apply(self, lo=min, hi=max)
+
+    clamp = clip
+
+    def where(self, cond, other):
+        """``self`` where ``cond`` is True, else ``other`` (PyTorch's ``Tensor.where``)."""
+        return where(cond, self, other)
+
+    def masked_fill(self, mask, value):
+        """``value`` where ``mask`` is True, else self; mask broadcasts to self's shape."""
+        mask = mask if isinstance(mask, Tensor) else Tensor(mask, device=self.device)
+        if mask.dtype != np.bool_:
+            raise TypeError(f"masked_fill: the mask must be boolean, got {mask.dtype}")
+        return E.MaskedFill.apply(self, mask, value=value)
+
+    # ------------------------------------------------------------------ reductions
+    def sum(self, axis=None, keepdims=False, dim=None):
+        return R.Sum.apply(self, axis=_axis_arg(axis, dim), keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False, dim=None):
+        return R.Mean.apply(self, axis=_axis_arg(axis, dim), keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False, dim=None):
+        return R.Max.apply(self, axis=_axis_arg(axis, dim), keepdims=keepdims)
+
+    def min(self, axis=None, keepdims=False, dim=None):
+        return R.Min.apply(self, axis=_axis_arg(axis, dim), keepdims=keepdims)
+
+    def var(self, axis=None, keepdims=False, correction=1, dim=None):
+        """Variance; ``correction=1`` (the default, as PyTorch) divides by N - 1, 0 by N."""
+        return R.Var.apply(self, axis=_axis_arg(axis, dim), keepdims=keepdims, correction=correction)
+
+    def logsumexp(self, axis=None, keepdims=False, dim=None):
+        return R.LogSumExp.apply(self, axis=_axis_arg(axis, dim), keepdims=keepdims)
+
+    def argmax(self, axis=None, keepdims=False):
+        return Tensor._from_op(self.data.argmax(axis=axis, keepdims=keepdims), self.device)
+
+    def argmin(self, axis=None, keepdims=False):
+        return Tensor._from_op(self.data.argmin(axis=axis, keepdims=keepdims), self.device)
+
+    # ------------------------------------------------------------------ movement
+    def reshape(self, *shape):
+        shape = _shape_arg(shape)
+        if shape == self.shape:
+            return self
+        return V.Reshape.apply(self, shape=shape)
+
+    view = reshape
+
+    def permute(self, *axes):
+        return V.Permute.apply(self, axes=_shape_arg(axes))
+
+    def transpose(self, *axes):
+        """NumPy's rule: no axes reverses them all, else ``axes`` is a full permutation.
+        Two axes on a tensor that is not 2-D swap those two (PyTorch's ``transpose(a, b)``)."""
+        axes = _shape_arg(axes) if axes else tuple(range(self.ndim))[::-1]
+        if len(axes) == 2 and self.ndim != 2:
+            return self.swapaxes(*axes)
+        return V.Permute.apply(self, axes=axes)
+
+    def swapaxes(self, a: int, b: int):
+        axes = list(range(self.ndim))
+        a, b = a % self.ndim, b % self.ndim
+        axes[a], axes[b] = axes[b], axes[a]
+        return V.Permute.apply(self, axes=tuple(axes))
+
+    @property
+    def T(self):  # noqa: N802 (NumPy's name)
+        return V.Permute.apply(self, axes=tuple(range(self.ndim))[::-1])
+
+    def expand(self, *shape):
+        shape = _shape_arg(shape)
+        # PyTorch's -1 = keep this dimension
+        nd = len(shape)
+        full = (1,) * (nd - self.ndim) + self.shape
+        shape = tuple(full[i] if s == -1 else s for i, s in enumerate(shape))
+        return V.Expand.apply(self, shape=shape)
+
+    def broadcast_to(self, *shape):
+        return V.Expand.apply(self, shape=_shape_arg(shape))
+
+    def squeeze(self, axis=None, dim=None):
+        axis = _axis_arg(axis, dim)
+        if axis is None:
+            shape = tuple(n for n in self.shape if n != 1)
+        else:
+            axes = R.normalize_axes(axis, self.ndim)
+            shape = tuple(n for i, n in enumerate(self.shape) if not (i in axes and n == 1))
+        return self.reshape(shape)
+
+    def unsqueeze(self, axis=None, dim=None):
+        axis = _axis_arg(axis, dim)
+        if not -self.ndim - 1 <= axis <= self.ndim:
+            raise IndexError(f"unsqueeze: axis {axis} is out of range for {self.ndim + 1} dimensions")
+        axis = axis % (self.ndim + 1)
+        return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1):
+        if self.ndim == 0:
+            return self.reshape(1)
+        s, e = start_dim % self.ndim, end_dim % self.ndim
+        n = 1
+        for d in self.shape[s:e + 1]:
+            n *= d
+        return self.reshape(self.shape[:s] + (n,) + self.shape[e + 1:])
+
+    def __getitem__(self, index):
+        return V.GetItem.apply(self, index=_index_arg(index, self))
+
+    def split(self, split_size_or_sections, axis=0, dim=None):
+        """Pieces along an axis: an int gives pieces of that size (the last may be smaller),
+        a list gives the size of each piece (PyTorch's rule)."""
+        axis = _axis_arg(axis, dim) % self.ndim
+        n = self.shape[axis]
+        if isinstance(split_size_or_sections, int):
+            if split_size_or_sections <= 0:
+                raise ValueError(f"split size must be positive, got {split_size_or_sections}")
+            sizes = [min(split_size_or_sections, n - i) for i in range(0, n, split_size_or_sections)]
+        else:
+            sizes = list(split_size_or_sections)
+            if sum(sizes) != n:
+                raise ValueError(f"split sizes {sizes} do not add up to {n}, the size of axis {axis}")
+        out, start = [], 0
+        for s in sizes:
+            idx = (slice(None),) * axis + (slice(start, start + s),)
+            out.append(self[idx])
+            start += s
+        return out
+
+    def chunk(self, chunks: int, axis=0, dim=None):
+        """``chunks`` pieces of equal size along an axis (the last may be smaller), as PyTorch."""
+        axis = _axis_arg(axis, dim)
+        if chunks <= 0:
+            raise ValueError(f"chunks must be positive, got {chunks}")
+        n = self.shape[axis % self.ndim]
+        return self.split(max(1, math.ceil(n / chunks)), axis=axis)
+
+    # ------------------------------------------------------------------ in place (not recorded)
+    def _inplace_check(self, what):
+        if is_grad_enabled() and self.requires_grad:
+            raise RuntimeError(f"{what}: in-place ops are not recorded in the graph; on a tensor that "
+                               "requires grad use them inside no_grad() (as optimisers do)")
+        self._vbox[0] += 1
+
+    def _value(self, v):
+        return v.data if isinstance(v, Tensor) else v
+
+    def add_(self, other, alpha=1.0):
+        self._inplace_check("add_")
+        v = self._value(other)
+        self.data += v if alpha == 1.0 else alpha * v
+        return self
+
+    def sub_(self, other):
+        self._inplace_check("sub_")
+        self.data -= self._value(other)
+        return self
+
+    def mul_(self, other):
+        self._inplace_check("mul_")
+        self.data *= self._value(other)
+        return self
+
+    def fill_(self, value):
+        self._inplace_check("fill_")
+        self.data.fill(value)
+        return self
+
+    def zero_(self):
+        return self.fill_(0)
+
+    def copy_(self, src):
+        self._inplace_check("copy_")
+        src = src if isinstance(src, Tensor) else Tensor(src, device=self.device)
+        if src.device != self.device:
+            raise backend.DeviceError(f"copy_: source is on {src.device!r}, destination on {self.device!r}")
+        self.data[...] = src.data
+        return self
+
+    def __setitem__(self, index, value):
+        self._inplace_check("__setitem__")
+        self.data[_index_arg(index, self)] = self._value(value)
+
+
+def _shape_arg(shape) -> tuple:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(int(s) for s in shape)
+
+
+def _index_arg(index, like):
+    """Tensors and lists inside an index become arrays on the tensor's device."""
+    def conv(i):
+        if isinstance(i, Tensor):
+            if i.device != like.device:
+                raise backend.DeviceError(f"index tensor is on {i.device!r}, the indexed tensor on {like.device!r}")
+            return i.data
+        if isinstance(i, list):
+            return like.xp.asarray(i)
+        return i
+    if isinstance(index, tuple):
+        return tuple(conv(i) for i in index)
+    return conv(index)
+
+
+# ---------------------------------------------------------------------- functions on tensors
+
+def where(cond, a, b):
+    """``a`` where ``cond`` else ``b``, broadcasting all three; gradients flow to a and b."""
+    ref = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
+    if ref is None:
+        raise TypeError("where: at least one of a and b must be a Tensor")
+    a, b = ref._lift(a), ref._lift(b)
+    cond = cond if isinstance(cond, Tensor) else Tensor(cond, device=ref.device)
+    return E.Where.apply(cond, a, b)
+
+
+def maximum(a, b):
+    return a.maximum(b) if isinstance(a, Tensor) else b._lift(a).maximum(b)
+
+
+def minimum(a, b):
+    return a.minimum(b) if isinstance(a, Tensor) else b._lift(a).minimum(b)
+
+
+def cat(tensors, axis=0, dim=None):
+    """Concatenate along an existing axis."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat needs at least one tensor")
+    axis = _axis_arg(axis, dim) % tensors[0].ndim
+    for t in tensors[1:]:
+        if t.ndim != tensors[0].ndim or any(
+                n != m for i, (n, m) in enumerate(zip(t.shape, tensors[0].shape)) if i != axis):
+            raise ValueError(f"cat along axis {axis}: shapes {tensors[0].shape} and {t.shape} differ off that axis")
+    return V.Cat.apply(*tensors, axis=axis)
+
+
+def stack(tensors, axis=0, dim=None):
+    """Join along a new axis."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack needs at least one tensor")
+    for t in tensors[1:]:
+        if t.shape != tensors[0].shape:
+            raise ValueError(f"stack: all shapes must match, got {tensors[0].shape} and {t.shape}")
+    axis = _axis_arg(axis, dim) % (tensors[0].ndim + 1)
+    return V.Stack.apply(*tensors, axis=axis)
