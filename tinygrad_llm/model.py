@@ -1,0 +1,298 @@
+"""GPT: a decoder-only transformer with GPT-2's parameter names.
+
+    from tinygrad_llm import GPT, GPTConfig
+    model = GPT(GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128))
+    logits, loss = model(idx, targets)          # idx, targets: int (B, T)
+
+Layout (names as GPT-2's, so checkpoints map one to one)::
+
+    transformer.wte   token embedding (vocab_size, n_embd)
+    transformer.wpe   learned position embedding (block_size, n_embd) [pos="learned"]
+    transformer.h.i   Block: ln_1 -> attn (c_attn: fused QKV, c_proj) -> residual,
+                             ln_2 -> mlp (c_fc: 4x, activation, c_proj) -> residual
+    transformer.ln_f  final norm
+    lm_head           (vocab_size, n_embd), tied to wte by default
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+
+from . import backend
+from .function import no_grad
+from .nn import functional as F
+from .nn.containers import ModuleDict, ModuleList
+from .nn.layers import Dropout, Embedding, LayerNorm, Linear, RMSNorm
+from .nn.module import Module
+from .ops.self_attention import causal_self_attention
+from .tensor import Tensor
+
+__all__ = ["GPTConfig", "GPT", "KVCache", "PEAK_FLOPS"]
+
+#: Peak float32 FLOP/s used for MFU when the user gives none (documented estimates:
+#: 'cpu' is a 2-core AVX2 laptop-class machine, 'cuda' an H100 SXM's dense TF32 rate).
+PEAK_FLOPS = {"cpu": 1.0e11, "cuda": 4.95e14}
+
+
+@dataclasses.dataclass
+class GPTConfig:
+    """Shape and options of a GPT. Unknown keys in :meth:`from_dict` are an error."""
+
+    vocab_size: int = 65
+    block_size: int = 64
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True
+    norm: str = "layernorm"        # or "rmsnorm"
+    prenorm: bool = True           # False: Post-LN, as in the original Transformer
+    activation: str = "gelu"       # GPT-2's tanh-approximated GELU, or "relu"
+    pos: str = "learned"           # or "sinusoidal" (fixed, no parameters)
+    tie_weights: bool = True       # lm_head.weight is transformer.wte.weight
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {v!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        choices = {"norm": ("layernorm", "rmsnorm"), "activation": ("gelu", "relu"),
+                   "pos": ("learned", "sinusoidal")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"GPTConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig key(s) {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def _norm(cfg: GPTConfig):
+    if cfg.norm == "rmsnorm":
+        return RMSNorm(cfg.n_embd)
+    return LayerNorm(cfg.n_embd, bias=cfg.bias)
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far (generation only).
+
+    ``k[i]``, ``v[i]``: arrays (B, n_head, block_size, head_dim) preallocated on the device;
+    ``length``: how many positions are filled.
+    """
+
+    def __init__(self, cfg: GPTConfig, batch: int, device: str, dtype):
+        xp = backend.xp_for(device)
+        hd = cfg.n_embd // cfg.n_head
+        shape = (batch, cfg.n_head, cfg.block_size, hd)
+        self.k = [xp.zeros(shape, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [xp.zeros(shape, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.length = 0
+        self.capacity = cfg.block_size
+
+
+class CausalSelfAttention(Module):
+    """Multi-head causal self-attention with one fused QKV projection (``c_attn``)."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head, self.n_embd, self.dropout = cfg.n_head, cfg.n_embd, cfg.dropout
+        self.c_attn = Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.resid_dropout = Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        B, T, C = x.shape
+        H = self.n_head
+        qkv = self.c_attn(x)                                          # (B, T, 3C)
+        if cache is None:
+            p = self.dropout if self.training else 0.0
+            y = causal_self_attention(qkv, H, dropout_p=p)            # (B, T, C)
+        else:
+            qkv = qkv.reshape(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)   # (3, B, H, T, hd)
+            start, end = cache.length, cache.length + T
+            cache.k[layer][:, :, start:end] = qkv.data[1]
+            cache.v[layer][:, :, start:end] = qkv.data[2]
+            k = Tensor._from_op(cache.k[layer][:, :, :end], x.device)
+            v = Tensor._from_op(cache.v[layer][:, :, :end], x.device)
+            y = F.scaled_dot_product_attention(qkv[0], k, v, is_causal=True)  # (B, H, T, hd)
+            y = y.permute(0, 2, 1, 3).reshape(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(Module):
+    """c_fc (C -> 4C), GELU (tanh form, as GPT-2) or ReLU, c_proj (4C -> C), dropout."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.activation = cfg.activation
+        self.c_fc = Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.c_fc(x)
+        h = F.gelu(h, approximate="tanh") if self.activation == "gelu" else F.relu(h)
+        return self.dropout(self.c_proj(h))
+
+
+class Block(Module):
+    """Pre-LN: x + attn(ln_1(x)), then + mlp(ln_2(x)). Post-LN: ln_1(x + attn(x)), ln_2(x + mlp(x))."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.prenorm = cfg.prenorm
+        self.ln_1 = _norm(cfg)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = _norm(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        if self.prenorm:
+            x = x + self.attn(self.ln_1(x), cache, layer)
+            return x + self.mlp(self.ln_2(x))
+        x = self.ln_1(x + self.attn(x, cache, layer))
+        return self.ln_2(x + self.mlp(x))
+
+
+def sinusoidal_table(n_pos: int, dim: int) -> np.ndarray:
+    """The Transformer's fixed position encodings: sin on even, cos on odd channels."""
+    pos = np.arange(n_pos, dtype=np.float64)[:, None]
+    inv = np.exp(-math.log(10000.0) * np.arange(0, dim, 2, dtype=np.float64) / dim)
+    table = np.zeros((n_pos, dim))
+    table[:, 0::2] = np.sin(pos * inv)
+    table[:, 1::2] = np.cos(pos * inv[: dim // 2])
+    return table.astype(np.float32)
+
+
+class GPT(Module):
+    """A GPT language model. ``model(idx, targets=None) -> (logits, loss)``."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        if isinstance(config, dict):
+            config = GPTConfig.from_dict(config)
+        self.config = cfg = config
+        parts = {"wte": Embedding(cfg.vocab_size, cfg.n_embd)}
+        if cfg.pos == "learned":
+            parts["wpe"] = Embedding(cfg.block_size, cfg.n_embd)
+        parts["drop"] = Dropout(cfg.dropout)
+        parts["h"] = ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
+        parts["ln_f"] = _norm(cfg)
+        self.transformer = ModuleDict(parts)
+        self.lm_head = Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.pos == "sinusoidal":
+            self.register_buffer("pos_table", Tensor(sinusoidal_table(cfg.block_size, cfg.n_embd)),
+                                 persistent=False)
+        self._init_weights()
+        if cfg.tie_weights:
+            self.lm_head.weight = self.transformer.wte.weight
+
+    # ------------------------------------------------------------------ init
+    def _init_weights(self):
+        """GPT-2's: N(0, 0.02) for matrices and embeddings, residual projections scaled by
+        1/sqrt(2 n_layer), zero biases, unit norm weights."""
+        g = backend.rng("cpu")
+        std_proj = 0.02 / math.sqrt(2 * self.config.n_layer)
+        with no_grad():
+            for name, p in self.named_parameters():
+                if p.ndim >= 2:
+                    std = std_proj if name.endswith("c_proj.weight") else 0.02
+                    p.data[...] = g.standard_normal(p.shape, dtype=np.float32) * np.float32(std)
+                elif name.endswith(".bias"):
+                    p.data[...] = 0
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, idx, targets=None, cache: KVCache | None = None):
+        """idx: int (B, T) with T <= block_size -> logits (B, T, vocab_size), loss or None.
+
+        With ``targets`` (B, T) the loss is the mean cross-entropy (targets of -100 are
+        ignored). With a ``cache`` the tokens continue the cached ones (generation).
+        """
+        cfg = self.config
+        idx = idx if isinstance(idx, Tensor) else Tensor(np.asarray(idx), device=self.device)
+        if idx.ndim != 2:
+            raise ValueError(f"GPT expects token ids of shape (batch, time), got shape {idx.shape}")
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"GPT expects integer token ids, got dtype {idx.dtype}")
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + T > cfg.block_size:
+            raise ValueError(f"sequence of length {start + T} is longer than block_size {cfg.block_size}; "
+                             "crop it (generate() crops prompts from the left)")
+        xp = backend.xp_for(idx.device)
+        tr = self.transformer
+        x = tr.wte(idx)                                                       # (B, T, C)
+        if cfg.pos == "learned":
+            pos = Tensor._from_op(xp.arange(start, start + T), idx.device)
+            x = x + tr.wpe(pos)
+        else:
+            x = x + self.pos_table[start:start + T]
+        x = tr.drop(x)
+        for i, block in enumerate(tr.h):
+            x = block(x, cache, i)
+        x = tr.ln_f(x)
+        if cache is not None:
+            cache.length += T
+        logits = self.lm_head(x)
+        loss = None
+        if targets is not None:
+            targets = targets if isinstance(targets, Tensor) else Tensor(np.asarray(targets), device=idx.device)
+            if targets.shape != (B, T):
+                raise ValueError(f"targets must have the shape of idx {(B, T)}, got {targets.shape}")
+            loss = F.cross_entropy(logits.reshape(B * T, cfg.vocab_size), targets.reshape(B * T))
+        return logits, loss
+
+    # ------------------------------------------------------------------ accounting
+    @property
+    def device(self) -> str:
+        return self.transformer.wte.weight.device
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count (tied weights once); ``non_embedding`` leaves out position embeddings."""
+        n = sum(p.size for p in self.parameters())
+        if non_embedding and self.config.pos == "learned":
+            n -= self.transformer.wpe.weight.size
+        return n
+
+    def flops_per_token(self, T: int | None = None) -> float:
+        """Training FLOPs per token: 6N + 12 * n_layer * n_embd * T (PaLM's estimate)."""
+        cfg = self.config
+        T = cfg.block_size if T is None else T
+        return 6 * self.num_params(non_embedding=True) + 12 * cfg.n_layer * cfg.n_embd * T
+
+    def estimate_mfu(self, tokens_per_iter: int, dt: float, T: int | None = None,
+                     peak_flops: float | None = None) -> float:
+        """Model FLOPs utilisation of an iteration of ``dt`` seconds against ``peak_flops``
+        (default :data:`PEAK_FLOPS` for this model's device kind)."""
+        if peak_flops is None:
+            peak_flops = PEAK_FLOPS["cpu" if self.device == "cpu" else "cuda"]
+        return self.flops_per_token(T) * tokens_per_iter / dt / peak_flops
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self, weight_decay: float, learning_rate: float, betas=(0.9, 0.99),
+                             eps: float = 1e-8):
+        """AdamW with weight decay on matrices and embeddings (dim >= 2) only."""
+        from .optim import AdamW  # noqa: PLC0415
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return AdamW(groups, lr=learning_rate, betas=betas, eps=eps)
