@@ -41,6 +41,10 @@ def _axis_arg(axis, dim):
 class Tensor:
     __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "_vbox", "__weakref__")
 
+    # NumPy operands on the left (``np.float32(2) * t``, ``arr @ t``) defer to our reflected
+    # ops instead of building an object array of Tensors element by element
+    __array_ufunc__ = None
+
     def __init__(self, data, requires_grad: bool = False, device: str | None = None, dtype=None):
         if isinstance(data, Tensor):
             data = data.data
