@@ -38,8 +38,8 @@ def parse(argv):
 
 def _load(args):
     if args.hf:
-        from tinygrad_llm.hf import load_pretrained  # noqa: PLC0415
-        return load_pretrained(args.hf, device=args.device)
+        from tinygrad_llm.hf import load_gpt2, load_gpt2_tokenizer  # noqa: PLC0415
+        return load_gpt2(args.hf, device=args.device), load_gpt2_tokenizer(args.hf)
     path = Path(args.ckpt)
     if not (path / "config.json").exists():
         for name in ("best", "latest"):

@@ -296,3 +296,15 @@ class GPT(Module):
         groups = [{"params": decay, "weight_decay": weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         return AdamW(groups, lr=learning_rate, betas=betas, eps=eps)
+
+    # ------------------------------------------------------------------ Hugging Face GPT-2 format
+    @classmethod
+    def from_pretrained(cls, path, device: str = "cpu") -> "GPT":
+        """Load a Hugging Face GPT-2 directory (config.json + model.safetensors); see ``hf.py``."""
+        from .hf import load_gpt2  # noqa: PLC0415
+        return load_gpt2(path, device=device)
+
+    def save_pretrained(self, path) -> None:
+        """Write config.json (GPT-2 keys) + model.safetensors that transformers can load."""
+        from .hf import save_gpt2  # noqa: PLC0415
+        save_gpt2(self, path)
