@@ -153,7 +153,7 @@ class ReLU(Function):
 
     def forward(self, x):
         self.mask = x > 0
-        return x * self.mask
+        return self.xp.maximum(x, x.dtype.type(0))   # not x * mask: -inf * 0 would be NaN
 
     def backward(self, g):
         return g * self.mask
