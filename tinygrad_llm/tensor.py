@@ -400,7 +400,7 @@ class Tensor:
 
     def swapaxes(self, a: int, b: int):
         axes = list(range(self.ndim))
-        a, b = a % self.ndim, b % self.ndim
+        a, b = _wrap_axis(a, self.ndim, "swapaxes"), _wrap_axis(b, self.ndim, "swapaxes")
         axes[a], axes[b] = axes[b], axes[a]
         return V.Permute.apply(self, axes=tuple(axes))
 
@@ -438,7 +438,7 @@ class Tensor:
     def flatten(self, start_dim: int = 0, end_dim: int = -1):
         if self.ndim == 0:
             return self.reshape(1)
-        s, e = start_dim % self.ndim, end_dim % self.ndim
+        s, e = _wrap_axis(start_dim, self.ndim, "flatten"), _wrap_axis(end_dim, self.ndim, "flatten")
         n = 1
         for d in self.shape[s:e + 1]:
             n *= d
@@ -450,7 +450,7 @@ class Tensor:
     def split(self, split_size_or_sections, axis=0, dim=None):
         """Pieces along an axis: an int gives pieces of that size (the last may be smaller),
         a list gives the size of each piece (PyTorch's rule)."""
-        axis = _axis_arg(axis, dim) % self.ndim
+        axis = _wrap_axis(_axis_arg(axis, dim), self.ndim, "split")
         n = self.shape[axis]
         if isinstance(split_size_or_sections, int):
             if split_size_or_sections <= 0:
@@ -472,7 +472,7 @@ class Tensor:
         axis = _axis_arg(axis, dim)
         if chunks <= 0:
             raise ValueError(f"chunks must be positive, got {chunks}")
-        n = self.shape[axis % self.ndim]
+        n = self.shape[_wrap_axis(axis, self.ndim, "chunk")]
         return self.split(max(1, math.ceil(n / chunks)), axis=axis)
 
     # ------------------------------------------------------------------ in place (not recorded)
@@ -522,6 +522,13 @@ class Tensor:
         self.data[_index_arg(index, self)] = self._value(value)
 
 
+def _wrap_axis(axis: int, ndim: int, what: str) -> int:
+    """``axis`` in [0, ndim) (negative counts from the end); IndexError when out of range."""
+    if not -ndim <= axis < ndim:
+        raise IndexError(f"{what}: axis {axis} is out of range for {ndim} dimension(s)")
+    return axis % ndim
+
+
 def _shape_arg(shape) -> tuple:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
@@ -568,7 +575,7 @@ def cat(tensors, axis=0, dim=None):
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat needs at least one tensor")
-    axis = _axis_arg(axis, dim) % tensors[0].ndim
+    axis = _wrap_axis(_axis_arg(axis, dim), tensors[0].ndim, "cat")
     for t in tensors[1:]:
         if t.ndim != tensors[0].ndim or any(
                 n != m for i, (n, m) in enumerate(zip(t.shape, tensors[0].shape)) if i != axis):
@@ -584,5 +591,5 @@ def stack(tensors, axis=0, dim=None):
     for t in tensors[1:]:
         if t.shape != tensors[0].shape:
             raise ValueError(f"stack: all shapes must match, got {tensors[0].shape} and {t.shape}")
-    axis = _axis_arg(axis, dim) % (tensors[0].ndim + 1)
+    axis = _wrap_axis(_axis_arg(axis, dim), tensors[0].ndim + 1, "stack")
     return V.Stack.apply(*tensors, axis=axis)

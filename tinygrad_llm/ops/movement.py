@@ -26,7 +26,9 @@ class Permute(Function):
     """out = x with its axes reordered.   dx = g with the inverse order."""
 
     def forward(self, x, axes=None):
-        axes = tuple(a % x.ndim for a in axes) if x.ndim else ()
+        if any(not -x.ndim <= a < x.ndim for a in axes):
+            raise IndexError(f"permute: axes {tuple(axes)} are out of range for shape {x.shape}")
+        axes = tuple(a % x.ndim for a in axes)
         if sorted(axes) != list(range(x.ndim)):
             raise ValueError(f"permute: {axes} is not a permutation of the {x.ndim} axes of shape {x.shape}")
         self.inverse = tuple(sorted(range(len(axes)), key=axes.__getitem__))
