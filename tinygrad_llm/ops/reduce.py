@@ -129,10 +129,18 @@ class LogSumExp(Function):
         self.axes = normalize_axes(axis, x.ndim)
         m = x.max(axis=self.axes, keepdims=True)
         m = xp.where(xp.isfinite(m), m, x.dtype.type(0))     # rows of -inf stay -inf, no NaN
-        self.out = m + xp.log(xp.exp(x - m).sum(axis=self.axes, keepdims=True))
+        with self._quiet():                                   # log(0) = -inf for those rows
+            self.out = m + xp.log(xp.exp(x - m).sum(axis=self.axes, keepdims=True))
         return self.out if keepdims else self.out.reshape(
             [n for i, n in enumerate(x.shape) if i not in self.axes])
 
     def backward(self, g):
+        xp = self.xp
         g = _expand(g, self.x.shape, self.axes, self.keepdims)
-        return g * self.xp.exp(self.x - self.out)
+        # a row that is all -inf has out = -inf and x - out = NaN: give it gradient 0 instead
+        out = xp.where(xp.isneginf(self.out), self.out.dtype.type(0), self.out)
+        return g * xp.exp(self.x - out)
+
+    def _quiet(self):
+        from .elementwise import _quiet  # noqa: PLC0415
+        return _quiet(self.xp)
