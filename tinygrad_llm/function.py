@@ -18,6 +18,7 @@ intermediate tensors can be freed; walking a released node again raises.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 
 from . import backend
@@ -45,6 +46,16 @@ class set_grad_enabled(contextlib.ContextDecorator):
     def __exit__(self, *exc):
         _state.enabled = self.prev
         return False
+
+    def __call__(self, fn):
+        """As a decorator: a fresh context per call, so recursion and threads restore correctly."""
+        mode = self.mode
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with set_grad_enabled(mode):
+                return fn(*args, **kwargs)
+        return wrapper
 
 
 class no_grad(set_grad_enabled):
