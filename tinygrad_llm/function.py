@@ -133,6 +133,8 @@ class Function:
             node.inputs = inputs
             node.needs_input_grad = tuple(t.requires_grad for t in inputs)
             node.versions = tuple(t._vbox[0] for t in inputs)
+            # many nodes save their output too (exp, sqrt, tanh, max, ...): watch it as well
+            node.out_vbox, node.out_version = result._vbox, result._vbox[0]
             result.grad_fn = node
         return result
 
@@ -193,6 +195,10 @@ def run_backward(root_tensor, grad, retain_graph: bool = False):
                 raise RuntimeError(
                     f"an input of {node.name} (shape {t.shape}) was modified in place after the "
                     f"forward pass (version {v} -> {t._vbox[0]}); its saved values are stale")
+        if node.out_vbox[0] != node.out_version:
+            raise RuntimeError(
+                f"the output of {node.name} (shape {tuple(g.shape)}) was modified in place after the "
+                f"forward pass (version {node.out_version} -> {node.out_vbox[0]}); its saved values are stale")
         grads = node.backward(g)
         if not isinstance(grads, tuple):
             grads = (grads,)
