@@ -1,0 +1,216 @@
+"""Layers with PyTorch's constructors and initialisation; each forward is one call into
+:mod:`tinygrad_llm.nn.functional` (where the hand-written backward passes live).
+
+Initial values come from the package's seeded generator (``tinygrad_llm.manual_seed``).
+"""
+from __future__ import annotations
+
+import math
+
+from .. import backend
+from ..tensor import Tensor
+from . import functional as F
+from .module import Module, Parameter
+
+__all__ = ["Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "GELU", "ReLU", "SiLU", "Identity"]
+
+
+def _setup(device, dtype):
+    device = backend.canonical_device(device)
+    dtype = backend.default_dtype if dtype is None else backend.canonical_dtype(dtype)
+    if dtype.kind != "f":
+        raise ValueError(f"layer parameters must be floating point, got dtype {dtype}")
+    return device, backend.xp_for(device), dtype
+
+
+def _uniform(shape, bound, device, dtype) -> Parameter:
+    """U(-bound, bound) samples as a Parameter."""
+    device, xp, dtype = _setup(device, dtype)
+    gen_dtype = dtype if dtype.itemsize >= 4 else backend.default_dtype
+    arr = backend.rng(device).random(shape, dtype=gen_dtype)
+    arr *= 2.0 * bound
+    arr -= bound
+    return Parameter(arr.astype(dtype, copy=False), device=device)
+
+
+def _normal(shape, device, dtype) -> Parameter:
+    device, xp, dtype = _setup(device, dtype)
+    gen_dtype = dtype if dtype.itemsize >= 4 else backend.default_dtype
+    arr = backend.rng(device).standard_normal(shape, dtype=gen_dtype)
+    return Parameter(arr.astype(dtype, copy=False), device=device)
+
+
+def _const(shape, value, device, dtype) -> Parameter:
+    device, xp, dtype = _setup(device, dtype)
+    return Parameter(xp.full(shape, value, dtype=dtype), device=device)
+
+
+def _check_positive_int(name, value, allow_zero=False):
+    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
+        what = "a non-negative" if allow_zero else "a positive"
+        raise ValueError(f"{name} must be {what} integer, got {value!r}")
+
+
+def _normalized_shape(shape) -> tuple:
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    for s in shape:
+        _check_positive_int("normalized_shape entries", s)
+    if not shape:
+        raise ValueError("normalized_shape must name at least one dimension")
+    return shape
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias.   x: (..., in_features) -> y: (..., out_features).
+
+    weight: (out_features, in_features), bias: (out_features,); both start as
+    U(-1/sqrt(in_features), 1/sqrt(in_features)), as in PyTorch.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        _check_positive_int("in_features", in_features, allow_zero=True)
+        _check_positive_int("out_features", out_features, allow_zero=True)
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
+        self.weight = _uniform((out_features, in_features), bound, device, dtype)
+        if bias:
+            self.bias = _uniform((out_features,), bound, device, dtype)
+        else:
+            self.register_parameter("bias", None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear expected input with last dimension in_features={self.in_features}, "
+                             f"got shape {x.shape}")
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(Module):
+    """out = weight[ids].   ids: integer tensor (...) -> out: (..., embedding_dim); weight ~ N(0, 1)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None):
+        super().__init__()
+        _check_positive_int("num_embeddings", num_embeddings)
+        _check_positive_int("embedding_dim", embedding_dim)
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.weight = _normal((num_embeddings, embedding_dim), device, dtype)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return F.embedding(ids, self.weight)
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+class LayerNorm(Module):
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last ``len(normalized_shape)`` dims.
+
+    weight starts at 1 and bias at 0 (when ``elementwise_affine``; ``bias=False`` drops the bias).
+    """
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        self.normalized_shape = _normalized_shape(normalized_shape)
+        if not eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {eps!r}")
+        self.eps, self.elementwise_affine = float(eps), elementwise_affine
+        if elementwise_affine:
+            self.weight = _const(self.normalized_shape, 1.0, device, dtype)
+            if bias:
+                self.bias = _const(self.normalized_shape, 0.0, device, dtype)
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class RMSNorm(Module):
+    """x / sqrt(mean(x**2) + eps) * weight over the last ``len(normalized_shape)`` dims; weight starts at 1."""
+
+    def __init__(self, normalized_shape, eps: float = 1e-6, elementwise_affine: bool = True,
+                 device=None, dtype=None):
+        super().__init__()
+        self.normalized_shape = _normalized_shape(normalized_shape)
+        if not eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {eps!r}")
+        self.eps, self.elementwise_affine = float(eps), elementwise_affine
+        if elementwise_affine:
+            self.weight = _const(self.normalized_shape, 1.0, device, dtype)
+        else:
+            self.register_parameter("weight", None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class Dropout(Module):
+    """Zero each element with probability p and scale the rest by 1/(1-p), in training mode only."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability must be between 0 and 1, got {p!r}")
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        return F.dropout(x, self.p, training=True)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class GELU(Module):
+    """x * Phi(x) (``approximate="none"``) or the tanh approximation (``"tanh"``, GPT-2's)."""
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(x, approximate=self.approximate)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class ReLU(Module):
+    """max(x, 0)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x)
+
+
+class SiLU(Module):
+    """x * sigmoid(x)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.silu(x)
+
+
+class Identity(Module):
+    """Returns its input; accepts and ignores any constructor arguments, as in PyTorch."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, x):
+        return x

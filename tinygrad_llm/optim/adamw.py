@@ -1,0 +1,64 @@
+"""AdamW: Adam with decoupled weight decay, exactly as ``torch.optim.AdamW``.
+
+For each parameter p with gradient g, at step t (starting at 1)::
+
+    p  <- p * (1 - lr * weight_decay)                  # decoupled weight decay
+    m  <- beta1 * m + (1 - beta1) * g                  # first moment  ("exp_avg")
+    v  <- beta2 * v + (1 - beta2) * g * g              # second moment ("exp_avg_sq")
+    p  <- p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+"""
+from __future__ import annotations
+
+import math
+
+from .optimizer import Optimizer, check_range
+
+__all__ = ["AdamW"]
+
+
+class AdamW(Optimizer):
+    """``AdamW(params_or_groups, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)``.
+
+    ``flat=False`` keeps one buffer per parameter (slower; for comparison).
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01, *, flat: bool = True):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay), flat=flat)
+
+    def state_names(self, group):
+        return ("exp_avg", "exp_avg_sq")
+
+    def _check_hyper(self, group, where):
+        super()._check_hyper(group, where)
+        betas = group.get("betas")
+        if betas is not None:
+            if len(betas) != 2:
+                raise ValueError(f"betas in {where} must be a pair (beta1, beta2), got {betas!r}")
+            check_range("beta1", betas[0], 0.0, 1.0, where)
+            check_range("beta2", betas[1], 0.0, 1.0, where)
+        if "eps" in group:
+            check_range("eps", group["eps"], 0.0, math.inf, where)
+        if "weight_decay" in group:
+            check_range("weight_decay", group["weight_decay"], 0.0, math.inf, where)
+
+    def _update(self, xp, p, g, tmp, state, step, group):
+        """One AdamW step on matching 1-D arrays, in place, with ``tmp`` as the only scratch."""
+        lr, (beta1, beta2), eps, wd = float(group["lr"]), group["betas"], group["eps"], group["weight_decay"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        if wd != 0:
+            p *= 1.0 - lr * wd
+        xp.subtract(g, m, out=tmp)            # m += (1 - beta1) * (g - m), PyTorch's lerp form
+        tmp *= 1.0 - beta1
+        m += tmp
+        v *= beta2                            # v = beta2 * v + (1 - beta2) * g * g
+        xp.multiply(g, g, out=tmp)
+        tmp *= 1.0 - beta2
+        v += tmp
+        # m / (sqrt(v)/c2 + eps) == c2 * m / (sqrt(v) + eps * c2), with c2 = sqrt(1 - beta2**t)
+        c2 = math.sqrt(1.0 - beta2 ** step)
+        xp.sqrt(v, out=tmp)
+        tmp += eps * c2
+        xp.divide(m, tmp, out=tmp)
+        tmp *= -lr * c2 / (1.0 - beta1 ** step)
+        p += tmp
