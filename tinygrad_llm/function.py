@@ -25,12 +25,17 @@ from . import backend
 
 __all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"]
 
-_state = threading.local()
+class _GradMode(threading.local):
+    enabled = True   # the default in every thread (a class attribute: no per-call getattr fallback)
+
+
+_state = _GradMode()
+_Tensor = None       # tinygrad_llm.tensor.Tensor, bound on first use (the modules import each other)
 
 
 def is_grad_enabled() -> bool:
     """False inside ``with no_grad():``."""
-    return getattr(_state, "enabled", True)
+    return _state.enabled
 
 
 class set_grad_enabled(contextlib.ContextDecorator):
@@ -81,6 +86,8 @@ class Function:
 
     #: set to False on ops whose output shares memory with an input only by accident
     differentiable = True
+    #: an op whose output lives on another device than its inputs sets this in forward
+    out_device = None
 
     def __init__(self, device: str, xp):
         self.device = device
@@ -110,7 +117,9 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **kwargs):
         """Run the op on Tensors; record it in the graph when a gradient is needed."""
-        from .tensor import Tensor  # noqa: PLC0415 (circular)
+        global _Tensor
+        if _Tensor is None:
+            from .tensor import Tensor as _Tensor  # noqa: PLC0415 (circular)
 
         device = inputs[0].device
         for t in inputs[1:]:
@@ -118,21 +127,23 @@ class Function:
                 raise backend.DeviceError(
                     f"{cls.__name__}: inputs are on different devices, {device!r} and {t.device!r}; "
                     "move one with .to(device)")
-        node = cls(device, backend.xp_for(device))
+        xp = backend.xp_for(device)
+        node = cls(device, xp)
         out = node.forward(*[t.data for t in inputs], **kwargs)
-        if not isinstance(out, node.xp.ndarray):  # numpy reductions may return scalars
-            out = node.xp.asarray(out)
-        record = is_grad_enabled() and cls.differentiable and any(t.requires_grad for t in inputs)
-        result = Tensor._from_op(out, getattr(node, "out_device", device), requires_grad=record)
+        if not isinstance(out, xp.ndarray):  # numpy reductions may return scalars
+            out = xp.asarray(out)
+        needs = tuple([t.requires_grad for t in inputs])
+        record = cls.differentiable and True in needs and _state.enabled
+        result = _Tensor._from_op(out, node.out_device or device, requires_grad=record)
         # a view shares its base's version counter, so in-place writes through either are seen
         for t in inputs:
-            if out is t.data or (out.base is not None and node.xp.may_share_memory(out, t.data)):
+            if out is t.data or (out.base is not None and xp.may_share_memory(out, t.data)):
                 result._vbox = t._vbox
                 break
         if record:
             node.inputs = inputs
-            node.needs_input_grad = tuple(t.requires_grad for t in inputs)
-            node.versions = tuple(t._vbox[0] for t in inputs)
+            node.needs_input_grad = needs
+            node.versions = tuple([t._vbox[0] for t in inputs])
             # many nodes save their output too (exp, sqrt, tanh, max, ...): watch it as well
             node.out_vbox, node.out_version = result._vbox, result._vbox[0]
             result.grad_fn = node
@@ -151,14 +162,14 @@ def _topo_order(root: Function):
     Iterative depth-first post-order (no recursion, so 100k-deep chains are fine);
     the list is returned reversed: root first, leaves' producers last.
     """
-    order, seen = [], {id(root)}
+    order, seen = [], {root}   # nodes hash by identity
     stack = [(root, iter(root.inputs))]
     while stack:
         node, it = stack[-1]
         for t in it:
             fn = t.grad_fn
-            if fn is not None and id(fn) not in seen:
-                seen.add(id(fn))
+            if fn is not None and fn not in seen:
+                seen.add(fn)
                 if fn.released:
                     raise RuntimeError(
                         f"backward through a graph that was already released (node {fn.name}); "
@@ -183,9 +194,9 @@ def run_backward(root_tensor, grad, retain_graph: bool = False):
             f"backward through a graph that was already released (node {root.name}); "
             "call backward(retain_graph=True) the first time to walk it again")
     order = _topo_order(root)
-    pending = {id(root): grad}
+    pending = {root: grad}     # node -> d loss / d (its output), summed over consumers
     for node in order:
-        g = pending.pop(id(node), None)
+        g = pending.pop(node, None)
         if g is None:  # nothing flowed into this node (e.g. its output's grad was None)
             if not retain_graph:
                 node.release()
@@ -205,17 +216,18 @@ def run_backward(root_tensor, grad, retain_graph: bool = False):
         for t, gi, need in zip(node.inputs, grads, node.needs_input_grad):
             if gi is None or not need:
                 continue
-            if gi.shape != t.shape:
+            data = t.data
+            if gi.shape != data.shape:
                 raise RuntimeError(f"{node.name}.backward returned a gradient of shape {gi.shape} "
                                    f"for an input of shape {t.shape}")
-            if gi.dtype != t.dtype:
-                gi = gi.astype(t.dtype)
+            if gi.dtype != data.dtype:
+                gi = gi.astype(data.dtype)
             fn = t.grad_fn
             if fn is None:
                 _accumulate_leaf(t, gi)
             else:
-                prev = pending.get(id(fn))
-                pending[id(fn)] = gi if prev is None else prev + gi
+                prev = pending.get(fn)
+                pending[fn] = gi if prev is None else prev + gi
         if not retain_graph:
             node.release()
 

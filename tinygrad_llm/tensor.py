@@ -219,14 +219,14 @@ class Tensor:
         """``other`` as a tensor on this device; Python scalars take this tensor's float dtype."""
         if isinstance(other, Tensor):
             return other
-        if isinstance(other, (bool, int, float, np.number)) and not isinstance(other, np.ndarray):
-            if self.dtype.kind == "f":
-                dtype = self.dtype
-            elif isinstance(other, (float, np.floating)):
-                dtype = backend.default_dtype
-            else:
-                dtype = self.dtype if not isinstance(other, bool) or self.dtype == np.bool_ else np.int64
-            return Tensor._from_op(self.xp.asarray(other, dtype=dtype), self.device)
+        if isinstance(other, (bool, int, float, np.number)):
+            dtype = self.data.dtype
+            if dtype.kind != "f":
+                if isinstance(other, (float, np.floating)):
+                    dtype = backend.default_dtype
+                elif isinstance(other, bool) and dtype != np.bool_:
+                    dtype = np.int64
+            return Tensor._from_op(backend.xp_for(self.device).asarray(other, dtype=dtype), self.device)
         return Tensor(other, device=self.device)
 
     # ------------------------------------------------------------------ arithmetic
