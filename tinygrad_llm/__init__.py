@@ -22,8 +22,17 @@ bool_ = _np.bool_
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # the model pulls in nn, optim and friends: import it on first use only
+    if name in ("GPT", "GPTConfig"):
+        from . import model
+        return getattr(model, name)
+    raise AttributeError(f"module 'tinygrad_llm' has no attribute {name!r}")
+
+
 __all__ = [
-    "Tensor", "Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
+    "Tensor", "Function", "GPT", "GPTConfig", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "gradcheck", "GradcheckError", "manual_seed", "gpu_available", "DeviceError",
     "zeros", "ones", "full", "randn", "rand", "arange", "eye",
     "zeros_like", "ones_like", "full_like", "randn_like", "rand_like",

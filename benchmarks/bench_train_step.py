@@ -1,0 +1,181 @@
+"""Time one training step (forward + backward + AdamW step) of our GPT, and of the same
+model written in PyTorch eager (when torch is installed), alternating the two in one run.
+
+    python benchmarks/bench_train_step.py                      # the 'cpu' preset's model
+    python benchmarks/bench_train_step.py --preset gpu --iters 3
+    python benchmarks/bench_train_step.py --profile            # where our time goes
+
+Prints ms/iter (median), tokens/s, MFU against --peak-flops, and our peak traced array
+memory, for each implementation, then the ratio ours / PyTorch.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+
+import tinygrad_llm as tg
+from tinygrad_llm import GPT, GPTConfig
+from tinygrad_llm.optim import clip_grad_norm_
+from tinygrad_llm.presets import preset
+
+
+def make_batches(n, B, T, V, seed=0):
+    rs = np.random.default_rng(seed)
+    return [(rs.integers(0, V, (B, T)), rs.integers(0, V, (B, T))) for _ in range(n)]
+
+
+class Ours:
+    name = "tinygrad_llm"
+
+    def __init__(self, cfg: GPTConfig, device):
+        tg.manual_seed(0)
+        self.model = GPT(cfg).to(device)
+        self.opt = self.model.configure_optimizers(0.1, 1e-3, (0.9, 0.99))
+        self.device = device
+
+    def step(self, x, y):
+        _, loss = self.model(tg.Tensor(x, device=self.device), tg.Tensor(y, device=self.device))
+        loss.backward()
+        clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad()
+        return loss.item()
+
+
+class Torch:
+    """nanoGPT's model, written out here: PyTorch eager with its fused CPU SDPA kernel."""
+
+    name = "pytorch"
+
+    def __init__(self, cfg: GPTConfig, device):
+        import torch
+        import torch.nn as nn
+        import torch.nn.functional as F
+        torch.manual_seed(0)
+        self.torch, self.cfg = torch, cfg
+        C, H = cfg.n_embd, cfg.n_head
+
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.ln_1, self.ln_2 = nn.LayerNorm(C), nn.LayerNorm(C)
+                self.c_attn, self.c_proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
+                self.c_fc, self.mlp_proj = nn.Linear(C, 4 * C), nn.Linear(4 * C, C)
+                self.drop = nn.Dropout(cfg.dropout)
+
+            def forward(self, x):
+                B, T, _ = x.shape
+                q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
+                q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
+                a = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                   dropout_p=cfg.dropout if self.training else 0.0)
+                x = x + self.drop(self.c_proj(a.transpose(1, 2).contiguous().view(B, T, C)))
+                return x + self.drop(self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh")))
+
+        class Model(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.wte, self.wpe = nn.Embedding(cfg.vocab_size, C), nn.Embedding(cfg.block_size, C)
+                self.h = nn.ModuleList([Block() for _ in range(cfg.n_layer)])
+                self.ln_f = nn.LayerNorm(C)
+                self.lm_head = nn.Linear(C, cfg.vocab_size, bias=False)
+                self.lm_head.weight = self.wte.weight
+                self.drop = nn.Dropout(cfg.dropout)
+
+            def forward(self, idx, tgt):
+                T = idx.shape[1]
+                x = self.drop(self.wte(idx) + self.wpe(torch.arange(T)))
+                for b in self.h:
+                    x = b(x)
+                logits = self.lm_head(self.ln_f(x))
+                return F.cross_entropy(logits.view(-1, logits.size(-1)), tgt.view(-1))
+
+        self.model = Model()
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                                      {"params": no_decay, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.99))
+
+    def step(self, x, y):
+        torch = self.torch
+        loss = self.model(torch.from_numpy(x), torch.from_numpy(y))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--iters", type=int, default=20, help="timed iterations per implementation")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--peak-flops", type=float, default=None, help="for MFU (default: tinygrad_llm.model.PEAK_FLOPS)")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--profile", action="store_true", help="cProfile our step and print the top entries")
+    args = p.parse_args()
+
+    model_fields, train_fields = preset(args.preset)
+    B = args.batch_size or train_fields["batch_size"]
+    cfg = GPTConfig(vocab_size=65, **model_fields)
+    T = cfg.block_size
+    impls = [Ours(cfg, args.device)]
+    if not args.no_torch:
+        try:
+            import torch
+            impls.append(Torch(cfg, args.device))
+            torch_info = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        except ImportError:
+            torch_info = "torch not installed"
+    print(f"preset {args.preset}: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {T}, "
+          f"batch {B}, dropout {cfg.dropout}; {impls[0].model.num_params() / 1e6:.2f}M params")
+    print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}, "
+          f"numpy {np.__version__}, {torch_info if not args.no_torch else 'torch skipped'}")
+    batches = make_batches(args.warmup + args.iters, B, T, cfg.vocab_size)
+    for impl in impls:
+        for x, y in batches[:args.warmup]:
+            impl.step(x, y)
+    if args.profile:
+        import cProfile
+        import pstats
+        pr = cProfile.Profile()
+        pr.enable()
+        for x, y in batches[:3]:
+            impls[0].step(x, y)
+        pr.disable()
+        pstats.Stats(pr).sort_stats("tottime").print_stats(25)
+    times = {impl.name: [] for impl in impls}
+    for x, y in batches[args.warmup:]:
+        for impl in impls:  # alternate, so both see the same machine state
+            t0 = time.perf_counter()
+            impl.step(x, y)
+            times[impl.name].append(time.perf_counter() - t0)
+    tracemalloc.start()
+    impls[0].step(*batches[0])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    flops = impls[0].model.flops_per_token(T) * B * T
+    peak_flops = args.peak_flops or tg.model.PEAK_FLOPS["cpu" if args.device == "cpu" else "cuda"]
+    med = {}
+    for name, ts in times.items():
+        med[name] = statistics.median(ts)
+        extra = f", peak traced arrays {peak / 2**20:.0f} MiB" if name == "tinygrad_llm" else ""
+        print(f"{name:>13}: {med[name] * 1000:8.1f} ms/iter (min {min(ts) * 1000:.1f}), "
+              f"{B * T / med[name]:9,.0f} tok/s, MFU {flops / med[name] / peak_flops * 100:5.1f}% "
+              f"of {peak_flops:.2g} FLOP/s{extra}")
+    if "pytorch" in med:
+        print(f"ratio ours / pytorch: {med['tinygrad_llm'] / med['pytorch']:.2f}x")
+    assert math.isfinite(impls[0].step(*batches[0]))
+
+
+if __name__ == "__main__":
+    main()

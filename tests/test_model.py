@@ -1,0 +1,222 @@
+"""GPT model: config validation, shapes, GPT-2 names and init, the fused attention node."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinygrad_llm as tg
+from tinygrad_llm import GPT, GPTConfig, Tensor, gradcheck
+from tinygrad_llm.ops.self_attention import CausalSelfAttention, causal_self_attention
+
+TINY = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
+
+
+def tiny(**kw):
+    tg.manual_seed(0)
+    return GPT(GPTConfig(**{**TINY, **kw}))
+
+
+# ---------------------------------------------------------------- config
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(n_embd=10, n_head=4), "divisible"),
+    (dict(n_layer=0), "n_layer"),
+    (dict(vocab_size=-1), "vocab_size"),
+    (dict(dropout=1.0), "dropout"),
+    (dict(norm="batchnorm"), "norm"),
+    (dict(activation="swish"), "activation"),
+    (dict(pos="rotary"), "pos"),
+])
+def test_config_rejects_bad_values(bad, match):
+    with pytest.raises(ValueError, match=match):
+        GPTConfig(**{**TINY, **bad})
+
+
+def test_config_unknown_key_is_named():
+    with pytest.raises(ValueError, match="n_layers"):
+        GPTConfig.from_dict({**TINY, "n_layers": 3})
+    assert GPTConfig.from_dict(GPTConfig(**TINY).to_dict()) == GPTConfig(**TINY)
+
+
+# ---------------------------------------------------------------- structure
+
+def test_gpt2_parameter_names_and_shapes():
+    m = tiny()
+    names = dict(m.named_parameters())
+    C, V, T = 8, 11, 8
+    expect = {
+        "transformer.wte.weight": (V, C), "transformer.wpe.weight": (T, C),
+        "transformer.h.0.ln_1.weight": (C,), "transformer.h.0.ln_1.bias": (C,),
+        "transformer.h.0.attn.c_attn.weight": (3 * C, C), "transformer.h.0.attn.c_attn.bias": (3 * C,),
+        "transformer.h.0.attn.c_proj.weight": (C, C), "transformer.h.1.ln_2.weight": (C,),
+        "transformer.h.1.mlp.c_fc.weight": (4 * C, C), "transformer.h.1.mlp.c_proj.weight": (C, 4 * C),
+        "transformer.ln_f.weight": (C,), "transformer.ln_f.bias": (C,),
+    }
+    for k, shape in expect.items():
+        assert names[k].shape == shape, k
+    # tied: lm_head.weight is wte.weight, listed once among parameters, present in state_dict
+    assert m.lm_head.weight is m.transformer.wte.weight
+    assert "lm_head.weight" in m.state_dict()
+    assert m.num_params() == sum(p.size for p in names.values())
+
+
+def test_untied_and_options_change_parameters():
+    assert tiny(tie_weights=False).lm_head.weight is not tiny(tie_weights=False).transformer.wte.weight
+    m = tiny(pos="sinusoidal", norm="rmsnorm", bias=False)
+    names = dict(m.named_parameters())
+    assert "transformer.wpe.weight" not in names
+    assert not any(k.endswith(".bias") for k in names)
+    assert "transformer.h.0.ln_1.weight" in names
+
+
+def test_gpt2_init_statistics():
+    tg.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=500, block_size=64, n_layer=4, n_head=4, n_embd=64))
+    p = dict(m.named_parameters())
+    assert abs(p["transformer.wte.weight"].numpy().std() - 0.02) < 0.002
+    assert abs(p["transformer.h.0.mlp.c_fc.weight"].numpy().std() - 0.02) < 0.002
+    proj = p["transformer.h.0.mlp.c_proj.weight"].numpy().std()
+    assert abs(proj - 0.02 / math.sqrt(2 * 4)) < 0.001
+    assert np.all(p["transformer.h.0.attn.c_attn.bias"].numpy() == 0)
+    assert np.all(p["transformer.ln_f.weight"].numpy() == 1)
+
+
+def test_forward_shapes_loss_and_errors():
+    m = tiny()
+    idx = np.random.default_rng(0).integers(0, 11, (3, 8))
+    logits, loss = m(idx)
+    assert logits.shape == (3, 8, 11) and loss is None
+    logits, loss = m(idx, idx)
+    assert loss.shape == () and loss.dtype == np.float32
+    # an untrained model predicts roughly uniformly
+    assert abs(loss.item() - math.log(11)) < 0.5
+    with pytest.raises(ValueError, match="block_size 8"):
+        m(np.zeros((1, 9), dtype=np.int64))
+    with pytest.raises(ValueError, match="shape"):
+        m(np.zeros(5, dtype=np.int64))
+    with pytest.raises(TypeError, match="integer"):
+        m(np.zeros((1, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match="targets"):
+        m(idx, idx[:, :4])
+
+
+def test_loss_matches_numpy_cross_entropy():
+    m = tiny()
+    idx = np.random.default_rng(1).integers(0, 11, (2, 8))
+    tgt = np.random.default_rng(2).integers(0, 11, (2, 8))
+    logits, loss = m(idx, tgt)
+    z = logits.numpy().astype(np.float64).reshape(-1, 11)
+    lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+    ref = np.mean(lse - z[np.arange(16), tgt.reshape(-1)])
+    assert abs(loss.item() - ref) < 1e-5
+
+
+@pytest.mark.parametrize("kw", [{}, dict(prenorm=False), dict(norm="rmsnorm"), dict(activation="relu"),
+                                dict(pos="sinusoidal"), dict(tie_weights=False, bias=False)])
+def test_every_parameter_gets_a_gradient(kw):
+    m = tiny(**kw)
+    idx = np.random.default_rng(0).integers(0, 11, (2, 8))
+    _, loss = m(idx, idx)
+    loss.backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and p.grad.shape == p.shape, name
+        assert np.isfinite(p.grad).all(), name
+    assert np.abs(m.transformer.h[0].attn.c_attn.weight.grad).sum() > 0
+
+
+def test_whole_model_gradients_match_finite_differences_float64():
+    """Backprop through the whole GPT against central differences on sampled weights."""
+    m = tiny(n_layer=1)
+    m.to(np.float64)
+    idx = np.random.default_rng(0).integers(0, 11, (1, 5))
+    _, loss = m(idx, idx)
+    loss.backward()
+    params = dict(m.named_parameters())
+    rs = np.random.default_rng(0)
+    for name in ["transformer.h.0.attn.c_attn.weight", "transformer.h.0.mlp.c_fc.bias",
+                 "transformer.wpe.weight", "transformer.wte.weight", "transformer.ln_f.bias"]:
+        flat, g = params[name].data.reshape(-1), params[name].grad.reshape(-1)
+        for e in rs.choice(flat.size, 4, replace=False):
+            old = flat[e]
+            flat[e] = old + 1e-6
+            plus = m(idx, idx)[1].item()
+            flat[e] = old - 1e-6
+            minus = m(idx, idx)[1].item()
+            flat[e] = old
+            assert abs((plus - minus) / 2e-6 - g[e]) < 1e-7, (name, e)
+
+
+def test_flops_and_mfu():
+    m = tiny()
+    n = m.num_params(non_embedding=True)
+    assert m.flops_per_token(8) == 6 * n + 12 * 2 * 8 * 8
+    mfu = m.estimate_mfu(tokens_per_iter=100, dt=1.0, peak_flops=1e9)
+    assert mfu == pytest.approx(m.flops_per_token() * 100 / 1e9)
+
+
+def test_configure_optimizers_decays_only_matrices():
+    m = tiny()
+    opt = m.configure_optimizers(weight_decay=0.1, learning_rate=1e-3)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(m.parameters()))
+
+
+# ---------------------------------------------------------------- fused attention node
+
+def _reference_attention(qkv, H):
+    B, T, C3 = qkv.shape
+    C, hd = C3 // 3, C3 // 3 // H
+    q, k, v = (a.reshape(B, T, H, hd).transpose(0, 2, 1, 3) for a in np.split(qkv, 3, -1))
+    s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd)
+    s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return (p @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
+
+
+@given(B=st.integers(1, 3), T=st.integers(1, 6), H=st.integers(1, 3), hd=st.integers(1, 4),
+       seed=st.integers(0, 2 ** 16))
+def test_causal_self_attention_forward_and_gradcheck(B, T, H, hd, seed):
+    qkv = np.random.default_rng(seed).standard_normal((B, T, 3 * H * hd))
+    out = causal_self_attention(Tensor(qkv), H)
+    np.testing.assert_allclose(out.numpy(), _reference_attention(qkv, H), atol=1e-12)
+    gradcheck(lambda x: causal_self_attention(x, H), [Tensor(qkv, requires_grad=True)])
+
+
+def test_causal_self_attention_dropout_gradcheck_and_single_node():
+    qkv = Tensor(np.random.default_rng(0).standard_normal((2, 5, 12)), requires_grad=True)
+
+    def f(x):
+        tg.manual_seed(7)  # the same dropout mask on every call
+        return causal_self_attention(x, 2, dropout_p=0.4)
+    gradcheck(f, [qkv])
+    y = f(qkv)
+    assert isinstance(y.grad_fn, CausalSelfAttention) and y.grad_fn.inputs == (qkv,)
+    with pytest.raises(ValueError, match="dropout_p"):
+        causal_self_attention(qkv, 2, dropout_p=1.0)
+    with pytest.raises(ValueError, match="n_head"):
+        causal_self_attention(qkv, 5)
+
+
+def test_fused_attention_equals_sdpa_composition():
+    import tinygrad_llm.nn.functional as F
+    rs = np.random.default_rng(3)
+    B, T, H, hd = 2, 6, 3, 4
+    qkv = rs.standard_normal((B, T, 3 * H * hd))
+    q, k, v = (Tensor(a.reshape(B, T, H, hd).transpose(0, 2, 1, 3).copy()) for a in np.split(qkv, 3, -1))
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True).permute(0, 2, 1, 3).reshape(B, T, H * hd)
+    np.testing.assert_allclose(causal_self_attention(Tensor(qkv), H).numpy(), y.numpy(), atol=1e-12)
+
+
+def test_model_on_gpu_matches_cpu(device):
+    if device == "cpu":
+        pytest.skip("compares a GPU run with the CPU")
+    m = tiny()
+    idx = np.random.default_rng(0).integers(0, 11, (2, 8))
+    ref = m(idx, idx)[1].item()
+    m.to(device)
+    assert abs(m(idx, idx)[1].item() - ref) < 1e-5
