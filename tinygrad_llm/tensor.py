@@ -277,7 +277,7 @@ class Tensor:
     # comparisons: plain boolean tensors, no gradient
     def _compare(self, o, op):
         o = self._lift(o)
-        return Tensor._from_op(op(self.data, o.data), self.device)
+        return Tensor._from_op(self.xp.asarray(op(self.data, o.data)), self.device)
 
     def __eq__(self, o):  # noqa: D105 (elementwise, as in NumPy / PyTorch)
         return self._compare(o, lambda a, b: a == b)
@@ -373,10 +373,10 @@ class Tensor:
         return R.LogSumExp.apply(self, axis=_axis_arg(axis, dim), keepdims=keepdims)
 
     def argmax(self, axis=None, keepdims=False):
-        return Tensor._from_op(self.data.argmax(axis=axis, keepdims=keepdims), self.device)
+        return Tensor._from_op(self.xp.asarray(self.data.argmax(axis=axis, keepdims=keepdims)), self.device)
 
     def argmin(self, axis=None, keepdims=False):
-        return Tensor._from_op(self.data.argmin(axis=axis, keepdims=keepdims), self.device)
+        return Tensor._from_op(self.xp.asarray(self.data.argmin(axis=axis, keepdims=keepdims)), self.device)
 
     # ------------------------------------------------------------------ movement
     def reshape(self, *shape):
