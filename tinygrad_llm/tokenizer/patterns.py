@@ -1,0 +1,85 @@
+"""Regex patterns that cut text into chunks before BPE.
+
+BPE never merges across a chunk boundary, so the split pattern decides what a
+token can span (for example: never a letter and a digit together).
+"""
+from __future__ import annotations
+
+import regex
+
+# The split pattern published with GPT-2 (also what Hugging Face's GPT-2 uses).
+# tiktoken's "r50k_base" writes it differently (possessive quantifiers) but
+# cuts text the same way.
+GPT2_SPLIT_PATTERN = (
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+)
+
+# The split pattern of GPT-4's "cl100k_base" encoding, exactly as tiktoken has it.
+GPT4_SPLIT_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+
+PATTERNS = {
+    "gpt2": GPT2_SPLIT_PATTERN,
+    "gpt4": GPT4_SPLIT_PATTERN,
+    "cl100k": GPT4_SPLIT_PATTERN,
+}
+
+_NAME_LIKE = regex.compile(r"[A-Za-z0-9_\-]+")
+
+
+def resolve_pattern(pattern: str) -> str:
+    """Return the regex string for a pattern name ("gpt2", "gpt4", "cl100k")
+    or check and return a user-given regex string.
+
+    A bare word that is not a known name (e.g. "gpt3") is an error rather than
+    a regex that matches that word.
+    """
+    if not isinstance(pattern, str):
+        raise TypeError(f"pattern must be a str (a name or a regex), got {type(pattern).__name__}")
+    if pattern in PATTERNS:
+        return PATTERNS[pattern]
+    if not pattern:
+        raise ValueError("pattern is empty; expected one of "
+                         f"{sorted(PATTERNS)} or a regex string")
+    if _NAME_LIKE.fullmatch(pattern):
+        raise ValueError(f"unknown pattern name {pattern!r}; expected one of "
+                         f"{sorted(PATTERNS)} or a regex string")
+    compile_pattern(pattern)
+    return pattern
+
+
+def compile_pattern(pattern: str) -> regex.Pattern:
+    """Compile a split pattern with the `regex` package, with a clear error."""
+    try:
+        return regex.compile(pattern)
+    except regex.error as e:
+        raise ValueError(f"split pattern {pattern!r} is not a valid regex: {e}") from None
+
+
+# Long texts are split into blocks of about this many characters, so that the
+# list of chunks of a 100 MB text is never held at once.
+BLOCK_CHARS = 1 << 20
+# A cut right after "\n" that follows a non-space and precedes a letter gives
+# the same chunks as no cut, for both built-in patterns: no chunk of theirs
+# holds "\n" followed by a letter, and the lone "\n" is a chunk either way.
+_SAFE_CUT = regex.compile(r"\S\n(?=\p{L})")
+
+
+def iter_blocks(text: str, pattern: str):
+    """Yield pieces of text that split into the same chunks as the whole text.
+
+    Only the built-in patterns are cut; a user pattern gets the text whole.
+    """
+    n = len(text)
+    if n <= BLOCK_CHARS or pattern not in (GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN):
+        yield text
+        return
+    start = 0
+    while n - start > BLOCK_CHARS:
+        m = _SAFE_CUT.search(text, start + BLOCK_CHARS)
+        if m is None:
+            break
+        yield text[start:m.end()]
+        start = m.end()
+    yield text[start:]
