@@ -6,6 +6,8 @@ broadcasts against the input.
 """
 from __future__ import annotations
 
+import operator
+
 from ..function import Function
 
 
@@ -13,11 +15,13 @@ def normalize_axes(axis, ndim: int) -> tuple:
     """A sorted tuple of non-negative axes; every axis for None; IndexError when out of range."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
     out = []
     for a in axes:
-        if not isinstance(a, int):
-            raise TypeError(f"axis must be an int or a tuple of ints, got {axis!r}")
+        try:
+            a = operator.index(a)   # ints and NumPy integers; not floats
+        except TypeError:
+            raise TypeError(f"axis must be an int or a tuple of ints, got {axis!r}") from None
         if not -max(ndim, 1) <= a < max(ndim, 1):
             raise IndexError(f"axis {a} is out of range for a tensor with {ndim} dimension(s)")
         out.append(a % ndim if ndim else 0)
