@@ -118,7 +118,7 @@ class LayerNorm(Module):
         self.normalized_shape = _normalized_shape(normalized_shape)
         if not eps >= 0:
             raise ValueError(f"eps must be >= 0, got {eps!r}")
-        self.eps, self.elementwise_affine = float(eps), elementwise_affine
+        self.eps, self.elementwise_affine, self._bias = float(eps), elementwise_affine, bool(bias)
         if elementwise_affine:
             self.weight = _const(self.normalized_shape, 1.0, device, dtype)
             if bias:
@@ -133,7 +133,8 @@ class LayerNorm(Module):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+                f"bias={self._bias}")
 
 
 class RMSNorm(Module):
