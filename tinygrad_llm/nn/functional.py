@@ -1,5 +1,191 @@
 """The transformer's ops as functions, with PyTorch's signatures (``import tinygrad_llm.nn.functional as F``).
 
 Each function here is one graph node; its forward and hand-written backward live in
-``tinygrad_llm/ops/``.
+``tinygrad_llm/ops/`` (see docs/backprop.md for the derivations). These wrappers only
+sort out arguments (PyTorch's call forms, optional tensors, index arrays) and call
+``Op.apply``.
 """
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..ops.activation import GELU, ReLU, SiLU
+from ..ops.cross_entropy import CrossEntropy
+from ..ops.dropout import Dropout, check_p
+from ..ops.embedding import Embedding
+from ..ops.linear import Linear
+from ..ops.norm import LayerNorm, RMSNorm
+from ..ops.softmax import LogSoftmax, Softmax
+from ..tensor import Tensor
+
+__all__ = [
+    "linear", "softmax", "log_softmax", "cross_entropy", "layer_norm", "rms_norm",
+    "gelu", "relu", "silu", "embedding", "dropout",
+]
+
+
+def _tensor(x, name):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a Tensor, got {type(x).__name__}")
+    return x
+
+
+def _index_tensor(a, device):
+    """An integer Tensor on ``device`` from a Tensor, a numpy/cupy array, a list or an int."""
+    if isinstance(a, Tensor):
+        return a
+    return Tensor(a, device=device)
+
+
+def _axis(axis, dim, default=-1):
+    if dim is not None:
+        if axis is not None:
+            raise TypeError("give axis or dim, not both")
+        return dim
+    return default if axis is None else axis
+
+
+# ----------------------------------------------------------------------------- linear
+
+def linear(input, weight, bias=None):
+    """y = input @ weight^T + bias.  input (..., in), weight (out, in), bias (out,) or None -> (..., out)."""
+    tensors = (_tensor(input, "input"), _tensor(weight, "weight"))
+    if bias is not None:
+        tensors += (_tensor(bias, "bias"),)
+    return Linear.apply(*tensors)
+
+
+# ----------------------------------------------------------------------------- softmax family
+
+def softmax(input, axis=None, dim=None):
+    """exp(x) / sum(exp(x)) along ``axis`` (``dim`` is an alias; default the last axis)."""
+    return Softmax.apply(_tensor(input, "input"), axis=_axis(axis, dim))
+
+
+def log_softmax(input, axis=None, dim=None):
+    """x - logsumexp(x) along ``axis`` (``dim`` is an alias; default the last axis)."""
+    return LogSoftmax.apply(_tensor(input, "input"), axis=_axis(axis, dim))
+
+
+def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """Cross-entropy of logits ``input`` (..., C) against integer class indices ``target`` (...).
+
+    Classes are on the LAST axis (GPT's (B, T, V) layout; PyTorch puts them on axis 1 for
+    inputs of more than 2 dims). ``target`` may be an integer Tensor, a numpy/cupy array or
+    a list. Rows whose target equals ``ignore_index`` count for nothing; ``reduction`` is
+    "mean" (over the counted rows; 0 if none), "sum" or "none"; ``label_smoothing`` as in
+    PyTorch. Per-class ``weight`` is not supported.
+    """
+    if weight is not None:
+        raise NotImplementedError("cross_entropy: per-class weight is not supported")
+    logits = _tensor(input, "input")
+    targets = _index_tensor(target, logits.device)
+    return CrossEntropy.apply(logits, targets, ignore_index=int(ignore_index), reduction=reduction,
+                              label_smoothing=label_smoothing)
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+def _normalized_ndim(x, normalized_shape, params, op):
+    """How many trailing dims of ``x`` to normalise, after checking every shape against them."""
+    if normalized_shape is None:
+        first = next((p for p in params if p is not None), None)
+        normalized_shape = first.shape if first is not None else x.shape[-1:]
+    if isinstance(normalized_shape, numbers.Integral):
+        normalized_shape = (int(normalized_shape),)
+    normalized_shape = tuple(int(n) for n in normalized_shape)
+    k = len(normalized_shape)
+    if k == 0 or k > x.ndim or tuple(x.shape[x.ndim - k:]) != normalized_shape:
+        raise ValueError(f"{op}: normalized_shape {normalized_shape} must be the trailing dims of the "
+                         f"input, whose shape is {x.shape}")
+    for name, p in zip(("weight", "bias"), params):
+        if p is not None and p.shape != normalized_shape:
+            raise ValueError(f"{op}: {name} must have shape {normalized_shape}, got {p.shape}")
+    return k
+
+
+def layer_norm(input, normalized_shape=None, weight=None, bias=None, eps=1e-5):
+    """(x - mean) / sqrt(var + eps) * weight + bias over the trailing ``normalized_shape`` dims.
+
+    PyTorch's form ``layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5)``; the
+    short form ``layer_norm(x, weight, bias=None, eps=1e-5)`` is also accepted (the
+    normalised dims are then weight's shape). weight / bias may be None.
+    """
+    x = _tensor(input, "input")
+    if isinstance(normalized_shape, Tensor):                 # short form: (x, weight, bias, eps)
+        if bias is not None and not isinstance(bias, Tensor):
+            eps, bias = bias, None
+        normalized_shape, weight, bias = None, normalized_shape, weight
+    nd = _normalized_ndim(x, normalized_shape, (weight, bias), "layer_norm")
+    params = tuple(_tensor(p, n) for p, n in ((weight, "weight"), (bias, "bias")) if p is not None)
+    return LayerNorm.apply(x, *params, has_weight=weight is not None, has_bias=bias is not None,
+                           eps=float(eps), ndim=nd)
+
+
+def rms_norm(input, normalized_shape=None, weight=None, eps=1e-6):
+    """x / sqrt(mean(x**2) + eps) * weight over the trailing ``normalized_shape`` dims.
+
+    PyTorch's form ``rms_norm(x, normalized_shape, weight=None, eps=None)``, but eps defaults
+    to 1e-6 (``eps=None`` means the dtype's machine epsilon, PyTorch's default); the short
+    form ``rms_norm(x, weight, eps=1e-6)`` is also accepted.
+    """
+    x = _tensor(input, "input")
+    if isinstance(normalized_shape, Tensor):                 # short form: (x, weight, eps)
+        if weight is not None and not isinstance(weight, Tensor):
+            eps, weight = weight, None
+        normalized_shape, weight = None, normalized_shape
+    nd = _normalized_ndim(x, normalized_shape, (weight,), "rms_norm")
+    if eps is None:
+        eps = float(np.finfo(x.dtype).eps) if x.dtype.kind == "f" else 0.0
+    params = (_tensor(weight, "weight"),) if weight is not None else ()
+    return RMSNorm.apply(x, *params, has_weight=weight is not None, eps=float(eps), ndim=nd)
+
+
+# ----------------------------------------------------------------------------- activations
+
+def gelu(input, approximate="none"):
+    """x * Phi(x): ``approximate="none"`` (exact, with erf; PyTorch's default) or "tanh" (GPT-2's)."""
+    return GELU.apply(_tensor(input, "input"), approximate=approximate)
+
+
+def relu(input, inplace=False):
+    """max(x, 0)."""
+    if inplace:
+        raise NotImplementedError("relu(inplace=True) is not supported: it would not be recorded in the graph")
+    return ReLU.apply(_tensor(input, "input"))
+
+
+def silu(input, inplace=False):
+    """x * sigmoid(x)."""
+    if inplace:
+        raise NotImplementedError("silu(inplace=True) is not supported: it would not be recorded in the graph")
+    return SiLU.apply(_tensor(input, "input"))
+
+
+# ----------------------------------------------------------------------------- embedding, dropout
+
+def embedding(input, weight):
+    """weight[input]: integer ids ``input`` (...) (Tensor, numpy/cupy array or list), weight (V, D) -> (..., D)."""
+    weight = _tensor(weight, "weight")
+    return Embedding.apply(_index_tensor(input, weight.device), weight)
+
+
+def dropout(input, p=0.5, training=True, inplace=False):
+    """Inverted dropout: zero each element with probability p and scale the rest by 1 / (1 - p).
+
+    With ``training=False`` or ``p == 0`` the input tensor itself is returned (no graph node).
+    The mask uses the package's seeded generator (``manual_seed``). p = 1 gives zeros.
+    """
+    x = _tensor(input, "input")
+    p = check_p(p)
+    if inplace:
+        raise NotImplementedError("dropout(inplace=True) is not supported")
+    if not training or p == 0.0:
+        return x
+    return Dropout.apply(x, p=p)
+
+
+# ----------------------------------------------------------------------------- attention
+# attention: see ops/attention.py (scaled_dot_product_attention is added below this line)

@@ -1,0 +1,296 @@
+"""linear, softmax, log_softmax and cross_entropy (tinygrad_llm.nn.functional): gradients against
+finite differences, forwards against plain NumPy, one graph node each, bad inputs.
+
+The other fused ops are in test_functional_norm_act.py and test_functional_embedding_dropout.py;
+comparisons with PyTorch are in test_functional_torch.py.
+"""
+import numpy as np
+import pytest
+from conftest import to_np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tinygrad_llm.nn.functional as F
+from tinygrad_llm import Tensor, gradcheck, no_grad
+from tinygrad_llm.ops.cross_entropy import CrossEntropy
+from tinygrad_llm.ops.linear import Linear
+from tinygrad_llm.ops.softmax import LogSoftmax, Softmax
+
+fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+lead_dims = st.lists(st.integers(1, 3), min_size=0, max_size=2).map(tuple)
+seeds = st.integers(0, 2**32 - 1)
+
+
+def leaf(a, device="cpu"):
+    return Tensor(np.asarray(a), requires_grad=True, device=device)
+
+
+# ============================================================================ linear
+
+@fixture_ok
+@given(lead=lead_dims, n_in=st.integers(1, 5), n_out=st.integers(1, 5), bias=st.booleans(), seed=seeds)
+def test_linear_gradcheck(device, lead, n_in, n_out, bias, seed):
+    rs = np.random.default_rng(seed)
+    x = leaf(rs.standard_normal(lead + (n_in,)), device)
+    w = leaf(rs.standard_normal((n_out, n_in)), device)
+    inputs = [x, w] + ([leaf(rs.standard_normal(n_out), device)] if bias else [])
+    gradcheck(lambda *a: F.linear(*a), inputs)
+
+
+def test_linear_forward_and_grads_match_numpy(device):
+    rs = np.random.default_rng(0)
+    x, w, b = rs.standard_normal((2, 3, 4)), rs.standard_normal((5, 4)), rs.standard_normal(5)
+    g = rs.standard_normal((2, 3, 5))
+    tx, tw, tb = leaf(x, device), leaf(w, device), leaf(b, device)
+    y = F.linear(tx, tw, tb)
+    np.testing.assert_allclose(to_np(y), x @ w.T + b, rtol=1e-12, atol=1e-12)
+    y.backward(Tensor(g, device=device))
+    g2, x2 = g.reshape(6, 5), x.reshape(6, 4)
+    np.testing.assert_allclose(to_np(tx.grad), (g2 @ w).reshape(x.shape), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(to_np(tw.grad), g2.T @ x2, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(to_np(tb.grad), g2.sum(0), rtol=1e-12, atol=1e-12)
+
+
+def test_linear_1d_input_and_no_bias():
+    rs = np.random.default_rng(1)
+    x, w = leaf(rs.standard_normal(4)), leaf(rs.standard_normal((3, 4)))
+    y = F.linear(x, w)
+    assert y.shape == (3,)
+    np.testing.assert_allclose(y.numpy(), w.numpy() @ x.numpy())
+    gradcheck(lambda x, w: F.linear(x, w), [x, w])
+
+
+def test_linear_float32_stays_float32_and_reshape_is_a_view():
+    rs = np.random.default_rng(2)
+    x = leaf(rs.standard_normal((4, 8, 16)).astype(np.float32))
+    w = leaf(rs.standard_normal((32, 16)).astype(np.float32))
+    b = leaf(np.zeros(32, np.float32))
+    y = F.linear(x, w, b)
+    assert y.dtype == np.float32
+    assert np.shares_memory(y.grad_fn.x2, x.data)          # no copy of the input
+    y.sum().backward()                                       # the gradient is a broadcast view
+    assert x.grad.dtype == w.grad.dtype == b.grad.dtype == np.float32
+    np.testing.assert_allclose(x.grad, np.broadcast_to(w.numpy().sum(0), x.shape), rtol=1e-5)
+    np.testing.assert_allclose(b.grad, np.full(32, 32.0), rtol=1e-6)
+
+
+def test_linear_non_contiguous_input():
+    rs = np.random.default_rng(3)
+    base = rs.standard_normal((6, 4, 5))
+    xt = leaf(base).transpose(1, 0, 2)[:, ::2]               # a strided view (4, 3, 5)
+    w = leaf(rs.standard_normal((2, 5)))
+    np.testing.assert_allclose(F.linear(xt, w).numpy(), to_np(xt) @ w.numpy().T, rtol=1e-12)
+    gradcheck(lambda x, w: F.linear(x.transpose(1, 0, 2)[:, ::2], w), [leaf(base), w])
+
+
+def test_linear_bad_shapes():
+    x = Tensor(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="in_features=3"):
+        F.linear(x, Tensor(np.zeros((5, 3))))
+    with pytest.raises(ValueError, match="weight must be 2-D"):
+        F.linear(x, Tensor(np.zeros(4)))
+    with pytest.raises(ValueError, match=r"bias must have shape \(5,\)"):
+        F.linear(x, Tensor(np.zeros((5, 4))), Tensor(np.zeros(4)))
+    with pytest.raises(TypeError, match="weight must be a Tensor"):
+        F.linear(x, np.zeros((5, 4)))
+
+
+# ============================================================================ softmax / log_softmax
+
+def np_softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def np_log_softmax(x, axis):
+    z = x - x.max(axis=axis, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+
+
+@fixture_ok
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple), data=st.data(),
+       log=st.booleans(), scale=st.sampled_from([1.0, 30.0]), seed=seeds)
+def test_softmax_gradcheck(device, shape, data, log, scale, seed):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    x = leaf(np.random.default_rng(seed).standard_normal(shape) * scale, device)
+    fn = F.log_softmax if log else F.softmax
+    gradcheck(lambda x: fn(x, axis), [x])
+
+
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_softmax_forward_matches_numpy(device, axis):
+    x = np.random.default_rng(4).standard_normal((3, 4, 5)).astype(np.float32)
+    np.testing.assert_allclose(to_np(F.softmax(Tensor(x, device=device), axis)), np_softmax(x, axis),
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(to_np(F.log_softmax(Tensor(x, device=device), dim=axis)),
+                               np_log_softmax(x, axis), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_stable_for_huge_inputs(dtype):
+    x = np.array([[1e4, -1e4, 0.0, 1e4 - 1.0], [-1e4, -1e4 + 2.0, -1e4, -1e4]], dtype=dtype)
+    y, ly = F.softmax(leaf(x)), F.log_softmax(leaf(x))
+    assert np.isfinite(y.numpy()).all() and np.isfinite(ly.numpy()).all()
+    np.testing.assert_allclose(y.numpy(), np_softmax(x.astype(np.float64), -1), rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(ly.numpy(), np_log_softmax(x.astype(np.float64), -1), rtol=1e-6)
+    for op in (F.softmax, F.log_softmax):
+        t = leaf(x)
+        (op(t) * Tensor(np.arange(8.0).reshape(2, 4).astype(dtype))).sum().backward()
+        assert np.isfinite(t.grad).all()
+
+
+def test_softmax_rows_sum_to_one_and_log_softmax_grad_rows_sum_to_zero():
+    x = leaf(np.random.default_rng(5).standard_normal((6, 7)) * 5)
+    np.testing.assert_allclose(F.softmax(x).numpy().sum(-1), 1.0, rtol=1e-12)
+    ly = F.log_softmax(x)
+    ly.backward(Tensor(np.random.default_rng(6).standard_normal((6, 7))))
+    np.testing.assert_allclose(x.grad.sum(-1), 0.0, atol=1e-12)   # shifting a row changes nothing
+
+
+def test_softmax_axis_errors():
+    x = Tensor(np.zeros((2, 3)))
+    with pytest.raises(IndexError, match="axis 2 is out of range"):
+        F.softmax(x, 2)
+    with pytest.raises(TypeError, match="axis or dim"):
+        F.log_softmax(x, axis=0, dim=0)
+    with pytest.raises(TypeError, match="floating-point"):
+        F.softmax(Tensor(np.arange(3)))
+
+
+# ============================================================================ cross_entropy
+
+def np_cross_entropy(x, t, ignore_index=-100, reduction="mean", eps=0.0):
+    C = x.shape[-1]
+    x2, t2 = x.reshape(-1, C), t.reshape(-1)
+    logp = np_log_softmax(x2, -1)
+    valid = t2 != ignore_index
+    safe = np.where(valid, t2, 0)
+    nll = -logp[np.arange(len(t2)), safe]
+    smooth = -logp.mean(-1)
+    loss = np.where(valid, (1 - eps) * nll + eps * smooth, 0.0)
+    if reduction == "none":
+        return loss.reshape(t.shape)
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / max(valid.sum(), 1)
+
+
+def _targets(rs, shape, C, ignore_frac):
+    t = rs.integers(0, C, shape)
+    t[rs.random(shape) < ignore_frac] = -100
+    return t
+
+
+@fixture_ok
+@given(lead=st.lists(st.integers(1, 4), min_size=0, max_size=2).map(tuple), C=st.integers(1, 6),
+       ignore_frac=st.sampled_from([0.0, 0.3, 1.0]), reduction=st.sampled_from(["mean", "sum", "none"]),
+       eps=st.sampled_from([0.0, 0.1, 1.0]), scale=st.sampled_from([1.0, 20.0]), seed=seeds)
+def test_cross_entropy_gradcheck(device, lead, C, ignore_frac, reduction, eps, scale, seed):
+    rs = np.random.default_rng(seed)
+    x = leaf(rs.standard_normal(lead + (C,)) * scale, device)
+    t = Tensor(_targets(rs, lead, C, ignore_frac), device=device)
+    gradcheck(lambda x: F.cross_entropy(x, t, reduction=reduction, label_smoothing=eps), [x])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_cross_entropy_forward_and_grad_match_numpy(device, reduction, eps):
+    rs = np.random.default_rng(7)
+    x, t = rs.standard_normal((3, 4, 6)), _targets(rs, (3, 4), 6, 0.25)
+    t[0, 0] = -100
+    tx = leaf(x, device)
+    loss = F.cross_entropy(tx, t, reduction=reduction, label_smoothing=eps)
+    np.testing.assert_allclose(to_np(loss), np_cross_entropy(x, t, reduction=reduction, eps=eps), rtol=1e-12)
+    loss.sum().backward()
+    # the documented backward: (softmax - onehot_smoothed) * scale, zero on ignored rows
+    p = np_softmax(x, -1)
+    target = np.full_like(p, eps / 6)
+    valid = t != -100
+    target[valid, t[valid]] += 1 - eps
+    scale = 1.0 / valid.sum() if reduction == "mean" else 1.0
+    expect = np.where(valid[..., None], (p - target) * scale, 0.0)
+    np.testing.assert_allclose(to_np(tx.grad), expect, rtol=1e-10, atol=1e-14)
+
+
+def test_cross_entropy_all_ignored_is_zero_not_nan():
+    x = leaf(np.random.default_rng(8).standard_normal((4, 5)))
+    for reduction in ("mean", "sum", "none"):
+        x.grad = None
+        loss = F.cross_entropy(x, np.full(4, -100), reduction=reduction)
+        np.testing.assert_array_equal(loss.numpy(), 0.0)
+        loss.sum().backward()
+        np.testing.assert_array_equal(x.grad, np.zeros((4, 5)))
+
+
+def test_cross_entropy_custom_ignore_index_and_target_kinds():
+    rs = np.random.default_rng(9)
+    x = rs.standard_normal((5, 3)).astype(np.float32)
+    t = np.array([0, 2, 1, 2, 0])
+    ref = np_cross_entropy(x.astype(np.float64), t, ignore_index=2)
+    for targets in (t, t.astype(np.int32), t.astype(np.uint8), t.tolist(), Tensor(t)):
+        loss = F.cross_entropy(Tensor(x), targets, ignore_index=2)
+        assert loss.dtype == np.float32 and loss.shape == ()
+        np.testing.assert_allclose(loss.item(), ref, rtol=1e-6)
+
+
+def test_cross_entropy_single_row_and_huge_logits():
+    x = leaf(np.array([1e4, -1e4, 0.0]))
+    loss = F.cross_entropy(x, 1)                      # logits (C,), target ()
+    np.testing.assert_allclose(loss.item(), 2e4)
+    loss.backward()
+    np.testing.assert_allclose(x.grad, [1.0, -1.0, 0.0])
+    x32 = leaf(np.array([[1e4, -1e4, 1e4]], dtype=np.float32))
+    loss = F.cross_entropy(x32, np.array([0]))
+    np.testing.assert_allclose(loss.item(), np.log(2.0), rtol=1e-6)
+    loss.backward()
+    np.testing.assert_allclose(x32.grad, [[-0.5, 0.0, 0.5]], atol=1e-7)
+
+
+def test_cross_entropy_bad_inputs():
+    x = Tensor(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match=r"target 4 is out of range.*\[0, 3\]"):
+        F.cross_entropy(x, np.array([0, 4, 1]))
+    with pytest.raises(ValueError, match=r"target -1 is out of range"):
+        F.cross_entropy(x, np.array([0, -1, 1]))
+    with pytest.raises(TypeError, match="integer class indices"):
+        F.cross_entropy(x, np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"need targets of shape \(3,\)"):
+        F.cross_entropy(x, np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"need targets of shape \(3,\)"):
+        F.cross_entropy(x, np.zeros((3, 4), dtype=np.int64))
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        F.cross_entropy(x, np.array([0, 1, 2]), reduction="avg")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        F.cross_entropy(x, np.array([0, 1, 2]), label_smoothing=1.5)
+    with pytest.raises(TypeError, match="logits must be floating point"):
+        F.cross_entropy(Tensor(np.zeros((3, 4), dtype=np.int64)), np.array([0, 1, 2]))
+    with pytest.raises(NotImplementedError):
+        F.cross_entropy(x, np.array([0, 1, 2]), Tensor(np.ones(4)))
+
+
+# ============================================================================ one graph node each
+
+def test_each_op_is_one_graph_node():
+    rs = np.random.default_rng(10)
+    x, w, b = leaf(rs.standard_normal((2, 3, 4))), leaf(rs.standard_normal((5, 4))), leaf(rs.standard_normal(5))
+    t = Tensor(rs.integers(0, 4, (2, 3)))
+    cases = [
+        (F.linear(x, w, b), Linear, (x, w, b)),
+        (F.linear(x, w), Linear, (x, w)),
+        (F.softmax(x, 1), Softmax, (x,)),
+        (F.log_softmax(x), LogSoftmax, (x,)),
+        (F.cross_entropy(x, t), CrossEntropy, (x, t)),
+    ]
+    for out, cls, inputs in cases:
+        assert type(out.grad_fn) is cls
+        assert len(out.grad_fn.inputs) == len(inputs)
+        assert all(a is e for a, e in zip(out.grad_fn.inputs, inputs))
+        # the node's inputs are leaves: no primitive ops were recorded in between
+        assert all(i.grad_fn is None for i in out.grad_fn.inputs)
+
+
+def test_no_node_is_recorded_under_no_grad():
+    x = leaf(np.ones((2, 3)))
+    with no_grad():
+        assert F.softmax(x).grad_fn is None
+        assert F.cross_entropy(x, [0, 1]).grad_fn is None
