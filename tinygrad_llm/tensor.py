@@ -30,12 +30,12 @@ from .ops import reduce as R
 __all__ = ["Tensor"]
 
 
-def _axis_arg(axis, dim):
+def _axis_arg(axis, dim, default=None):
     if dim is not None:
         if axis is not None:
             raise TypeError("give axis or dim, not both")
         return dim
-    return axis
+    return default if axis is None else axis
 
 
 class Tensor:
@@ -447,10 +447,10 @@ class Tensor:
     def __getitem__(self, index):
         return V.GetItem.apply(self, index=_index_arg(index, self))
 
-    def split(self, split_size_or_sections, axis=0, dim=None):
+    def split(self, split_size_or_sections, axis=None, dim=None):
         """Pieces along an axis: an int gives pieces of that size (the last may be smaller),
         a list gives the size of each piece (PyTorch's rule)."""
-        axis = _wrap_axis(_axis_arg(axis, dim), self.ndim, "split")
+        axis = _wrap_axis(_axis_arg(axis, dim, 0), self.ndim, "split")
         n = self.shape[axis]
         if isinstance(split_size_or_sections, int):
             if split_size_or_sections <= 0:
@@ -467,9 +467,9 @@ class Tensor:
             start += s
         return out
 
-    def chunk(self, chunks: int, axis=0, dim=None):
+    def chunk(self, chunks: int, axis=None, dim=None):
         """``chunks`` pieces of equal size along an axis (the last may be smaller), as PyTorch."""
-        axis = _axis_arg(axis, dim)
+        axis = _axis_arg(axis, dim, 0)
         if chunks <= 0:
             raise ValueError(f"chunks must be positive, got {chunks}")
         n = self.shape[_wrap_axis(axis, self.ndim, "chunk")]
@@ -570,12 +570,12 @@ def minimum(a, b):
     return a.minimum(b) if isinstance(a, Tensor) else b._lift(a).minimum(b)
 
 
-def cat(tensors, axis=0, dim=None):
+def cat(tensors, axis=None, dim=None):
     """Concatenate along an existing axis."""
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat needs at least one tensor")
-    axis = _wrap_axis(_axis_arg(axis, dim), tensors[0].ndim, "cat")
+    axis = _wrap_axis(_axis_arg(axis, dim, 0), tensors[0].ndim, "cat")
     for t in tensors[1:]:
         if t.ndim != tensors[0].ndim or any(
                 n != m for i, (n, m) in enumerate(zip(t.shape, tensors[0].shape)) if i != axis):
@@ -583,7 +583,7 @@ def cat(tensors, axis=0, dim=None):
     return V.Cat.apply(*tensors, axis=axis)
 
 
-def stack(tensors, axis=0, dim=None):
+def stack(tensors, axis=None, dim=None):
     """Join along a new axis."""
     tensors = list(tensors)
     if not tensors:
@@ -591,5 +591,5 @@ def stack(tensors, axis=0, dim=None):
     for t in tensors[1:]:
         if t.shape != tensors[0].shape:
             raise ValueError(f"stack: all shapes must match, got {tensors[0].shape} and {t.shape}")
-    axis = _wrap_axis(_axis_arg(axis, dim), tensors[0].ndim + 1, "stack")
+    axis = _wrap_axis(_axis_arg(axis, dim, 0), tensors[0].ndim + 1, "stack")
     return V.Stack.apply(*tensors, axis=axis)
