@@ -25,9 +25,15 @@ PIECES = ["\n", "\r\n", "\t", " ", "  ", "    ", "\u00a0", "\u3000", "e\u0301", 
           "👨\u200d👩\u200d👧", "🇫🇷", "中文", "日本語", "한국어", "'s", "'LL", "'ve", "123456", "١٢٣",
           "Ω", "\x00", "\ufeff", "\u200b", "\U0010ffff", "the", " the", "aaaa", "!!!", "?\n"]
 texts = st.lists(st.one_of(st.text(max_size=12), st.sampled_from(PIECES)), max_size=25).map("".join)
+# For comparisons with tiktoken: only characters assigned in Python's Unicode database. A code
+# point assigned in a newer Unicode version can have different properties in the `regex`
+# package and in tiktoken's Rust regex (see docs/tokenizer.md), so the split differs there.
+ASSIGNED = st.characters(exclude_categories=("Cs", "Cn"))
+assigned_texts = st.lists(st.one_of(st.text(ASSIGNED, max_size=12), st.sampled_from(PIECES)),
+                          max_size=25).map("".join)
 SURROGATES = ["\ud800", "\udfff", "\ud83d", "\ude00", "\ud83d\ude00", "\udc00\ud800"]
 texts_with_surrogates = st.lists(
-    st.one_of(st.text(max_size=6), st.sampled_from(PIECES), st.sampled_from(SURROGATES)),
+    st.one_of(st.text(ASSIGNED, max_size=6), st.sampled_from(PIECES), st.sampled_from(SURROGATES)),
     max_size=15).map("".join)
 
 
@@ -152,14 +158,15 @@ def test_training_type_errors():
 
 
 def test_training_on_long_repeats_is_not_quadratic():
+    # CPU time of this process, best of 3: other processes on the machine disturb it little.
     def cost(n):
         best = float("inf")
         for _ in range(3):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 BPETokenizer.train("a" * n, 256 + 20)
-            best = min(best, time.perf_counter() - t0)
+            best = min(best, time.process_time() - t0)
         return best
     small, big = cost(5_000), cost(40_000)
     assert big / small < 30, (small, big)  # linear: ~8, quadratic: ~64
@@ -188,13 +195,13 @@ def test_roundtrip_edge_cases(tok4):
     assert tok4.decode([]) == ""
 
 
-@given(texts)
+@given(assigned_texts)
 def test_matches_tiktoken_gpt4_pattern(tok4, enc4, s):
     assert tok4.encode_ordinary(s) == enc4.encode_ordinary(s)
     assert tok4.encode(s) == enc4.encode(s)
 
 
-@given(texts)
+@given(assigned_texts)
 def test_matches_tiktoken_gpt2_pattern(tok2, enc2, s):
     assert tok2.encode_ordinary(s) == enc2.encode_ordinary(s)
 
@@ -249,9 +256,9 @@ def test_encoding_long_repeats_is_not_quadratic(tok4):
         best = float("inf")
         for _ in range(3):
             tok = BPETokenizer(ranks, pattern)  # empty chunk cache
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             tok.encode("a" * n)
-            best = min(best, time.perf_counter() - t0)
+            best = min(best, time.process_time() - t0)
         return best
     small, big = cost(2_500), cost(20_000)
     assert big / small < 30, (small, big)  # n log n: ~10, quadratic: ~64
