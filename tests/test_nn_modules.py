@@ -127,6 +127,15 @@ def test_tied_parameter_once_in_named_parameters_twice_in_state_dict():
     assert m.num_parameters() == 12
 
 
+def test_deepcopy_keeps_ties_and_copies_data():
+    import copy
+    m = Tied()
+    c = copy.deepcopy(m)
+    assert c.head.scale is c.wte.scale and c.wte.scale is not m.wte.scale
+    assert isinstance(c.wte.scale, Parameter) and c.wte.scale.requires_grad
+    assert not np.shares_memory(c.wte.scale.data, m.wte.scale.data)
+
+
 def test_buffers_persistent_and_not():
     m = Affine(3)
     assert [n for n, _ in m.named_buffers()] == ["calls", "scratch"]
