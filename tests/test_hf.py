@@ -26,6 +26,15 @@ SMALL = dict(vocab_size=300, n_positions=32, n_embd=64, n_layer=2, n_head=4)
 ATTN = dict(attn_implementation="eager")   # no SDPA: the plain softmax(q k^T / sqrt(d)) v path
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models: PyTorch's intra-op threads only spin (seconds per step on a busy 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def hf_config(**kw):
     return transformers.GPT2Config(**{**SMALL, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
                                       "bos_token_id": None, "eos_token_id": None, **ATTN, **kw})
