@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from tinygrad_llm import manual_seed, no_grad  # noqa: E402
+from tinygrad_llm.backend import canonical_device  # noqa: E402
 from tinygrad_llm.hf import (CONV1D_WEIGHTS, GPT2FormatError, load_gpt2,  # noqa: E402
                              load_gpt2_tokenizer, save_gpt2)
 from tinygrad_llm.model import GPT, GPTConfig  # noqa: E402
@@ -142,6 +143,15 @@ def test_gradients_match_transformers(hf_dir, tokens, dtype):
         worst = max(worst, (err, name))
     print(f"\n[hf] {dtype} loss abs error {abs(loss.item() - t_loss.item()):.2e}; "
           f"worst gradient relative error {worst[0]:.2e} ({worst[1]})")
+
+
+def test_load_on_device(hf_dir, tokens, device):
+    # the same weights on every device (GPU: each tensor is copied and transposed there)
+    d, m = hf_dir
+    model = load_gpt2(d, device=device)
+    assert model.transformer.h[0].attn.c_attn.weight.device == model.device == canonical_device(device)
+    err = np.max(np.abs(ours_logits(model, tokens) - hf_logits(m, tokens)))
+    assert err < 1e-5
 
 
 def test_tied_wte_gradient_is_the_sum_of_both_uses(hf_dir, tmp_path, tokens):

@@ -286,6 +286,7 @@ def load_gpt2(path, device: str = "cpu", dropout: float | None = None) -> GPT:
         if f.shape(lm_key) != f.shape(wte_key) or _same_rows(_get(f, lm_key, wpath), _get(f, wte_key, wpath)) > 0:
             raise GPT2FormatError(f"{str(wpath)!r}: config.json says tie_word_embeddings=true but lm_head.weight "
                                   "differs from wte.weight; set \"tie_word_embeddings\": false to load them untied")
+        f.close()
 
     xp = backend.xp_for(device)
     with no_grad():
@@ -295,7 +296,7 @@ def load_gpt2(path, device: str = "cpu", dropout: float | None = None) -> GPT:
                 arr = xp.asarray(arr)                  # one tensor on the device at a time
             params[name][...] = arr.T if transpose else arr   # transposing copy + cast, in place
             del arr
-    f.close()
+            f.close()                                  # unmap: only one tensor's pages are ever resident
     return model
 
 
