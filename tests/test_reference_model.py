@@ -274,16 +274,28 @@ def test_ten_adamw_steps_match_transformers_gpt2():
 @pytest.mark.parametrize("option", list(OPTIONS))
 def test_adamw_steps_match_pytorch(option):
     # float32: losses at every step; float64: losses and every parameter after the steps
+    steps = 4
     for dtype in ("float32", "float64"):
         ours, ref = make_pair(option, dtype)
         ours_l, ref_l = train_pair(ours, lambda x, y: ref(torch.from_numpy(x), torch.from_numpy(y))[1],
-                                   ref.named_parameters(), 4)
+                                   ref.named_parameters(), steps)
         err = float(np.max(np.abs(ours_l - ref_l)))
         theirs = dict(ref.named_parameters())
         p_err = max(rel_err(p.numpy(), theirs[n].detach().numpy()) for n, p in ours.named_parameters())
-        print(f"\n[ref] {option:10s} {dtype} 4 AdamW steps: worst loss abs {err:.2e}, worst param rel {p_err:.2e}")
+        # float32 parameters: Adam divides each gradient by its own RMS, so entries whose gradient
+        # is near eps (1e-8) or pure rounding noise move by framework-dependent amounts. The key
+        # third of c_attn.bias is such a case (its gradient is exactly 0 in exact arithmetic:
+        # softmax ignores a per-query constant) and cannot change the loss, so it is left out;
+        # every other entry must agree to 5% of the largest possible move, lr * steps.
+        C = BASE["n_embd"]
+        p_abs = max(float(np.max(np.abs(np.delete(p.numpy() - theirs[n].detach().numpy(), np.s_[C:2 * C])
+                                        if n.endswith("c_attn.bias") else p.numpy() - theirs[n].detach().numpy())))
+                    for n, p in ours.named_parameters())
+        move = HYPER["learning_rate"] * steps
+        print(f"\n[ref] {option:10s} {dtype} {steps} AdamW steps: worst loss abs {err:.2e}, worst param rel "
+              f"{p_err:.2e}; without the key bias, worst param abs {p_abs:.2e} = {p_abs / move:.1e} x lr * steps")
         assert ours_l[-1] < ours_l[0]
         if dtype == "float32":
-            assert err < 1e-4
+            assert err < 1e-4 and p_abs < 0.05 * move
         else:
             assert err < 1e-12 and p_err < 1e-10
