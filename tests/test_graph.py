@@ -1,0 +1,273 @@
+"""Graph mechanics: deep chains, fan-out, accumulation, release after backward, retain_graph,
+no_grad, version counters and the in-place policy."""
+import gc
+import sys
+import weakref
+
+import numpy as np
+import pytest
+from conftest import to_np
+
+import tinygrad_llm as tg
+from tinygrad_llm import Function, Tensor, enable_grad, gradcheck, is_grad_enabled, no_grad, set_grad_enabled
+
+
+def leaf(a, device, requires_grad=True):
+    return Tensor(a, device=device, requires_grad=requires_grad)
+
+
+def close(actual, expected, rtol=1e-10, atol=1e-12):
+    np.testing.assert_allclose(to_np(actual), expected, rtol=rtol, atol=atol)
+
+
+# ------------------------------------------------------------------------------ structure
+def test_chain_of_100k_ops_backpropagates_without_recursion(device):
+    limit = sys.getrecursionlimit()
+    x = leaf(np.array([1.0, 2.0]), device)
+    y = x
+    for _ in range(100_000):
+        y = y * 1.00001
+    y.sum().backward()
+    assert sys.getrecursionlimit() == limit          # nothing raised it behind our back
+    close(x.grad, np.full(2, 1.00001 ** 100_000), rtol=1e-9)
+
+
+def test_a_tensor_used_several_times_gets_the_sum_of_its_gradients(device):
+    x = leaf(np.array([1.0, 2.0, 3.0]), device)
+    (x * x * x + x + x).sum().backward()            # 3 x^2 + 2
+    close(x.grad, 3 * np.array([1.0, 4.0, 9.0]) + 2)
+    x.grad = None
+    a = x.exp()                                      # a diamond: a feeds two branches
+    ((a * 2) + (a * 3)).sum().backward()
+    close(x.grad, 5 * np.exp([1.0, 2.0, 3.0]))
+
+
+def test_a_node_runs_after_all_its_consumers(device):
+    """``a`` feeds the root directly and through a 30-op chain: its node must wait for both."""
+    def f(x):
+        a = x * 2.0
+        b = a
+        for _ in range(30):
+            b = (b * 0.9).tanh()
+        return (a * b + a).sum()
+    x = leaf(np.array([0.3, -0.7]), device)
+    gradcheck(f, [x])
+
+
+def test_intermediate_tensors_get_no_grad_and_leaves_without_requires_grad_neither(device):
+    x = leaf(np.array([1.0, 2.0]), device)
+    c = leaf(np.array([3.0, 4.0]), device, requires_grad=False)
+    h = x * c
+    h.sum().backward()
+    assert h.grad is None and c.grad is None
+    close(x.grad, [3.0, 4.0])
+
+
+def test_backward_from_a_leaf(device):
+    x = leaf(np.array([2.0]), device)
+    x.backward()
+    close(x.grad, [1.0])
+
+
+# ------------------------------------------------------------------------------ accumulation
+def test_gradients_accumulate_across_backward_calls_until_zeroed(device):
+    x = leaf(np.array([1.0, 2.0]), device)
+    (x * 3).sum().backward()
+    (x * x).sum().backward()
+    close(x.grad, [3.0 + 2.0, 3.0 + 4.0])
+    x.grad = None
+    (x * 3).sum().backward()
+    close(x.grad, [3.0, 3.0])
+    x.zero_grad()
+    assert x.grad is None
+
+
+def test_grad_is_a_private_copy(device):
+    """The seed / upstream array is never the .grad array itself (it is added to in place)."""
+    x = leaf(np.array([1.0, 2.0]), device)
+    seed = np.array([1.0, 1.0])
+    x.backward(seed)
+    x.backward(seed)
+    close(x.grad, [2.0, 2.0])
+    np.testing.assert_array_equal(seed, [1.0, 1.0])
+
+
+# ------------------------------------------------------------------------------ release
+def test_graph_is_released_after_backward(device):
+    x = leaf(np.ones(1000), device)
+    h = x.exp()                       # Exp saves its output array
+    h2 = h * 2.0
+    loss = h2.sum()
+    exp_node = h.grad_fn
+    saved = weakref.ref(exp_node.out)
+    refs = [weakref.ref(h), weakref.ref(h2)]
+    del h, h2
+    gc.collect()
+    assert all(r() is not None for r in refs)      # the graph keeps them alive before backward
+    loss.backward()
+    gc.collect()
+    assert all(r() is None for r in refs), "intermediate tensors survived backward"
+    assert saved() is None, "a saved array survived backward"
+    assert exp_node.released and exp_node.inputs == () and "released" in repr(exp_node)
+    assert loss.grad_fn.released
+
+
+class StopGradient(Function):
+    """out = x, but backward returns None: nothing flows into x's producer."""
+
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, g):
+        return None
+
+
+def test_nodes_that_receive_no_gradient_are_released_too(device):
+    x = leaf(np.array([1.0, 2.0]), device)
+    y = x.exp()
+    loss = (StopGradient.apply(y) * x).sum()
+    loss.backward()
+    close(x.grad, np.exp([1.0, 2.0]))              # only through the direct path
+    assert y.grad_fn.released and y.grad_fn.inputs == ()
+
+
+def test_second_backward_through_a_released_graph_raises(device):
+    x = leaf(np.array([1.0, 2.0]), device)
+    y = x.exp()
+    loss = (y * 2).sum()
+    loss.backward()
+    with pytest.raises(RuntimeError, match="already released.*retain_graph=True"):
+        loss.backward()
+    # another root that reaches the released part of the graph
+    with pytest.raises(RuntimeError, match=r"already released \(node Exp\)"):
+        (y + 1).sum().backward()
+
+
+def test_retain_graph_allows_a_second_backward(device):
+    x = leaf(np.array([1.0, 2.0]), device)
+    loss = (x.exp() * 2).sum()
+    loss.backward(retain_graph=True)
+    loss.backward(retain_graph=True)
+    close(x.grad, 4 * np.exp([1.0, 2.0]))
+    loss.backward()
+    close(x.grad, 6 * np.exp([1.0, 2.0]))
+    with pytest.raises(RuntimeError, match="already released"):
+        loss.backward()
+
+
+# ------------------------------------------------------------------------------ no_grad
+def test_no_grad_records_nothing(device):
+    x = leaf(np.array([1.0, 2.0]), device)
+    assert is_grad_enabled()
+    with no_grad():
+        assert not is_grad_enabled()
+        y = (x * 2).exp().sum()
+        assert y.grad_fn is None and not y.requires_grad
+        with enable_grad():
+            z = x * 2
+            assert z.grad_fn is not None and z.requires_grad
+        assert not is_grad_enabled() and (x * 2).grad_fn is None    # the outer mode is back
+        with no_grad():
+            pass
+        assert not is_grad_enabled()
+    assert is_grad_enabled()
+    assert (x * 2).grad_fn is not None
+    with set_grad_enabled(False):
+        assert (x * 2).grad_fn is None
+
+
+def test_no_grad_restores_the_mode_after_an_exception():
+    with pytest.raises(ZeroDivisionError):
+        with no_grad():
+            1 / 0
+    assert is_grad_enabled()
+
+
+def test_no_grad_as_a_decorator(device):
+    x = leaf(np.array([1.0]), device)
+
+    @no_grad()
+    def f(t, depth):
+        assert not is_grad_enabled()
+        return f(t, depth - 1) if depth else t * 2     # recursion: each call restores its own mode
+
+    y = f(x, 3)
+    assert y.grad_fn is None and not y.requires_grad
+    assert is_grad_enabled()
+    assert f.__name__ == "f"
+
+
+# ------------------------------------------------------------------------------ versions and in place
+def test_in_place_change_of_a_saved_input_is_detected(device):
+    a = leaf(np.array([1.0, 2.0]), device, requires_grad=False)
+    w = leaf(np.array([3.0, 4.0]), device)
+    loss = (a * w).sum()             # Mul saved a for dw = g * a
+    a.add_(1.0)
+    assert a._version == 1
+    with pytest.raises(RuntimeError, match=r"input of Mul.*modified in place.*version 0 -> 1"):
+        loss.backward()
+
+
+def test_in_place_change_of_a_saved_output_is_detected(device):
+    w = leaf(np.array([1.0, 2.0]), device)
+    y = w.exp()                      # Exp saved its output for dw = g * out
+    with no_grad():
+        y.mul_(2.0)
+    with pytest.raises(RuntimeError, match="output of Exp.*modified in place"):
+        y.sum().backward()
+
+
+def test_in_place_ops_on_a_tensor_that_requires_grad_raise_in_grad_mode(device):
+    w = leaf(np.array([1.0, 2.0]), device)
+    for op in [lambda: w.add_(1.0), lambda: w.sub_(1.0), lambda: w.mul_(2.0), lambda: w.fill_(0.0),
+               lambda: w.zero_(), lambda: w.copy_(Tensor([5.0, 6.0], device=device)),
+               lambda: w.__setitem__(0, 3.0)]:
+        with pytest.raises(RuntimeError, match="in-place ops are not recorded.*no_grad"):
+            op()
+    # inside no_grad they are allowed (that is how optimisers update parameters)
+    with no_grad():
+        w.add_(Tensor([1.0, 1.0], device=device), alpha=0.5)
+        w.mul_(2.0)
+        w[1] = 10.0
+    close(w, [3.0, 10.0])
+    assert w._version == 3            # the refused attempts did not even bump the counter
+
+
+def test_in_place_ops_work_on_plain_tensors(device):
+    t = Tensor([1.0, 2.0, 3.0], device=device)
+    t.add_(1.0)
+    t.sub_(Tensor([1.0, 1.0, 1.0], device=device))
+    t.mul_(3.0)
+    close(t, [3.0, 6.0, 9.0])
+    t[0] = 0.0
+    t.copy_([7.0, 8.0, 9.0])
+    close(t, [7.0, 8.0, 9.0])
+    t.zero_()
+    close(t, [0.0, 0.0, 0.0])
+    assert t._version == 6
+
+
+@pytest.mark.parametrize("make_view", [
+    lambda a: a[0:2], lambda a: a.reshape(2, 2), lambda a: a.T, lambda a: a.detach(),
+    lambda a: a[None], lambda a: a.unsqueeze(0).squeeze(0),
+])
+def test_views_share_the_version_counter(device, make_view):
+    a = leaf(np.array([[1.0, 2.0], [3.0, 4.0]]), device, requires_grad=False)
+    w = leaf(np.ones((2, 2)), device)
+    loss = (a * w).sum()
+    v = make_view(a)
+    v.add_(1.0)                       # writes through the view into a
+    assert a._version == v._version == 1
+    with pytest.raises(RuntimeError, match="modified in place"):
+        loss.backward()
+
+
+def test_a_copy_does_not_share_the_version_counter(device):
+    a = leaf(np.arange(4.0), device, requires_grad=False)
+    w = leaf(np.ones(4), device)
+    loss = (a * w).sum()
+    c = a * 1.0                       # a new array, not a view
+    c.add_(1.0)
+    assert a._version == 0
+    loss.backward()
+    close(w.grad, np.arange(4.0))
