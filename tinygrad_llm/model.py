@@ -214,7 +214,8 @@ class GPT(Module):
             for name, p in self.named_parameters():
                 if p.ndim >= 2:
                     std = std_proj if name.endswith("c_proj.weight") else 0.02
-                    p.data[...] = g.standard_normal(p.shape, dtype=np.float32) * np.float32(std)
+                    g.standard_normal(dtype=p.dtype, out=p.data)   # in place: no temporaries
+                    p.data *= p.dtype.type(std)
                 elif name.endswith(".bias"):
                     p.data[...] = 0
 
