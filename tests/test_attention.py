@@ -1,0 +1,462 @@
+"""scaled_dot_product_attention: one graph node with a hand-written backward.
+
+Checked against finite differences (hypothesis, float64), a plain NumPy reference,
+PyTorch's F.scaled_dot_product_attention (when installed), and by the edge cases the
+docstring promises: bottom-right causal alignment, fully masked rows (zeros, never
+NaN), exactly-zero gradients at masked entries, reproducible inverted dropout.
+"""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import to_np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tinygrad_llm import Tensor, gradcheck, manual_seed
+from tinygrad_llm.backend import get_rng_state
+from tinygrad_llm.ops import attention as A
+from tinygrad_llm.ops.attention import scaled_dot_product_attention as sdpa
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- reference
+
+def ref_attention(q, k, v, mask=None, is_causal=False, scale=None):
+    """Plain float64 NumPy attention, written independently of the op."""
+    q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
+    T, D = q.shape[-2:]
+    S = k.shape[-2]
+    scale = 1.0 / np.sqrt(D) if scale is None else scale
+    s = scale * (q @ np.swapaxes(k, -1, -2))
+    allowed = np.ones(s.shape, dtype=bool)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.dtype == bool:
+            allowed = allowed & mask
+        else:
+            s = s + mask
+    if is_causal:
+        i, j = np.arange(T)[:, None], np.arange(S)[None, :]
+        allowed = allowed & (j <= i + (S - T))           # bottom-right aligned
+    s = np.where(allowed, s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    e = np.where(np.isfinite(s), np.exp(s - m), 0.0)
+    den = e.sum(axis=-1, keepdims=True)
+    p = np.divide(e, den, out=np.zeros_like(e), where=den > 0)
+    return p @ v
+
+
+def _lead_variant(form, lead):
+    """Leading dims that broadcast against ``lead``: the same, size-1 heads, or no batch."""
+    if form == "ones" and lead:
+        return lead[:-1] + (1,)
+    if form == "drop":
+        return lead[1:]
+    return lead
+
+
+def _mask_shape(form, lead, T, S):
+    if form == "full":
+        return lead + (T, S)
+    if form == "pad":                   # a key-padding mask: per batch row, per key
+        return (lead[0], 1, 1, S) if len(lead) == 2 else (1, S)
+    if form == "query":                 # per query: attend all keys or none
+        return (T, 1)
+    return (T, S)
+
+
+@st.composite
+def cases(draw, dtype=np.float64):
+    """q, k, v arrays, a mask, is_causal and scale, over all the op's features."""
+    lead = tuple(draw(st.lists(st.integers(1, 3), min_size=0, max_size=2)))  # batch, heads
+    T, S = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    D, Dv = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    q_lead, k_lead, v_lead = (_lead_variant(draw(st.sampled_from(["same", "ones", "drop"])), lead)
+                              for _ in range(3))
+    kind = draw(st.sampled_from(["none", "bool", "float", "causal", "bool+causal", "float+causal"]))
+    batch = tuple(np.broadcast_shapes(q_lead, k_lead, v_lead))
+    mshape = _mask_shape(draw(st.sampled_from(["TS", "full", "pad", "query"])), batch, T, S)
+    empty_row = draw(st.booleans())     # force one fully masked query row
+    scale = draw(st.one_of(st.none(), st.floats(0.1, 3.0)))
+    big = draw(st.booleans())      # scores beyond the limit where the row max must be subtracted
+    rs = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    q = rs.standard_normal(q_lead + (T, D)) * (30.0 if big else 1.0)
+    k = rs.standard_normal(k_lead + (S, D))
+    v = rs.standard_normal(v_lead + (S, Dv))
+    mask = None
+    if kind.startswith("bool"):
+        mask = rs.random(mshape) < 0.7
+        if empty_row and mshape[-2] == T:
+            mask[..., rs.integers(T), :] = False
+    elif kind.startswith("float"):
+        mask = rs.standard_normal(mshape)
+        mask[rs.random(mshape) < 0.3] = -np.inf
+        if empty_row and mshape[-2] == T:
+            mask[..., rs.integers(T), :] = -np.inf
+    return (q.astype(dtype), k.astype(dtype), v.astype(dtype), mask, kind.endswith("causal"), scale)
+
+
+def _tensors(*arrays, device="cpu", requires_grad=True):
+    return [Tensor(a, requires_grad=requires_grad, device=device) for a in arrays]
+
+
+# ----------------------------------------------------------------------------- gradients
+
+@given(cases())
+def test_gradcheck(case):
+    q, k, v, mask, is_causal, scale = case
+    Q, K, V = _tensors(q, k, v)
+    gradcheck(lambda a, b, c: sdpa(a, b, c, attn_mask=mask, is_causal=is_causal, scale=scale), [Q, K, V])
+
+
+@given(cases(), st.sampled_from([0.2, 0.5]), st.integers(0, 1000))
+def test_gradcheck_with_dropout(case, p, seed):
+    q, k, v, mask, is_causal, scale = case
+    Q, K, V = _tensors(q, k, v)
+
+    def fn(a, b, c):
+        manual_seed(seed)        # the same dropout mask on every call
+        return sdpa(a, b, c, attn_mask=mask, is_causal=is_causal, dropout_p=p, scale=scale)
+    gradcheck(fn, [Q, K, V])
+
+
+@given(cases())
+def test_forward_matches_numpy_reference(case):
+    q, k, v, mask, is_causal, scale = case
+    out = sdpa(*_tensors(q, k, v, requires_grad=False), attn_mask=mask, is_causal=is_causal, scale=scale)
+    expected = ref_attention(q, k, v, mask, is_causal, scale)
+    assert out.shape == expected.shape
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_forward_and_grads_float32_on_device(device):
+    rs = np.random.default_rng(0)
+    q, k, v = (rs.standard_normal((2, 3, 5, 4)) for _ in range(3))
+    mask = rs.random((5, 5)) < 0.6
+    mask[2] = False
+    g = rs.standard_normal((2, 3, 5, 4))
+    results = {}
+    for dev, dt in ((device, np.float32), ("cpu", np.float64)):
+        Q, K, V = _tensors(q.astype(dt), k.astype(dt), v.astype(dt), device=dev)
+        out = sdpa(Q, K, V, attn_mask=Tensor(mask, device=dev), is_causal=True)
+        out.backward(Tensor(g.astype(dt), device=dev))
+        assert out.dtype == dt and Q.grad.dtype == dt and K.grad.dtype == dt and V.grad.dtype == dt
+        results[dt] = [to_np(x) for x in (out, Q.grad, K.grad, V.grad)]
+    np.testing.assert_allclose(results[np.float64][0], ref_attention(q, k, v, mask, True), atol=1e-12)
+    for a, b in zip(results[np.float32], results[np.float64]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_both_softmax_paths_agree(monkeypatch):
+    """Row-max subtraction on or off (the Cauchy-Schwarz shortcut) gives the same numbers."""
+    rs = np.random.default_rng(1)
+    q, k, v, g = (rs.standard_normal((3, 6, 8)).astype(np.float32) for _ in range(4))
+    mask = rs.random((6, 6)) < 0.5
+    mask[0] = False
+    runs = []
+    for limit in (np.inf, 0.0):     # inf: never subtract the row max; 0: always subtract it
+        monkeypatch.setattr(A, "_NO_SHIFT_LIMIT", limit)
+        Q, K, V = _tensors(q, k, v)
+        out = sdpa(Q, K, V, attn_mask=mask)
+        out.backward(Tensor(g))
+        runs.append([out.numpy(), Q.grad, K.grad, V.grad])
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(runs[0][0], ref_attention(q, k, v, mask), rtol=1e-5, atol=1e-6)
+
+
+def test_huge_scores_do_not_overflow(device):
+    rs = np.random.default_rng(2)
+    q, k, v = (rs.standard_normal((2, 4, 5, 3)).astype(np.float32) for _ in range(3))
+    Q, K, V = _tensors(q * 100, k * 100, v, device=device)
+    out = sdpa(Q, K, V, is_causal=True)
+    out.sum().backward()
+    for a in (out, Q.grad, K.grad, V.grad):
+        assert np.isfinite(to_np(a)).all()
+    np.testing.assert_allclose(to_np(out), ref_attention(q * 100, k * 100, v, None, True), rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- masks
+
+def test_causal_is_bottom_right_aligned(device):
+    """With v = identity the output IS P: check which keys each query sees."""
+    rs = np.random.default_rng(3)
+    for T, S in ((3, 3), (2, 5), (5, 2)):
+        q, k = rs.standard_normal((T, 4)), rs.standard_normal((S, 4))
+        P = to_np(sdpa(*_tensors(q, k, np.eye(S), device=device, requires_grad=False), is_causal=True))
+        for i in range(T):
+            for j in range(S):
+                if j <= i + S - T:
+                    assert P[i, j] > 0, (T, S, i, j)
+                else:
+                    assert P[i, j] == 0, (T, S, i, j)
+        np.testing.assert_allclose(P.sum(axis=-1), [1.0 if i >= T - S else 0.0 for i in range(T)])
+
+
+def test_causal_combines_with_masks():
+    """is_causal with a bool mask: allowed where BOTH allow; with a float mask: added."""
+    rs = np.random.default_rng(4)
+    q, k, v = rs.standard_normal((2, 4, 3)), rs.standard_normal((2, 4, 3)), rs.standard_normal((2, 4, 2))
+    tril = np.tril(np.ones((4, 4), dtype=bool))
+    bmask = rs.random((4, 4)) < 0.6
+    got = sdpa(*_tensors(q, k, v, requires_grad=False), attn_mask=bmask, is_causal=True).numpy()
+    np.testing.assert_allclose(got, ref_attention(q, k, v, bmask & tril), atol=1e-12)
+    fmask = rs.standard_normal((4, 4))
+    got = sdpa(*_tensors(q, k, v, requires_grad=False), attn_mask=fmask, is_causal=True).numpy()
+    np.testing.assert_allclose(got, ref_attention(q, k, v, np.where(tril, fmask, -np.inf)), atol=1e-12)
+
+
+@pytest.mark.parametrize("how", ["bool", "float", "causal"])
+def test_fully_masked_rows_give_zeros_not_nan(device, how):
+    rs = np.random.default_rng(5)
+    T, S = 4, 3
+    q, k, v = rs.standard_normal((2, T, 3)), rs.standard_normal((2, S, 3)), rs.standard_normal((2, S, 2))
+    mask, causal = None, False
+    if how == "bool":
+        mask = np.ones((T, S), dtype=bool)
+        mask[0] = False
+    elif how == "float":
+        mask = np.zeros((T, S))
+        mask[0] = -np.inf
+    else:
+        causal = True        # T > S: query 0 sees no key (j <= 0 + S - T = -1)
+    Q, K, V = _tensors(q, k, v, device=device)
+    out = sdpa(Q, K, V, attn_mask=None if mask is None else Tensor(mask, device=device), is_causal=causal)
+    out.backward(Tensor(rs.standard_normal(out.shape), device=device))
+    o, dq = to_np(out), to_np(Q.grad)
+    assert np.isfinite(o).all() and np.isfinite(dq).all()
+    assert np.isfinite(to_np(K.grad)).all() and np.isfinite(to_np(V.grad)).all()
+    assert (o[:, 0] == 0).all() and (dq[:, 0] == 0).all()
+    assert (o[:, 1:] != 0).all()
+
+
+@pytest.mark.parametrize("how", ["bool", "float"])
+def test_masked_entries_get_exactly_zero_gradient(device, how):
+    """Key 2 is masked for every query: dK and dV there are exactly 0, and moving it
+    changes nothing."""
+    rs = np.random.default_rng(6)
+    q, k, v = rs.standard_normal((3, 4, 5, 3)), rs.standard_normal((3, 4, 6, 3)), rs.standard_normal((3, 4, 6, 2))
+    allowed = rs.random((5, 6)) < 0.8
+    allowed[:, 2] = False
+    allowed[:, 0] = True
+    mask = allowed if how == "bool" else np.where(allowed, rs.standard_normal((5, 6)), -np.inf)
+    Q, K, V = _tensors(q, k, v, device=device)
+    out = sdpa(Q, K, V, attn_mask=mask)
+    out.backward(Tensor(rs.standard_normal(out.shape), device=device))
+    dk, dv = to_np(K.grad), to_np(V.grad)
+    assert (dk[..., 2, :] == 0).all() and (dv[..., 2, :] == 0).all()
+    assert (np.abs(dk[..., 0, :]) > 0).all()
+    k2, v2 = k.copy(), v.copy()
+    k2[..., 2, :] += 5.0
+    v2[..., 2, :] -= 7.0
+    out2 = sdpa(*_tensors(q, k2, v2, device=device, requires_grad=False), attn_mask=mask)
+    np.testing.assert_array_equal(to_np(out2), to_np(out))
+
+
+def test_mask_forms_are_equivalent_and_get_no_gradient():
+    rs = np.random.default_rng(7)
+    q, k, v = (rs.standard_normal((2, 3, 4, 5)) for _ in range(3))
+    allowed = rs.random((3, 4, 4)) < 0.7
+    outs = []
+    for mask in (allowed, allowed.tolist(), Tensor(allowed), np.where(allowed, 0.0, -np.inf),
+                 Tensor(np.where(allowed, 0.0, -np.inf), requires_grad=True)):
+        Q, K, V = _tensors(q, k, v)
+        out = sdpa(Q, K, V, attn_mask=mask)
+        out.sum().backward()
+        outs.append(out.numpy())
+        if isinstance(mask, Tensor):
+            assert mask.grad is None
+    for o in outs[1:]:
+        np.testing.assert_allclose(o, outs[0], rtol=1e-12, atol=1e-14)
+
+
+def test_float64_mask_does_not_upcast_float32_inputs():
+    q = Tensor(np.ones((2, 3, 4), dtype=np.float32), requires_grad=True)
+    out = sdpa(q, q, q, attn_mask=np.zeros((3, 3), dtype=np.float64), is_causal=True)
+    out.sum().backward()
+    assert out.dtype == np.float32 and q.grad.dtype == np.float32
+
+
+# ----------------------------------------------------------------------------- shapes, broadcast
+
+def test_broadcast_leading_dims():
+    """q (T, D) against k, v (B, H, S, .): the output broadcasts, q's gradient is summed."""
+    rs = np.random.default_rng(8)
+    q, k, v = rs.standard_normal((3, 4)), rs.standard_normal((2, 1, 5, 4)), rs.standard_normal((1, 3, 5, 2))
+    Q, K, V = _tensors(q, k, v)
+    out = sdpa(Q, K, V)
+    assert out.shape == (2, 3, 3, 2)
+    np.testing.assert_allclose(out.numpy(), ref_attention(q, k, v), atol=1e-12)
+    out.sum().backward()
+    assert Q.grad.shape == q.shape and K.grad.shape == k.shape and V.grad.shape == v.shape
+    gradcheck(lambda a, b, c: sdpa(a, b, c), [Q, K, V])
+
+
+def test_2d_and_empty_key_set():
+    rs = np.random.default_rng(9)
+    q, k, v = rs.standard_normal((3, 2)), rs.standard_normal((4, 2)), rs.standard_normal((4, 5))
+    out = sdpa(*_tensors(q, k, v, requires_grad=False), scale=0.7)
+    np.testing.assert_allclose(out.numpy(), ref_attention(q, k, v, scale=0.7), atol=1e-12)
+    Q, K, V = _tensors(q, np.zeros((0, 2)), np.zeros((0, 5)))
+    out = sdpa(Q, K, V)
+    out.sum().backward()
+    assert out.shape == (3, 5) and (out.numpy() == 0).all() and (Q.grad == 0).all()
+
+
+def test_is_one_graph_node():
+    rs = np.random.default_rng(10)
+    Q, K, V = _tensors(*(rs.standard_normal((2, 3, 4, 5)) for _ in range(3)))
+    mask = Tensor(rs.random((4, 4)) < 0.5, requires_grad=False)
+    out = sdpa(Q, K, V, attn_mask=mask, is_causal=True, dropout_p=0.1)
+    node = out.grad_fn
+    assert isinstance(node, A.ScaledDotProductAttention) and node.name == "ScaledDotProductAttention"
+    assert len(node.inputs) == 3 and all(a is b for a, b in zip(node.inputs, (Q, K, V)))
+    assert all(t.grad_fn is None for t in node.inputs)     # nothing else in the graph
+
+
+def test_exported_from_functional():
+    import tinygrad_llm.nn.functional as F
+    if not hasattr(F, "scaled_dot_product_attention"):
+        pytest.skip("nn.functional does not export scaled_dot_product_attention yet")
+    assert F.scaled_dot_product_attention is sdpa
+
+
+# ----------------------------------------------------------------------------- dropout
+
+def test_dropout_is_reproducible_and_only_drawn_when_p_positive():
+    rs = np.random.default_rng(11)
+    Q, K, V = _tensors(*(rs.standard_normal((2, 2, 6, 4)) for _ in range(3)), requires_grad=False)
+    manual_seed(5)
+    a = sdpa(Q, K, V, dropout_p=0.4).numpy()
+    b = sdpa(Q, K, V, dropout_p=0.4).numpy()
+    manual_seed(5)
+    c = sdpa(Q, K, V, dropout_p=0.4).numpy()
+    np.testing.assert_array_equal(a, c)
+    assert not np.array_equal(a, b)
+    before = get_rng_state()
+    d = sdpa(Q, K, V, dropout_p=0.0).numpy()
+    assert get_rng_state() == before
+    np.testing.assert_allclose(d, ref_attention(Q.data, K.data, V.data), atol=1e-12)
+
+
+def test_dropout_scales_kept_probabilities(device):
+    """v = identity makes the output the dropped probabilities: each is 0 or P / (1 - p)."""
+    rs = np.random.default_rng(12)
+    T, S, p = 8, 8, 0.3
+    q, k = rs.standard_normal((50, T, 4)), rs.standard_normal((50, S, 4))
+    P = ref_attention(q, k, np.eye(S), is_causal=True)
+    manual_seed(0)
+    out = to_np(sdpa(*_tensors(q, k, np.eye(S), device=device, requires_grad=False),
+                     is_causal=True, dropout_p=p))
+    kept = out != 0
+    np.testing.assert_allclose(out[kept], P[kept] / (1 - p), rtol=1e-12)
+    frac = 1 - kept[P > 0].mean()
+    assert abs(frac - p) < 0.03, frac
+
+
+def test_dropout_expected_value_is_the_plain_output():
+    rs = np.random.default_rng(13)
+    B, p = 20000, 0.5
+    q, k, v = rs.standard_normal((1, 4, 3)), rs.standard_normal((1, 5, 3)), rs.standard_normal((1, 5, 2))
+    manual_seed(1)
+    out = sdpa(Tensor(np.broadcast_to(q, (B, 4, 3))), Tensor(k), Tensor(v), dropout_p=p).numpy()
+    se = out.std(axis=0) / np.sqrt(B)
+    assert (np.abs(out.mean(axis=0) - ref_attention(q, k, v)[0]) < 5 * se + 1e-12).all()
+
+
+# ----------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("shapes, match", [
+    (((2, 3, 4), (2, 5, 3), (2, 5, 4)), "same last dim"),
+    (((2, 3, 4), (2, 5, 4), (2, 6, 4)), "same number of keys"),
+    (((2, 3, 4), (3, 5, 4), (3, 5, 4)), "do not broadcast"),
+    (((4,), (5, 4), (5, 4)), "at least 2 dims"),
+])
+def test_bad_shapes(shapes, match):
+    q, k, v = (Tensor(np.zeros(s)) for s in shapes)
+    with pytest.raises(ValueError, match=match):
+        sdpa(q, k, v)
+
+
+def test_bad_mask_and_args():
+    q = Tensor(np.zeros((2, 3, 4)))
+    k = Tensor(np.zeros((2, 5, 4)))
+    with pytest.raises(ValueError, match=r"attn_mask of shape \(3, 4\) does not broadcast"):
+        sdpa(q, k, k, attn_mask=np.ones((3, 4), dtype=bool))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        sdpa(q, k, k, attn_mask=np.ones((7, 2, 3, 5), dtype=bool))   # would grow the output
+    with pytest.raises(TypeError, match="must be bool .* or floating point"):
+        sdpa(q, k, k, attn_mask=np.ones((3, 5), dtype=np.int64))
+    for p in (-0.1, 1.0, 1.5, float("nan"), "0.1"):
+        with pytest.raises(ValueError, match="dropout_p must be a number in"):
+            sdpa(q, k, k, dropout_p=p)
+    with pytest.raises(TypeError, match="share one dtype"):
+        sdpa(q, k.to(dtype="float32"), k)
+    with pytest.raises(TypeError, match="must be a Tensor"):
+        sdpa(np.zeros((3, 4)), k, k)
+
+
+# ----------------------------------------------------------------------------- PyTorch
+
+def _torch_case(rs, T, S, mask_kind, dtype):
+    q = rs.standard_normal((2, 3, T, 4)).astype(dtype)
+    k = rs.standard_normal((2, 1, S, 4)).astype(dtype)       # shared over heads
+    v = rs.standard_normal((2, 3, S, 5)).astype(dtype)
+    mask = None
+    if mask_kind == "bool":
+        mask = rs.random((2, 3, T, S)) < 0.6
+        mask[0, 1, 0] = False                                   # a fully masked row
+    elif mask_kind == "float":
+        mask = rs.standard_normal((T, S)).astype(dtype)
+        mask[0, 0] = -np.inf
+    return q, k, v, mask
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("T, S, mask_kind, causal", [
+    (5, 5, None, False), (5, 5, "bool", False), (4, 6, "float", False), (6, 6, None, True),
+    (6, 6, "bool", True), (3, 6, None, True), (6, 3, None, True), (4, 7, "bool", True)])
+def test_matches_torch(dtype, tol, T, S, mask_kind, causal):
+    torch = pytest.importorskip("torch")
+    TF = torch.nn.functional
+    rs = np.random.default_rng(T * 10 + S)
+    q, k, v, mask = _torch_case(rs, T, S, mask_kind, dtype)
+    g = rs.standard_normal((2, 3, T, 5)).astype(dtype)
+    Q, K, V = _tensors(q, k, v)
+    out = sdpa(Q, K, V, attn_mask=mask, is_causal=causal, scale=0.6)
+    out.backward(Tensor(g))
+    tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in (q, k, v))
+    tmask = None if mask is None else torch.tensor(mask)
+    t_causal = causal
+    if causal and T != S:        # PyTorch aligns top-left: pass our bottom-right mask explicitly
+        tri = torch.tensor(np.tril(np.ones((T, S), dtype=bool), k=S - T))
+        tmask = tri if tmask is None else tmask & tri
+        t_causal = False
+    elif causal and mask is not None:   # torch's math path refuses both: AND them here
+        tmask = tmask & torch.tensor(np.tril(np.ones((T, S), dtype=bool)))
+        t_causal = False
+    tout = TF.scaled_dot_product_attention(tq, tk.expand(2, 3, S, 4), tv, attn_mask=tmask,
+                                           is_causal=t_causal, scale=0.6)
+    tout.backward(torch.tensor(g))
+    for ours, theirs in ((out.numpy(), tout), (Q.grad, tq.grad), (K.grad, tk.grad), (V.grad, tv.grad)):
+        theirs = theirs.detach().numpy()
+        assert np.isfinite(theirs).all()
+        np.testing.assert_allclose(ours, theirs, rtol=tol, atol=tol)
+
+
+# ----------------------------------------------------------------------------- the example
+
+def test_by_hand_example_runs_and_agrees():
+    script = REPO / "examples" / "attention_backprop_by_hand.py"
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+    diffs = re.findall(r"max \|[^|]+\|\s*=\s*([0-9.eE+-]+)", r.stdout)
+    assert len(diffs) == 9, r.stdout                     # dQ, dK, dV: three pairs each
+    assert all(float(d) < 1e-8 for d in diffs), diffs
+    assert "all three agree" in r.stdout

@@ -1,0 +1,277 @@
+"""Scaled dot-product attention as ONE graph node, with its backward written out.
+
+    out = scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0,
+                                       is_causal=False, scale=None)
+
+Shapes: q (..., T, D), k (..., S, D), v (..., S, Dv) -> out (..., T, Dv). The leading
+dims ("..."; usually batch and heads) broadcast between q, k and v. With s = scale
+(default 1/sqrt(D)) and M the mask (0 where a query may attend a key, -inf where not,
+or the additive float mask):
+
+    forward                                   backward (dO = gradient of out)
+    S  = s * Q K^T + M        (..., T, S)     dV = P^T dO
+    P  = softmax(S), per row  (..., T, S)     dP = dO V^T
+    O  = P V                  (..., T, Dv)    dS = P * (dP - rowsum(dP * P))
+                                              dQ = s * dS K
+                                              dK = s * dS^T Q
+
+A row whose keys are all masked has P = 0, so O = 0 and all its gradients are 0 (no
+NaN). Masked entries have P = 0 exactly, so dS = 0 there exactly. With dropout, the
+dropped and rescaled Pd = P * keep / (1 - p) replaces P in O = Pd V and in dV, and
+dP is chained through the same mask: dP = (dO V^T) * keep / (1 - p).
+
+The derivation, step by step, is in docs/backprop.md (section "Masked scaled
+dot-product attention"); examples/attention_backprop_by_hand.py checks it numerically.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .. import backend
+from ..function import Function, unbroadcast
+
+__all__ = ["scaled_dot_product_attention", "ScaledDotProductAttention", "causal_mask"]
+
+_CAUSAL_CACHE: dict = {}   # (T, S, device, dtype) -> read-only (T, S) array
+
+# Softmax is unchanged by subtracting any constant c_i from row i; the usual c_i is the
+# row max, so that exp never overflows. Finding the row max is the slowest elementwise
+# pass on CPU, so it is skipped (c_i = 0) when Cauchy-Schwarz guarantees every score
+# lies in [-_NO_SHIFT_LIMIT, _NO_SHIFT_LIMIT]: there exp neither overflows nor
+# underflows in float32 (e^40 ~ 2e17, e^-40 ~ 4e-18) and the result is the same.
+_NO_SHIFT_LIMIT = 40.0
+
+
+def causal_mask(T: int, S: int, device: str = "cpu", dtype=None):
+    """Causal (T, S) mask: query i must NOT see key j when j > i + S - T.
+
+    ``dtype=None``: bool, True = masked. A float dtype: the additive form, -inf where
+    masked and 0 elsewhere. Bottom-right aligned: the last query sits at the last key,
+    as in cached decoding (T new queries after S - T cached keys). Cached per
+    (T, S, device, dtype); the array is shared, never write to it.
+    """
+    key = (T, S, device, None if dtype is None else np.dtype(dtype).str)
+    tri = _CAUSAL_CACHE.get(key)
+    if tri is None:
+        xp = backend.xp_for(device)
+        tri = xp.triu(xp.ones((T, S), dtype=bool), k=S - T + 1)
+        if dtype is not None:
+            tri = xp.where(tri, xp.asarray(-np.inf, dtype=dtype), xp.asarray(0, dtype=dtype))
+        if xp is np:
+            tri.flags.writeable = False
+        if len(_CAUSAL_CACHE) >= 64:
+            _CAUSAL_CACHE.clear()
+        _CAUSAL_CACHE[key] = tri
+    return tri
+
+
+class ScaledDotProductAttention(Function):
+    """out = softmax(scale * q k^T + M) v, one node with inputs (q, k, v).
+
+    Backward (P the attention probabilities, dO = g):
+    dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)), dQ = scale dS K,
+    dK = scale dS^T Q; each summed back over the leading dims its input broadcast over.
+
+    All heavy work is on (N, T, S) arrays with N = prod(batch dims), by batched
+    ``xp.matmul`` and in-place elementwise passes over one scores buffer.
+    """
+
+    def forward(self, q, k, v, mask=None, mask_is_bool=True, is_causal=False, dropout_p=0.0,
+                scale=1.0, batch=()):
+        xp = self.xp
+        T, D, S, Dv = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]
+        N = math.prod(batch)
+        dt = q.dtype.type
+        self.shapes = q.shape, k.shape, v.shape
+        self.batch, self.scale = batch, scale
+        # (N, T, D) contiguous operands; q is pre-multiplied by the scale: scale*q k^T is
+        # S without the mask, and dK = dS^T (scale*q) reuses the same array.
+        qs = xp.multiply(xp.broadcast_to(q, batch + (T, D)), dt(scale)).reshape(N, T, D)
+        k3 = xp.ascontiguousarray(xp.broadcast_to(k, batch + (S, D))).reshape(N, S, D)
+        v3 = xp.ascontiguousarray(xp.broadcast_to(v, batch + (S, Dv))).reshape(N, S, Dv)
+
+        # ---- S = scale * Q K^T + M, in one (N, T, S) buffer that becomes P in place
+        P = xp.matmul(qs, k3.transpose(0, 2, 1))
+        P4 = P.reshape(batch + (T, S))             # a view, for broadcasting the mask
+        if mask is not None and not mask_is_bool:
+            P4 += mask                             # additive float mask (-inf = masked)
+        if mask is not None and mask_is_bool:      # bool mask: True = may attend
+            masked = ~mask
+            if is_causal:
+                masked = xp.logical_or(masked, causal_mask(T, S, self.device))
+            xp.copyto(P4, dt(-np.inf), where=masked)
+        elif is_causal:
+            P4 += causal_mask(T, S, self.device, q.dtype)   # 0 / -inf, cached
+
+        # ---- P = softmax(S) over keys; a fully masked row gives P = 0
+        if P.size:
+            if not self._scores_are_small(qs, k3, mask is not None and not mask_is_bool):
+                m = P.max(axis=-1, keepdims=True)  # (N, T, 1); -inf on fully masked rows
+                m[~xp.isfinite(m)] = 0             # so those rows stay -inf -> exp -> 0
+                P -= m
+            xp.exp(P, out=P)                       # masked entries: exp(-inf) = 0 exactly
+            # row sums as a matrix-vector product: BLAS, several times faster than P.sum(-1)
+            denom = xp.matmul(P, xp.ones((S, 1), dtype=P.dtype))
+            denom[denom == 0] = 1                  # only fully masked rows sum to 0
+            P /= denom
+
+        # ---- dropout on P (inverted: kept entries scaled by 1/(1-p)), then O = Pd V
+        self.keep = None
+        if dropout_p > 0:
+            u = backend.rng(self.device).random((N, T, S), dtype=xp.float32)
+            self.keep = u >= dt(dropout_p)
+            self.inv_keep = dt(1.0 / (1.0 - dropout_p))
+            Pd = xp.multiply(P, self.keep)
+            Pd *= self.inv_keep
+            O = xp.matmul(Pd, v3)
+        else:
+            O = xp.matmul(P, v3)
+        self.qs, self.k3, self.v3, self.P, self.O = qs, k3, v3, P, O
+        return O.reshape(batch + (T, Dv))
+
+    def _scores_are_small(self, qs, k3, float_mask):
+        """True when |scale q_i . k_j| <= _NO_SHIFT_LIMIT for all i, j (Cauchy-Schwarz)."""
+        if float_mask or qs.dtype.itemsize < 4:    # a float mask may add anything; float16
+            return False
+        xp = self.xp
+        q2 = float(xp.einsum("ntd,ntd->nt", qs, qs).max())   # max_i |scale q_i|^2
+        k2 = float(xp.einsum("nsd,nsd->ns", k3, k3).max())   # max_j |k_j|^2
+        return q2 * k2 <= _NO_SHIFT_LIMIT ** 2
+
+    def backward(self, g):
+        xp, P, batch, scale = self.xp, self.P, self.batch, self.scale
+        (q_shape, k_shape, v_shape), need = self.shapes, self.needs_input_grad
+        N, T, S = P.shape
+        D, Dv = q_shape[-1], v_shape[-1]
+        dO = xp.ascontiguousarray(g).reshape(N, T, Dv)
+        dq = dk = dv = None
+        if need[2]:
+            # dV = Pd^T dO, where Pd is P after dropout (P itself without dropout)
+            Pd = P if self.keep is None else xp.multiply(P, self.keep) * self.inv_keep
+            dv = xp.matmul(Pd.transpose(0, 2, 1), dO).reshape(batch + (S, Dv))
+            dv = unbroadcast(xp, dv, v_shape)
+        if need[0] or need[1]:
+            dS = xp.matmul(dO, self.v3.transpose(0, 2, 1))   # dP (w.r.t. Pd with dropout)
+            if self.keep is not None:
+                dS *= self.keep                              # chain through the dropout
+                dS *= self.inv_keep
+            # rowsum(dP * P) == rowsum(dO * O): sum_j dP_ij P_ij = sum_j (dO_i . V_j) Pd_ij
+            # = dO_i . O_i. A (N, T, Dv) product instead of a third (N, T, S) pass.
+            delta = xp.einsum("ntd,ntd->nt", dO, self.O)[..., None]
+            dS -= delta
+            dS *= P                                          # dS = P * (dP - rowsum(dP*P))
+            if need[0]:
+                dq = xp.matmul(dS, self.k3)
+                dq *= dq.dtype.type(scale)
+                dq = unbroadcast(xp, dq.reshape(batch + (T, D)), q_shape)
+            if need[1]:
+                dk = xp.matmul(dS.transpose(0, 2, 1), self.qs).reshape(batch + (S, D))
+                dk = unbroadcast(xp, dk, k_shape)
+        return dq, dk, dv
+
+
+def _as_mask(attn_mask, device, xp):
+    """The raw backend array of a mask given as a Tensor, an array or a nested list."""
+    from ..tensor import Tensor  # noqa: PLC0415 (circular)
+    if isinstance(attn_mask, Tensor):
+        if attn_mask.device != device:
+            raise backend.DeviceError(
+                f"scaled_dot_product_attention: attn_mask is on {attn_mask.device!r} but the "
+                f"inputs are on {device!r}; move it with .to(device)")
+        return attn_mask.data
+    if isinstance(attn_mask, np.ndarray) or hasattr(attn_mask, "__cuda_array_interface__"):
+        if device == "cpu" and not isinstance(attn_mask, np.ndarray):
+            return attn_mask.get()
+        return xp.asarray(attn_mask)
+    return xp.asarray(np.asarray(attn_mask))
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+                                 scale=None):
+    """softmax(scale * query key^T + mask) value, one graph node (PyTorch's signature).
+
+    query (..., T, D), key (..., S, D), value (..., S, Dv) -> (..., T, Dv); the leading
+    dims broadcast against each other. ``scale`` defaults to 1/sqrt(D).
+
+    attn_mask: broadcastable to (..., T, S); a Tensor, an array or a nested list, never
+    differentiated. Boolean: True = may attend. Floating point: added to the scores
+    (use -inf to forbid; cast to the query's dtype).
+
+    is_causal: query i may attend key j only when j <= i + S - T. For T == S that is the
+    usual lower triangle. For T != S the LAST query is aligned with the LAST key
+    (bottom-right), as cached decoding needs; PyTorch aligns top-left (j <= i), so to
+    match PyTorch with T != S pass an explicit mask instead. When T > S the first
+    T - S queries see no key at all. Combined with attn_mask: a boolean mask is ANDed
+    with the causal one (attend only where both allow); a float mask is added and the
+    causal-forbidden entries are then set to -inf.
+
+    A query whose keys are all masked gets an output row of zeros and zero gradients,
+    never NaN (as current PyTorch does). Masked entries get exactly zero gradient.
+
+    dropout_p: inverted dropout on the attention probabilities, applied whenever
+    dropout_p > 0 (pass 0.0 at eval time, as with PyTorch's function); the mask comes
+    from the package generator, so ``tinygrad_llm.manual_seed`` reproduces it.
+
+    Gradient: dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)),
+    dQ = scale dS K, dK = scale dS^T Q (see the module docstring).
+    """
+    from ..tensor import Tensor  # noqa: PLC0415 (circular)
+    name = "scaled_dot_product_attention"
+    for arg, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}: {arg} must be a Tensor, got {type(t).__name__}")
+        if t.ndim < 2:
+            raise ValueError(f"{name}: {arg} needs at least 2 dims (..., L, E), got shape {t.shape}")
+        if t.dtype.kind != "f":
+            raise TypeError(f"{name}: {arg} must be floating point, got {t.dtype}")
+    if not (query.dtype == key.dtype == value.dtype):
+        raise TypeError(f"{name}: query, key and value must share one dtype, got "
+                        f"{query.dtype}, {key.dtype} and {value.dtype}")
+    T, D = query.shape[-2:]
+    S, Dk = key.shape[-2:]
+    if Dk != D:
+        raise ValueError(f"{name}: query and key need the same last dim (head size), got "
+                         f"query {query.shape} (D={D}) and key {key.shape} (D={Dk})")
+    if value.shape[-2] != S:
+        raise ValueError(f"{name}: key and value need the same number of keys (dim -2), got "
+                         f"key {key.shape} (S={S}) and value {value.shape} (S={value.shape[-2]})")
+    try:
+        batch = tuple(np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2]))
+    except ValueError:
+        raise ValueError(f"{name}: the leading dims of query {query.shape}, key {key.shape} and "
+                         f"value {value.shape} do not broadcast") from None
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real) \
+            or not 0.0 <= float(dropout_p) < 1.0:
+        raise ValueError(f"{name}: dropout_p must be a number in [0, 1), got {dropout_p!r}")
+    if scale is None:
+        scale = 1.0 / math.sqrt(D) if D > 0 else 1.0
+    elif isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
+        raise ValueError(f"{name}: scale must be a finite number or None, got {scale!r}")
+    if not isinstance(is_causal, (bool, np.bool_)):
+        raise TypeError(f"{name}: is_causal must be a bool, got {is_causal!r}")
+
+    mask, mask_is_bool = None, True
+    if attn_mask is not None:
+        mask = _as_mask(attn_mask, query.device, query.xp)
+        if mask.dtype == np.bool_:
+            mask_is_bool = True
+        elif mask.dtype.kind == "f":
+            mask_is_bool = False
+            mask = mask.astype(query.dtype, copy=False)
+        else:
+            raise TypeError(f"{name}: attn_mask must be bool (True = may attend) or floating point "
+                            f"(added to the scores), got dtype {mask.dtype}")
+        full = batch + (T, S)
+        try:
+            ok = tuple(np.broadcast_shapes(mask.shape, full)) == full
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{name}: attn_mask of shape {tuple(mask.shape)} does not broadcast to "
+                             f"(..., T, S) = {full}")
+    return ScaledDotProductAttention.apply(
+        query, key, value, mask=mask, mask_is_bool=mask_is_bool, is_causal=bool(is_causal),
+        dropout_p=float(dropout_p), scale=float(scale), batch=batch)
