@@ -36,7 +36,8 @@ def parse(argv):
     p.add_argument("--out", default=None, help="output directory (default out/shakespeare-<tokenizer>-<preset>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/latest")
     p.add_argument("--sample-tokens", type=int, default=500, help="length of the sample printed at the end")
-    p.add_argument("--prompt", default="\n", help="prompt of that sample")
+    p.add_argument("--prompt", default=None, help="prompt of that sample (default: a newline, or the "
+                   "data's first character if the vocabulary has no newline)")
     args, rest = p.parse_known_args(argv)
     try:
         args.device = backend.canonical_device(args.device)
@@ -88,8 +89,16 @@ def main(argv=None) -> int:
           f"best val loss {summary['best_val_loss']:.4f}")
     if summary["interrupted"]:
         return 130
+    prompt = args.prompt
+    if prompt is None:
+        prompt = "\n"
+        try:
+            data.tokenizer.encode(prompt)
+        except (ValueError, KeyError):
+            prompt = data.tokenizer.decode([int(data.train[0])])
     print("\n--- sample ---")
-    generate_text(model, data.tokenizer, args.prompt, max_new_tokens=args.sample_tokens,
+    print(prompt, end="")
+    generate_text(model, data.tokenizer, prompt, max_new_tokens=args.sample_tokens,
                   temperature=0.8, top_k=200, seed=tcfg.seed, stream=lambda s: print(s, end="", flush=True))
     print("\n--------------")
     return 0

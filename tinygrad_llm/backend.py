@@ -89,12 +89,20 @@ def gpu_available() -> bool:
         return False
 
 
+_checked_gpus: set = set()
+
+
 def xp_for(device: str):
     """The array module for a canonical device name: numpy for 'cpu', cupy for 'cuda:N'."""
     if device == "cpu":
         return np
-    cp = _check_gpu(device)
-    cp.cuda.Device(int(device.split(":")[1])).use()
+    if device not in _checked_gpus:  # the driver is asked once per device, not once per op
+        _check_gpu(device)
+        _checked_gpus.add(device)
+    cp = _cupy
+    index = int(device.split(":")[1])
+    if cp.cuda.runtime.getDevice() != index:
+        cp.cuda.Device(index).use()
     return cp
 
 
