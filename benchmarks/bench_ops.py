@@ -5,9 +5,11 @@ on the CPU, on GPT-like float32 shapes, alternating the two in one run.
     python benchmarks/bench_ops.py --rows 768 --reps 20 --ops layer_norm gelu_tanh
     python benchmarks/bench_ops.py --embedding-scatter  # compare scatter-add strategies
 
-Prints a Markdown table: best-of-reps milliseconds for ours and PyTorch's, and the ratio
-ours / PyTorch (lower is better). The machine's other load shows up in both columns, so
-trust the ratio more than the absolute numbers.
+Prints a Markdown table: best-of-reps milliseconds for ours, PyTorch's with its default
+thread count and with 1 thread, and the ratio ours / (the faster PyTorch) (lower is
+better). PyTorch's default threads can be very slow on a machine whose cores other jobs
+keep busy, hence the 1-thread column. The machine's other load shows up in every column,
+so trust the ratio more than the absolute numbers.
 """
 from __future__ import annotations
 
@@ -160,8 +162,9 @@ def main():
     rs = np.random.default_rng(0)
     print(f"torch {torch.__version__ if torch else '(not installed)'}, "
           f"{torch.get_num_threads() if torch else '-'} threads; numpy {np.__version__}; float32, fwd+bwd")
-    print("| op | shape | ours ms | torch ms | ours/torch |")
-    print("|---|---|---|---|---|")
+    threads = torch.get_num_threads() if torch else 1
+    print(f"| op | shape | ours ms | torch ({threads} threads) ms | torch (1 thread) ms | ours/torch |")
+    print("|---|---|---|---|---|---|")
     groups = [cases(N, C, rs) for N in args.rows for C in args.channels]
     if not args.no_big_vocab:
         groups.append(big_vocab_cases(rs))
@@ -170,8 +173,13 @@ def main():
             if args.ops and name not in args.ops:
                 continue
             a = time_ours(ours, floats, ints, args.reps)
-            b = time_torch(theirs, floats, ints, args.reps) if torch else float("nan")
-            print(f"| {name} | {shape} | {a:.2f} | {b:.2f} | {a / b:.1f} |", flush=True)
+            b = c = float("nan")
+            if torch:
+                b = time_torch(theirs, floats, ints, args.reps)
+                torch.set_num_threads(1)
+                c = time_torch(theirs, floats, ints, args.reps)
+                torch.set_num_threads(threads)
+            print(f"| {name} | {shape} | {a:.2f} | {b:.2f} | {c:.2f} | {a / min(b, c):.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -75,19 +75,25 @@ def erf(x, xp=np):
         return erf(x.astype(np.float32)).astype(np.float16)
     small_coefs, tails, top = _FLOAT64 if x.dtype == np.float64 else _FLOAT32
     shape = x.shape
-    x = np.atleast_1d(x)                # 0-d arrays would become NumPy scalars below
-    a = np.abs(x)
-    out = x.copy()                      # nan is in no piece below, so it stays nan
-    m = a < 1.0
-    xs = x[m]
-    out[m] = xs + xs * _horner(np, xs * xs, small_coefs)
-    for lo, hi, c, coefs in tails:
-        m = (a >= lo) & (a < hi)
-        if m.any():
-            am = a[m]
-            out[m] = np.copysign(1.0 - np.exp(-(am * am)) * _horner(np, am - c, coefs), x[m])
-    m = a >= top
-    out[m] = np.copysign(1.0, x[m])
+    x = x.reshape(-1)
+    # Most inputs are small: evaluate that piece on the whole array, with no masks (masked
+    # gathers and scatters cost as much as several arithmetic passes); the values it gives
+    # for |x| >= 1 (even inf or nan for huge x) are replaced below.
+    with np.errstate(over="ignore", invalid="ignore"):
+        t = x * x
+        out = _horner(np, t, small_coefs)
+        out *= x
+        out += x                                  # x + x * P(x*x); nan stays nan
+    big = np.flatnonzero(t >= 1.0)                # |x| >= 1 (and +-inf); usually a small minority
+    if big.size:
+        xb = x[big]
+        ab = np.abs(xb)
+        vb = np.ones_like(ab)                     # erf(|x|) = 1 at and beyond `top`
+        for lo, hi, c, coefs in tails:
+            m = (ab >= lo) & (ab < hi)
+            am = ab[m]
+            vb[m] = 1.0 - np.exp(-(am * am)) * _horner(np, am - c, coefs)
+        out[big] = np.copysign(vb, xb)
     return out.reshape(shape)
 
 
