@@ -116,12 +116,15 @@ def test_dropout_is_reproducible_with_manual_seed():
     assert not np.array_equal(a, b)
 
 
-def test_dropout_gradcheck():
-    x = leaf(np.random.default_rng(2).standard_normal((4, 5)))
+@fixture_ok
+@given(shape=st.lists(st.integers(1, 4), min_size=0, max_size=3).map(tuple),
+       p=st.sampled_from([0.1, 0.5, 0.9, 1.0]), seed=seeds)
+def test_dropout_gradcheck(device, shape, p, seed):
+    x = leaf(np.random.default_rng(seed).standard_normal(shape), device)
 
     def fn(x):
-        manual_seed(7)                      # the same mask on every call of the finite differences
-        return F.dropout(x, 0.4)
+        manual_seed(seed)                   # the same mask on every call of the finite differences
+        return F.dropout(x, p)
     gradcheck(fn, [x])
 
 
