@@ -294,3 +294,34 @@ def test_no_node_is_recorded_under_no_grad():
     with no_grad():
         assert F.softmax(x).grad_fn is None
         assert F.cross_entropy(x, [0, 1]).grad_fn is None
+
+
+def test_float32_in_float32_out_for_every_op():
+    """No silent float64 up-casts: outputs and every gradient stay float32."""
+    rs = np.random.default_rng(11)
+
+    def f32(*shape):
+        return leaf(rs.standard_normal(shape).astype(np.float32))
+    x, w, b, g4, b4 = f32(2, 3, 4), f32(5, 4), f32(5), f32(4), f32(4)
+    runs = [
+        (lambda: F.linear(x, w, b), [x, w, b]),
+        (lambda: F.softmax(x), [x]),
+        (lambda: F.log_softmax(x, 0), [x]),
+        (lambda: F.cross_entropy(x, np.array([[0, 1, -100], [3, 2, 1]]), label_smoothing=0.1), [x]),
+        (lambda: F.layer_norm(x, 4, g4, b4), [x, g4, b4]),
+        (lambda: F.rms_norm(x, 4, g4), [x, g4]),
+        (lambda: F.gelu(x), [x]),
+        (lambda: F.gelu(x, approximate="tanh"), [x]),
+        (lambda: F.relu(x), [x]),
+        (lambda: F.silu(x), [x]),
+        (lambda: F.embedding(np.array([[0, 4], [4, 1]]), w), [w]),
+        (lambda: F.dropout(x, 0.5), [x]),
+    ]
+    for run, params in runs:
+        y = run()
+        assert y.dtype == np.float32, y.grad_fn.name
+        # ask the node itself: run_backward would cast a float64 gradient back and hide it
+        grads = y.grad_fn.backward(np.ones(y.shape, np.float32))
+        grads = [gr for gr in (grads if isinstance(grads, tuple) else (grads,)) if gr is not None]
+        assert len(grads) == len(params), y.grad_fn.name
+        assert all(gr.dtype == np.float32 for gr in grads), y.grad_fn.name
