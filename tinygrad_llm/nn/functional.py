@@ -189,3 +189,4 @@ def dropout(input, p=0.5, training=True, inplace=False):
 
 # ----------------------------------------------------------------------------- attention
 # attention: see ops/attention.py (scaled_dot_product_attention is added below this line)
+from ..ops.attention import scaled_dot_product_attention  # noqa: E402,F401
