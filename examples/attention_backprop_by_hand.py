@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout, uninstalled
 
 from tinygrad_llm import Tensor  # noqa: E402
-from tinygrad_llm.ops.attention import scaled_dot_product_attention  # noqa: E402
+import tinygrad_llm.nn.functional as F  # noqa: E402
 
 T, D = 4, 3
 scale = 1.0 / np.sqrt(D)
@@ -45,7 +45,7 @@ def forward(Q, K, V):
 
 # ---------------------------------------------------------------- 1. the engine
 q, k, v = (Tensor(a, requires_grad=True) for a in (Q, K, V))
-out = scaled_dot_product_attention(q, k, v, is_causal=True)
+out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
 out.backward(Tensor(G))
 engine = {"dQ": q.grad, "dK": k.grad, "dV": v.grad}
 
