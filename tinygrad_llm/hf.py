@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from . import backend
+from .atomic import write_bytes_atomic
 from .function import no_grad
 from .model import GPT, GPTConfig
 from .nn.layers import LayerNorm
@@ -301,18 +300,6 @@ def load_gpt2(path, device: str = "cpu", dropout: float | None = None) -> GPT:
 
 
 # ---------------------------------------------------------------------------- save
-def _write_atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_gpt2(model: GPT, path) -> None:
     """Write ``config.json`` + ``model.safetensors`` in GPT-2's format to folder ``path``.
 
@@ -336,7 +323,7 @@ def save_gpt2(model: GPT, path) -> None:
     d.mkdir(parents=True, exist_ok=True)
     save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})     # atomic itself
     text = json.dumps(hf_config, indent=2, sort_keys=True) + "\n"
-    _write_atomic(d / "config.json", lambda p: p.write_text(text, encoding="utf-8"))
+    write_bytes_atomic(d / "config.json", text.encode("utf-8"))
 
 
 # ---------------------------------------------------------------------------- tokenizer

@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 
 import numpy as np
 
 from . import backend
+from .atomic import atomic_open
 from .tensor import Tensor
 
 __all__ = ["save_file", "load_file", "SafetensorsFile", "MAX_HEADER_SIZE"]
@@ -87,41 +87,13 @@ def save_file(tensors: dict, path, metadata: dict | None = None):
     head = json.dumps(header, separators=(",", ":")).encode("utf-8")
     head += b" " * (-len(head) % 8)  # so the data starts 8-byte aligned
 
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(len(head).to_bytes(8, "little"))
-            f.write(head)
-            for name in order:
-                a = arrays[name]
-                if a.nbytes:
-                    f.write(a.reshape(-1).view(np.uint8))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory):
-    """Make the rename durable (POSIX); harmless where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_open(path, "wb") as f:
+        f.write(len(head).to_bytes(8, "little"))
+        f.write(head)
+        for name in order:
+            a = arrays[name]
+            if a.nbytes:
+                f.write(a.reshape(-1).view(np.uint8))
 
 
 # ---------------------------------------------------------------------------- reading

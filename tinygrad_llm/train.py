@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backend
+from .atomic import atomic_open
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import get_batch
 from .function import no_grad
@@ -113,12 +114,10 @@ class _StopFlag:
 
 def _write_history(path: Path, rows: list[dict]):
     fields = ["iter", "train_loss", "val_loss", "val_ppl", "lr", "time_s"]
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(path, "w") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    tmp.replace(path)
 
 
 def _plot(path: Path, rows: list[dict]):
@@ -137,10 +136,9 @@ def _plot(path: Path, rows: list[dict]):
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def _fmt_eta(seconds: float) -> str:
