@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from conftest import to_np
 
-import tinygrad_llm as tg
 from tinygrad_llm import Function, Tensor, enable_grad, gradcheck, is_grad_enabled, no_grad, set_grad_enabled
 
 
