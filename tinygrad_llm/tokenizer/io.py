@@ -24,9 +24,9 @@ import base64
 import binascii
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from ..atomic import write_bytes_atomic
 
 MAGIC = "tinygrad_llm-tokenizer"
 VERSION = 1
@@ -84,24 +84,12 @@ def checksum(text: str) -> str:
 
 
 def write_atomic(path, text: str) -> None:
-    """Write text to path via a temp file in the same folder and os.replace."""
+    """Write text (UTF-8) to path via a temp file in the same folder and os.replace."""
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot save tokenizer to {str(path)!r}: folder {str(folder)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def parse(text: str, where: str = "<text>"):
