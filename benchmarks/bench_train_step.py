@@ -44,7 +44,7 @@ class Ours:
         loss.backward()
         clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
-        self.opt.zero_grad()
+        self.opt.zero_grad(set_to_none=False)  # grads accumulate into the flat buffer, as train.py does
         return loss.item()
 
 
@@ -112,6 +112,54 @@ class Torch:
         return loss.item()
 
 
+def op_breakdown(impl, batches):
+    """Wall time inside each op's forward and backward (and the optimizer), summed over
+    ``batches``: tells BLAS-heavy ops from elementwise ones and from Python overhead
+    (the rest of the step)."""
+    import collections
+    import functools
+    from tinygrad_llm.function import Function
+    totals = collections.Counter()
+
+    def timed(fn, key):
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                totals[key] += time.perf_counter() - t0
+        return wrapper
+
+    classes, stack = [], list(Function.__subclasses__())
+    while stack:
+        c = stack.pop()
+        classes.append(c)
+        stack.extend(c.__subclasses__())
+    saved = []
+    for c in classes:
+        for meth in ("forward", "backward"):
+            if meth in c.__dict__:
+                saved.append((c, meth, c.__dict__[meth]))
+                setattr(c, meth, timed(c.__dict__[meth], f"{c.__name__}.{meth}"))
+    opt_step = impl.opt.step
+    impl.opt.step = timed(opt_step, "optimizer.step")
+    t0 = time.perf_counter()
+    for x, y in batches:
+        impl.step(x, y)
+    total = time.perf_counter() - t0
+    for c, meth, fn in saved:
+        setattr(c, meth, fn)
+    impl.opt.step = opt_step
+    n = len(batches)
+    print(f"\nwhere the time goes ({n} steps, {total / n * 1000:.1f} ms/step):")
+    for key, t in totals.most_common():
+        if t / total >= 0.005:
+            print(f"  {key:<34} {t / n * 1000:7.2f} ms  {t / total * 100:5.1f}%")
+    rest = total - sum(totals.values())
+    print(f"  {'(everything else: graph, Python)':<34} {rest / n * 1000:7.2f} ms  {rest / total * 100:5.1f}%")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cpu", choices=["cpu", "gpu"])
@@ -122,6 +170,7 @@ def main():
     p.add_argument("--peak-flops", type=float, default=None, help="for MFU (default: tinygrad_llm.model.PEAK_FLOPS)")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--profile", action="store_true", help="cProfile our step and print the top entries")
+    p.add_argument("--breakdown", action="store_true", help="time spent in each op's forward/backward")
     args = p.parse_args()
 
     model_fields, train_fields = preset(args.preset)
@@ -153,6 +202,8 @@ def main():
             impls[0].step(x, y)
         pr.disable()
         pstats.Stats(pr).sort_stats("tottime").print_stats(25)
+    if args.breakdown:
+        op_breakdown(impls[0], batches[:10])
     times = {impl.name: [] for impl in impls}
     for x, y in batches[args.warmup:]:
         for impl in impls:  # alternate, so both see the same machine state
