@@ -155,6 +155,17 @@ def canonical_dtype(dtype) -> np.dtype:
         raise ValueError(f"unknown dtype {dtype!r}") from None
 
 
+def split_to_args(device, dtype):
+    """The arguments of ``.to(x)`` as (canonical device or None, dtype or None): ``x`` may be
+    a device name or a dtype (``t.to("cuda")``, ``t.to("float16")``, ``t.to(np.float64)``)."""
+    if isinstance(device, (np.dtype, type)) or (isinstance(device, str) and dtype is None
+                                                and device.lower() in _DTYPES):
+        device, dtype = None, device
+    device = None if device is None else canonical_device(device)
+    dtype = None if dtype is None else canonical_dtype(dtype)
+    return device, dtype
+
+
 # ----------------------------------------------------------------------------- random state
 
 _rngs: dict[str, object] = {}

@@ -145,18 +145,12 @@ class Tensor:
     def to(self, device=None, dtype=None):
         """This tensor on another device and/or dtype (differentiable); ``self`` if nothing changes."""
         out = self
-        if isinstance(device, (np.dtype, type)) or (isinstance(device, str) and dtype is None
-                                                    and device.lower() in backend._DTYPES):
-            device, dtype = None, device
-        if device is not None:
-            device = backend.canonical_device(device)
-            if device != self.device:
-                backend.xp_for(device)  # raise a clear error before anything is copied
-                out = E.ToDevice.apply(out, device=device)
-        if dtype is not None:
-            dtype = backend.canonical_dtype(dtype)
-            if dtype != out.dtype:
-                out = E.Cast.apply(out, dtype=dtype)
+        device, dtype = backend.split_to_args(device, dtype)
+        if device is not None and device != self.device:
+            backend.xp_for(device)  # raise a clear error before anything is copied
+            out = E.ToDevice.apply(out, device=device)
+        if dtype is not None and dtype != out.dtype:
+            out = E.Cast.apply(out, dtype=dtype)
         return out
 
     def cpu(self):

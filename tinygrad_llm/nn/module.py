@@ -78,16 +78,6 @@ def _host_or_device_array(value, device, dtype):
     return arr.astype(dtype, copy=False)
 
 
-def _split_to_args(device, dtype):
-    """Module.to(x): x may be a device name or a dtype, as in Tensor.to."""
-    if isinstance(device, (np.dtype, type)) or (isinstance(device, str) and dtype is None
-                                                and device.lower() in backend._DTYPES):
-        device, dtype = None, device
-    device = None if device is None else backend.canonical_device(device)
-    dtype = None if dtype is None else backend.canonical_dtype(dtype)
-    return device, dtype
-
-
 class Module:
     """Base class of every layer and model; subclasses write ``__init__`` and ``forward``.
 
@@ -316,7 +306,7 @@ class Module:
         The Parameter objects stay the same (their ``.data``/``.grad`` are replaced), so tied
         weights stay tied. Create optimizers after moving the model, as in PyTorch.
         """
-        device, dtype = _split_to_args(device, dtype)
+        device, dtype = backend.split_to_args(device, dtype)
         if device is not None:
             backend.xp_for(device)  # a clear error before anything moves
 
