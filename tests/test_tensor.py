@@ -242,3 +242,17 @@ def test_manual_seed_makes_randn_and_rand_reproducible(device):
     assert not np.array_equal(to_np(tg.randn(5, device=device)), to_np(a))
     with pytest.raises(ValueError, match="non-negative integer"):
         tg.manual_seed(-1)
+
+
+def test_integer_with_float_takes_the_float_dtype(device):
+    """PyTorch's promotion rule: no silent float64 from mixing ints with float32/float16."""
+    ints = tg.arange(4, device=device)
+    assert (ints * 0.5).dtype == np.float32
+    assert (0.5 * ints).dtype == np.float32
+    assert (ints / 2).dtype == np.float32 and np.allclose(to_np((ints / 2).data), [0, 0.5, 1, 1.5])
+    assert (ints + tg.ones(4, device=device, dtype="float16")).dtype == np.float16
+    assert (tg.ones(4, device=device, dtype="float64") - ints).dtype == np.float64
+    assert (ints * 2).dtype == np.int64 and (ints ** 2).dtype == np.int64
+    x = tg.ones(4, device=device, requires_grad=True)
+    (x * ints).sum().backward()
+    assert x.grad.dtype == np.float32 and np.allclose(to_np(x.grad), [0, 1, 2, 3])

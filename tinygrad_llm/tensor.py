@@ -223,36 +223,53 @@ class Tensor:
             return Tensor._from_op(backend.xp_for(self.device).asarray(other, dtype=dtype), self.device)
         return Tensor(other, device=self.device)
 
+    def _operands(self, o, reverse=False, true_div=False):
+        """(self, other) for a binary op (swapped when ``reverse``), ``other`` lifted to a tensor.
+
+        Mixed integer and float operands compute in the float operand's dtype, and true
+        division of integers in the default float dtype, as PyTorch does (NumPy would
+        promote int64 with float32 to float64).
+        """
+        a, b = self, self._lift(o)
+        fa, fb = a.dtype.kind == "f", b.dtype.kind == "f"
+        if fa and not fb:
+            b = b.to(dtype=a.dtype)
+        elif fb and not fa:
+            a = a.to(dtype=b.dtype)
+        elif true_div and not fa:
+            a, b = a.to(dtype=backend.default_dtype), b.to(dtype=backend.default_dtype)
+        return (b, a) if reverse else (a, b)
+
     # ------------------------------------------------------------------ arithmetic
     def __add__(self, o):
-        return E.Add.apply(self, self._lift(o))
+        return E.Add.apply(*self._operands(o))
 
     def __radd__(self, o):
-        return E.Add.apply(self._lift(o), self)
+        return E.Add.apply(*self._operands(o, reverse=True))
 
     def __sub__(self, o):
-        return E.Sub.apply(self, self._lift(o))
+        return E.Sub.apply(*self._operands(o))
 
     def __rsub__(self, o):
-        return E.Sub.apply(self._lift(o), self)
+        return E.Sub.apply(*self._operands(o, reverse=True))
 
     def __mul__(self, o):
-        return E.Mul.apply(self, self._lift(o))
+        return E.Mul.apply(*self._operands(o))
 
     def __rmul__(self, o):
-        return E.Mul.apply(self._lift(o), self)
+        return E.Mul.apply(*self._operands(o, reverse=True))
 
     def __truediv__(self, o):
-        return E.Div.apply(self, self._lift(o))
+        return E.Div.apply(*self._operands(o, true_div=True))
 
     def __rtruediv__(self, o):
-        return E.Div.apply(self._lift(o), self)
+        return E.Div.apply(*self._operands(o, reverse=True, true_div=True))
 
     def __pow__(self, o):
-        return E.Pow.apply(self, self._lift(o))
+        return E.Pow.apply(*self._operands(o))
 
     def __rpow__(self, o):
-        return E.Pow.apply(self._lift(o), self)
+        return E.Pow.apply(*self._operands(o, reverse=True))
 
     def __neg__(self):
         return E.Neg.apply(self)
