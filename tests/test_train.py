@@ -224,3 +224,10 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path):
     assert p.returncode == 130, err
     st = json.loads((out / "latest" / "trainer_state.json").read_text())
     assert st["iter"] >= 5 and f"stopped at iteration {st['iter']}" in rest
+
+
+def test_loss_plot_png_when_matplotlib_is_installed(data, tmp_path):
+    pytest.importorskip("matplotlib")
+    train(small_model(data.vocab_size), data, cfg(max_iters=20, eval_interval=10), tmp_path / "o", log=lambda s: None)
+    png = (tmp_path / "o" / "loss.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
