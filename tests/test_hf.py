@@ -387,3 +387,24 @@ def test_tied_config_with_different_lm_head(hf_dir, tmp_path, tokens):
     assert model.lm_head.weight is not model.transformer.wte.weight
     np.testing.assert_array_equal(model.lm_head.weight.numpy(),
                                   model.transformer.wte.weight.numpy() + np.float32(1.0))
+
+
+def test_sample_script_hf_greedy_matches_transformers(tmp_path):
+    """examples/sample.py --hf: KV-cached greedy decoding gives transformers' greedy tokens."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    write_tiny_tokenizer(tmp_path)
+    tok = load_gpt2_tokenizer(tmp_path)
+    m = make_hf_model(seed=3, vocab_size=tok.vocab_size)
+    m.save_pretrained(tmp_path)
+    prompt = "hello world"
+    ids = torch.tensor([tok.encode(prompt)])
+    with torch.no_grad():
+        ref = m.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0)[0, ids.shape[1]:].tolist()
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "examples/sample.py", "--hf", str(tmp_path), "--prompt", prompt,
+                        "--max-new-tokens", "12", "--temperature", "0"],
+                       cwd=repo, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(prompt + tok.decode(ref)), (r.stdout, tok.decode(ref))
