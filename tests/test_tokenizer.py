@@ -433,3 +433,99 @@ def test_long_text_is_encoded_in_blocks(tok4, enc4):
         patterns.BLOCK_CHARS = saved
     assert blocked == BPETokenizer.train(text, 400).mergeable_ranks
     assert len(list(patterns.iter_blocks(text, r"\S+|\s+"))) == 1  # user patterns are never cut
+
+
+# ----------------------------------------------------------------------------- fast paths of encoding
+
+ASCII_CHARS = "".join(map(chr, range(128)))
+ASCII_PIECES = ["'s", "'S", "'ll", "'LL", "'Ve", "'re", "'d", "'m", "'t", "'x", "\r\n", "\n\n", "  ", "    ",
+                " \n", "x\n", "123456", " 12", "!!!", " ?!", "the", " the", "A", "z", "\x0b", "\x0c", "\x1c",
+                "\x1f", "_", "\x7f", "\x00"]
+ascii_texts = st.lists(st.one_of(st.text(ASCII_CHARS, max_size=8), st.sampled_from(ASCII_PIECES)),
+                       max_size=30).map("".join)
+
+
+def test_ascii_classes_match_regex_classes():
+    """The `re` twins use [A-Za-z], [0-9] and [\\t\\n\\x0b\\x0c\\r ] for \\p{L}, \\p{N}, \\s on ASCII."""
+    import re
+
+    import regex
+    from tinygrad_llm.tokenizer import patterns
+    for ours, theirs in [(patterns._L, r"\p{L}"), (patterns._N, r"\p{N}"), (patterns._S, r"\s")]:
+        for c in ASCII_CHARS:
+            assert bool(re.fullmatch(f"[{ours}]", c)) == bool(regex.fullmatch(theirs, c)), (ours, c)
+
+
+@pytest.mark.parametrize("pattern", [GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN])
+def test_ascii_split_equals_regex_split_exhaustively(pattern):
+    """Every ASCII string of up to 3 characters from a set with one of each kind."""
+    from itertools import product
+
+    from tinygrad_llm.tokenizer.patterns import compile_ascii_pattern, compile_pattern
+    fast, slow = compile_ascii_pattern(pattern), compile_pattern(pattern)
+    assert fast is not None
+    alphabet = " \t\n\r\x0bAzsL0'!_\x1c"
+    for n in range(1, 4):
+        for t in product(alphabet, repeat=n):
+            s = "".join(t)
+            assert fast.findall(s) == slow.findall(s), repr(s)
+
+
+@pytest.mark.parametrize("pattern", [GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN])
+@given(s=ascii_texts)
+def test_ascii_split_equals_regex_split(pattern, s):
+    from tinygrad_llm.tokenizer.patterns import compile_ascii_pattern, compile_pattern
+    assert compile_ascii_pattern(pattern).findall(s) == compile_pattern(pattern).findall(s)
+
+
+@given(ascii_texts)
+def test_ascii_texts_match_tiktoken(tok4, enc4, tok2, enc2, s):
+    assert tok4._split_ascii is not None and tok2._split_ascii is not None  # the fast path is taken
+    assert tok4.encode_ordinary(s) == enc4.encode_ordinary(s)
+    assert tok2.encode_ordinary(s) == enc2.encode_ordinary(s)
+
+
+def test_user_pattern_has_no_ascii_twin():
+    from tinygrad_llm.tokenizer.patterns import compile_ascii_pattern
+    assert compile_ascii_pattern(r"\S+|\s+") is None
+    tok = BPETokenizer.train("foo bar foo bar", 260, pattern=r"\S+|\s+")
+    assert tok._split_ascii is None
+    assert tok.decode(tok.encode("foo  bar\n")) == "foo  bar\n"
+
+
+def reference_bpe(ranks: dict, b: bytes) -> list:
+    """Plain rank-based BPE: rescan every pair, merge the leftmost lowest-ranked one."""
+    parts = [bytes([x]) for x in b]
+    while len(parts) > 1:
+        pairs = [(ranks.get(parts[i] + parts[i + 1]), i) for i in range(len(parts) - 1)]
+        pairs = [(r, i) for r, i in pairs if r is not None]
+        if not pairs:
+            break
+        _, i = min(pairs)
+        parts[i:i + 2] = [parts[i] + parts[i + 1]]
+    return [ranks[p] for p in parts]
+
+
+@given(assigned_texts)
+def test_chunk_merge_equals_reference(tok4, s):
+    """_bpe (latin-1 strings, whole-token fast path) against the plain algorithm, chunk by chunk."""
+    ranks = tok4.mergeable_ranks
+    for c in tok4._split.findall(s):
+        assert tok4._bpe(c) == reference_bpe(ranks, c.encode("utf-8")), repr(c)
+
+
+def test_chunk_merge_edge_cases(tok4):
+    ranks = tok4.mergeable_ranks
+    whole = next(t for t, r in ranks.items() if len(t) > 3 and t.isascii())
+
+    def is_text(t):
+        try:
+            return bool(t.decode("utf-8"))
+        except UnicodeDecodeError:
+            return False
+    multi = next(t for t in ranks if len(t) > 2 and not t.isascii() and is_text(t))  # e.g. "中" or " é"
+    for c in ["a", " ", "\x00", "\xff", "é", "中", "👍", "\U0010ffff", whole.decode(), whole.decode() + "q",
+              "q" + whole.decode(), "aaaa" * 20, "ab" * 40, " " * (LONG_CHUNK - 1)]:
+        assert tok4._bpe(c) == reference_bpe(ranks, c.encode("utf-8")), repr(c)
+    assert tok4._bpe(whole.decode()) == [ranks[whole]]  # the whole-token fast path
+    assert tok4._bpe(multi.decode()) == [ranks[multi]]
