@@ -218,7 +218,7 @@ class BPETokenizer:
         m = min(pr)
         while m != big:
             i = pr.index(m)  # leftmost lowest rank
-            parts[i:i + 2] = (parts[i] + parts[i + 1],)
+            parts[i] += parts.pop(i + 1)
             del pr[i]
             if i:
                 pr[i - 1] = get(parts[i - 1] + parts[i], big)
@@ -292,9 +292,7 @@ class BPETokenizer:
         if missing:
             if len(cache) + len(missing) > self._cache_size:
                 cache.clear()
-            bpe = self._bpe
-            for c in missing:
-                cache[c] = bpe(c)
+            cache.update(zip(missing, map(self._bpe, missing)))
         try:
             return list(chain.from_iterable(map(cache.__getitem__, chunks)))
         except KeyError:  # the cache was cleared meanwhile (another thread)
