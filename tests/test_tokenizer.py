@@ -529,3 +529,43 @@ def test_chunk_merge_edge_cases(tok4):
         assert tok4._bpe(c) == reference_bpe(ranks, c.encode("utf-8")), repr(c)
     assert tok4._bpe(whole.decode()) == [ranks[whole]]  # the whole-token fast path
     assert tok4._bpe(multi.decode()) == [ranks[multi]]
+
+
+def test_no_ascii_twin_without_possessive_quantifiers(monkeypatch, tok4):
+    """If this Python's `re` cannot compile the twin, the `regex` split is used for every text."""
+    import re
+
+    from tinygrad_llm.tokenizer import patterns
+
+    def old_compile(p, flags=0):
+        raise re.error("multiple repeat")
+    monkeypatch.setattr(patterns.re, "compile", old_compile)
+    assert patterns.compile_ascii_pattern(GPT4_SPLIT_PATTERN) is None
+    tok = BPETokenizer(tok4.mergeable_ranks, tok4.pattern, tok4.special_tokens)
+    monkeypatch.undo()
+    assert tok._split_ascii is None
+    s = "Hello, world!  It's 12345 o'clock.\r\n\n  x"
+    assert tok.encode(s) == tok4.encode(s)
+
+
+@given(texts)
+def test_gpt4_pattern_without_possessives_splits_the_same(s):
+    """compile_pattern runs the GPT-4 pattern without possessive quantifiers (faster in `regex`)."""
+    import regex
+    from tinygrad_llm.tokenizer.patterns import compile_pattern
+    fast = compile_pattern(GPT4_SPLIT_PATTERN)
+    assert fast.pattern != GPT4_SPLIT_PATTERN
+    assert fast.findall(s) == regex.compile(GPT4_SPLIT_PATTERN).findall(s)
+
+
+def test_gpt4_pattern_without_possessives_exhaustively():
+    from itertools import product
+
+    import regex
+    from tinygrad_llm.tokenizer.patterns import compile_pattern
+    fast, slow = compile_pattern(GPT4_SPLIT_PATTERN), regex.compile(GPT4_SPLIT_PATTERN)
+    alphabet = " \t\n\r\u00a0A\u00e9s1\u0661'!\u0301"
+    for n in range(1, 5):
+        for t in product(alphabet, repeat=n):
+            s = "".join(t)
+            assert fast.findall(s) == slow.findall(s), repr(s)

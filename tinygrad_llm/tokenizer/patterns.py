@@ -21,33 +21,44 @@ GPT4_SPLIT_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
 )
 
+# The GPT-4 pattern without its possessive quantifiers, which `regex` runs about
+# 20% faster. It splits every text the same way: each possessive part either
+# ends its alternative (so the greedy first try is kept anyway) or giving back
+# characters cannot help what follows (`[^\r\n\p{L}\p{N}]?` gives back a
+# non-letter, before `\p{L}+`; `\s+$` fails after a full run of spaces only if
+# a non-space follows it). compile_pattern uses it in place of the original;
+# the tokenizer's `pattern` (saved in files, given to tiktoken) stays the original.
+_GPT4_PLAIN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s+$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+_FASTER_TWIN = {GPT4_SPLIT_PATTERN: _GPT4_PLAIN}
+
 PATTERNS = {
     "gpt2": GPT2_SPLIT_PATTERN,
     "gpt4": GPT4_SPLIT_PATTERN,
     "cl100k": GPT4_SPLIT_PATTERN,
 }
 
-# The same two patterns for pure-ASCII text, for the standard library's `re`
-# (which has possessive quantifiers since Python 3.11): on ASCII, \p{L} is
-# [A-Za-z], \p{N} is [0-9] and `regex`'s \s is [\t\n\x0b\x0c\r ] (tests check
-# these classes character by character). `re` splits ASCII text about twice as
+# The same two patterns for pure-ASCII text, for the standard library's `re`:
+# on ASCII, \p{L} is [A-Za-z], \p{N} is [0-9] and `regex`'s \s is
+# [\t\n\x0b\x0c\r ] (tests check these classes character by character). `re` splits ASCII text about twice as
 # fast as `regex` does, and the split is most of the cost of encoding.
 _L, _N, _S = "A-Za-z", "0-9", r"\t\n\x0b\x0c\r "
 _ASCII_PATTERNS = {
     GPT2_SPLIT_PATTERN: (
         rf"""'s|'t|'re|'ve|'m|'ll|'d| ?[{_L}]+| ?[{_N}]+| ?[^{_S}{_L}{_N}]+|[{_S}]+(?![^{_S}])|[{_S}]+"""
     ),
-    GPT4_SPLIT_PATTERN: (
-        rf"""'(?i:[sdmt]|ll|ve|re)|[^\r\n{_L}{_N}]?+[{_L}]++|[{_N}]{{1,3}}+| ?[^{_S}{_L}{_N}]++[\r\n]*+"""
-        rf"""|[{_S}]++$|[{_S}]*[\r\n]|[{_S}]+(?![^{_S}])|[{_S}]"""
+    GPT4_SPLIT_PATTERN: (  # from _GPT4_PLAIN, so Python 3.10's `re` compiles it too
+        rf"""'(?i:[sdmt]|ll|ve|re)|[^\r\n{_L}{_N}]?[{_L}]+|[{_N}]{{1,3}}| ?[^{_S}{_L}{_N}]+[\r\n]*"""
+        rf"""|[{_S}]+$|[{_S}]*[\r\n]|[{_S}]+(?![^{_S}])|[{_S}]"""
     ),
 }
 
 
 def compile_ascii_pattern(pattern: str):
     """A `re` pattern that splits pure-ASCII text exactly as `pattern` does,
-    for the built-in patterns (None for any other pattern, or before Python
-    3.11, whose `re` lacks possessive quantifiers)."""
+    for the built-in patterns (None for any other pattern, or if this
+    Python's `re` cannot compile it)."""
     p = _ASCII_PATTERNS.get(pattern)
     if p is None:
         return None
@@ -84,7 +95,7 @@ def resolve_pattern(pattern: str) -> str:
 def compile_pattern(pattern: str) -> regex.Pattern:
     """Compile a split pattern with the `regex` package, with a clear error."""
     try:
-        return regex.compile(pattern)
+        return regex.compile(_FASTER_TWIN.get(pattern, pattern))
     except regex.error as e:
         raise ValueError(f"split pattern {pattern!r} is not a valid regex: {e}") from None
 
@@ -104,7 +115,7 @@ def iter_blocks(text: str, pattern: str):
     Only the built-in patterns are cut; a user pattern gets the text whole.
     """
     n = len(text)
-    if n <= BLOCK_CHARS or pattern not in (GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN):
+    if n <= BLOCK_CHARS or pattern not in (GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN, _GPT4_PLAIN):
         yield text
         return
     start = 0
