@@ -14,7 +14,7 @@ becomes U+FFFD. decode(encode(s)) == s for every s without lone surrogates.
 from __future__ import annotations
 
 import heapq
-from itertools import chain, repeat
+from itertools import chain
 from pathlib import Path
 
 import regex
@@ -29,7 +29,6 @@ LONG_CHUNK = 256
 # The chunk cache is cleared when it would grow past this many entries.
 CACHE_SIZE = 200_000
 _NO_RANK = 1 << 62
-_BYTE_TOKENS = [bytes([i]) for i in range(256)]
 
 
 def fix_surrogates(text: str) -> str:
@@ -206,7 +205,7 @@ class BPETokenizer:
         s = chunk if chunk.isascii() else chunk.encode("utf-8").decode("latin-1")
         get = self._str_ranks.get
         r = get(s)
-        if r is not None:  # fast path: the chunk is one token (a third of them on Shakespeare at 4096)
+        if r is not None:  # fast path: the chunk is one token (1 in 7 unique Shakespeare chunks at 4096)
             return [r]
         if len(s) > LONG_CHUNK:
             return self._bpe_long(s.encode("latin-1"))
