@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import backend
 from ..function import Function, unbroadcast
+from ..parallel import parallel_for
 
 __all__ = ["scaled_dot_product_attention", "ScaledDotProductAttention", "causal_mask"]
 
@@ -94,41 +95,56 @@ class ScaledDotProductAttention(Function):
         v3 = xp.ascontiguousarray(xp.broadcast_to(v, batch + (S, Dv))).reshape(N, S, Dv)
 
         # ---- S = scale * Q K^T + M, in one (N, T, S) buffer that becomes P in place
-        P = xp.matmul(qs, k3.transpose(0, 2, 1))
-        P4 = P.reshape(batch + (T, S))             # a view, for broadcasting the mask
-        if mask is not None and not mask_is_bool:
-            P4 += mask                             # additive float mask (-inf = masked)
-        if mask is not None and mask_is_bool:      # bool mask: True = may attend
-            masked = ~mask
-            if is_causal:
-                masked = xp.logical_or(masked, causal_mask(T, S, self.device))
-            xp.copyto(P4, dt(-np.inf), where=masked)
-        elif is_causal:
-            P4 += causal_mask(T, S, self.device, q.dtype)   # 0 / -inf, cached
-
-        # ---- P = softmax(S) over keys; a fully masked row gives P = 0
-        if P.size:
-            if not self._scores_are_small(qs, k3, mask is not None and not mask_is_bool):
-                m = P.max(axis=-1, keepdims=True)  # (N, T, 1); -inf on fully masked rows
-                m[~xp.isfinite(m)] = 0             # so those rows stay -inf -> exp -> 0
-                P -= m
-            xp.exp(P, out=P)                       # masked entries: exp(-inf) = 0 exactly
-            # row sums as a matrix-vector product: BLAS, several times faster than P.sum(-1)
-            denom = xp.matmul(P, xp.ones((S, 1), dtype=P.dtype))
-            denom[denom == 0] = 1                  # only fully masked rows sum to 0
-            P /= denom
-
-        # ---- dropout on P (inverted: kept entries scaled by 1/(1-p)), then O = Pd V
+        P = xp.empty((N, T, S), dtype=q.dtype)
+        O = xp.empty((N, T, Dv), dtype=q.dtype)
+        shift = P.size and not self._scores_are_small(qs, k3, mask is not None and not mask_is_bool)
+        ones = xp.ones((S, 1), dtype=q.dtype)
         self.keep = None
-        if dropout_p > 0:
+        if dropout_p > 0:                          # drawn up front, in one call: reproducible
             u = backend.rng(self.device).random((N, T, S), dtype=xp.float32)
             self.keep = u >= dt(dropout_p)
             self.inv_keep = dt(1.0 / (1.0 - dropout_p))
-            Pd = xp.multiply(P, self.keep)
-            Pd *= self.inv_keep
-            O = xp.matmul(Pd, v3)
-        else:
-            O = xp.matmul(P, v3)
+        Pd = P if self.keep is None else xp.empty_like(P)
+
+        def scores(a, b):
+            xp.matmul(qs[a:b], k3[a:b].transpose(0, 2, 1), out=P[a:b])
+            if mask is None and is_causal:
+                P[a:b] += causal_mask(T, S, self.device, q.dtype)   # 0 / -inf, cached
+
+        def probs(a, b):
+            # ---- P = softmax(S) over keys; a fully masked row gives P = 0
+            Pa = P[a:b]
+            if shift:
+                m = Pa.max(axis=-1, keepdims=True)  # (n, T, 1); -inf on fully masked rows
+                m[~xp.isfinite(m)] = 0              # so those rows stay -inf -> exp -> 0
+                Pa -= m
+            xp.exp(Pa, out=Pa)                      # masked entries: exp(-inf) = 0 exactly
+            # row sums as a matrix-vector product: BLAS, several times faster than Pa.sum(-1)
+            denom = xp.matmul(Pa, ones)
+            denom[denom == 0] = 1                   # only fully masked rows sum to 0
+            Pa /= denom
+            # ---- dropout on P (inverted: kept entries scaled by 1/(1-p)), then O = Pd V
+            if self.keep is not None:
+                xp.multiply(Pa, self.keep[a:b], out=Pd[a:b])
+                Pd[a:b] *= self.inv_keep
+            xp.matmul(Pd[a:b], v3[a:b], out=O[a:b])
+
+        # the N = prod(batch) attention problems are independent: one chunk per core
+        if mask is None:
+            parallel_for(lambda a, b: (scores(a, b), probs(a, b)), N, xp=xp, work_per_item=T * S)
+        else:   # the mask broadcasts over the batch dims: added to all the scores at once
+            parallel_for(scores, N, xp=xp, work_per_item=T * S)
+            P4 = P.reshape(batch + (T, S))          # a view, for broadcasting the mask
+            if mask_is_bool:                        # bool mask: True = may attend
+                masked = ~mask
+                if is_causal:
+                    masked = xp.logical_or(masked, causal_mask(T, S, self.device))
+                xp.copyto(P4, dt(-np.inf), where=masked)
+            else:
+                P4 += mask                          # additive float mask (-inf = masked)
+                if is_causal:
+                    P4 += causal_mask(T, S, self.device, q.dtype)
+            parallel_for(probs, N, xp=xp, work_per_item=T * S)
         self.qs, self.k3, self.v3, self.P, self.O = qs, k3, v3, P, O
         return O.reshape(batch + (T, Dv))
 
@@ -147,29 +163,35 @@ class ScaledDotProductAttention(Function):
         N, T, S = P.shape
         D, Dv = q_shape[-1], v_shape[-1]
         dO = xp.ascontiguousarray(g).reshape(N, T, Dv)
-        dq = dk = dv = None
-        if need[2]:
-            # dV = Pd^T dO, where Pd is P after dropout (P itself without dropout)
-            Pd = P if self.keep is None else xp.multiply(P, self.keep) * self.inv_keep
-            dv = xp.matmul(Pd.transpose(0, 2, 1), dO).reshape(batch + (S, Dv))
-            dv = unbroadcast(xp, dv, v_shape)
-        if need[0] or need[1]:
-            dS = xp.matmul(dO, self.v3.transpose(0, 2, 1))   # dP (w.r.t. Pd with dropout)
-            if self.keep is not None:
-                dS *= self.keep                              # chain through the dropout
-                dS *= self.inv_keep
-            # rowsum(dP * P) == rowsum(dO * O): sum_j dP_ij P_ij = sum_j (dO_i . V_j) Pd_ij
-            # = dO_i . O_i. A (N, T, Dv) product instead of a third (N, T, S) pass.
-            delta = xp.einsum("ntd,ntd->nt", dO, self.O)[..., None]
-            dS -= delta
-            dS *= P                                          # dS = P * (dP - rowsum(dP*P))
-            if need[0]:
-                dq = xp.matmul(dS, self.k3)
-                dq *= dq.dtype.type(scale)
-                dq = unbroadcast(xp, dq.reshape(batch + (T, D)), q_shape)
-            if need[1]:
-                dk = xp.matmul(dS.transpose(0, 2, 1), self.qs).reshape(batch + (S, D))
-                dk = unbroadcast(xp, dk, k_shape)
+        dq3 = xp.empty((N, T, D), dtype=P.dtype) if need[0] else None
+        dk3 = xp.empty((N, S, D), dtype=P.dtype) if need[1] else None
+        dv3 = xp.empty((N, S, Dv), dtype=P.dtype) if need[2] else None
+
+        def chunk(a, b):
+            Pa, dOa = P[a:b], dO[a:b]
+            if need[2]:
+                # dV = Pd^T dO, where Pd is P after dropout (P itself without dropout)
+                Pd = Pa if self.keep is None else xp.multiply(Pa, self.keep[a:b]) * self.inv_keep
+                xp.matmul(Pd.transpose(0, 2, 1), dOa, out=dv3[a:b])
+            if need[0] or need[1]:
+                dS = xp.matmul(dOa, self.v3[a:b].transpose(0, 2, 1))   # dP (w.r.t. Pd with dropout)
+                if self.keep is not None:
+                    dS *= self.keep[a:b]                             # chain through the dropout
+                    dS *= self.inv_keep
+                # rowsum(dP * P) == rowsum(dO * O): sum_j dP_ij P_ij = sum_j (dO_i . V_j) Pd_ij
+                # = dO_i . O_i. A (n, T, Dv) product instead of a third (n, T, S) pass.
+                dS -= xp.einsum("ntd,ntd->nt", dOa, self.O[a:b])[..., None]
+                dS *= Pa                                             # dS = P * (dP - rowsum(dP*P))
+                if need[0]:
+                    xp.matmul(dS, self.k3[a:b], out=dq3[a:b])
+                    dq3[a:b] *= dq3.dtype.type(scale)
+                if need[1]:
+                    xp.matmul(dS.transpose(0, 2, 1), self.qs[a:b], out=dk3[a:b])
+
+        parallel_for(chunk, N, xp=xp, work_per_item=T * S)   # independent problems: one chunk per core
+        dq = unbroadcast(xp, dq3.reshape(batch + (T, D)), q_shape) if need[0] else None
+        dk = unbroadcast(xp, dk3.reshape(batch + (S, D)), k_shape) if need[1] else None
+        dv = unbroadcast(xp, dv3.reshape(batch + (S, Dv)), v_shape) if need[2] else None
         return dq, dk, dv
 
 

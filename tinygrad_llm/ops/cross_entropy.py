@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from ..function import Function
+from ..parallel import parallel_for
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -39,12 +40,21 @@ class CrossEntropy(Function):
         rows = xp.arange(N)
 
         # with z = x - m (m the row max): -log softmax(x)[c] = log(sum(exp(z))) - z[c]
-        p = x2 - x2.max(axis=1, keepdims=True)    # z for now; exp(z) below
-        z_t = p[rows, t]                          # gathered before exp: no one-hot anywhere
         eps = float(label_smoothing)
-        z_mean = p.mean(axis=1) if eps else None
-        xp.exp(p, out=p)                          # p = exp(z): the softmax before normalising
-        s = p.sum(axis=1)                         # (N,)
+        p = xp.empty_like(x2)                     # z for now; exp(z) below
+        z_t, s = xp.empty(N, dtype=x2.dtype), xp.empty(N, dtype=x2.dtype)
+        z_mean = xp.empty(N, dtype=x2.dtype) if eps else None
+
+        def chunk(a, b):
+            xa, pa = x2[a:b], p[a:b]
+            xp.subtract(xa, xa.max(axis=1, keepdims=True), out=pa)
+            z_t[a:b] = pa[rows[:b - a], t[a:b]]   # gathered before exp: no one-hot anywhere
+            if eps:
+                pa.mean(axis=1, out=z_mean[a:b])
+            xp.exp(pa, out=pa)                    # p = exp(z): the softmax before normalising
+            pa.sum(axis=1, out=s[a:b])            # (rows,)
+
+        parallel_for(chunk, N, xp=xp, work_per_item=C)   # rows are independent: one chunk per core
         log_s = xp.log(s)
         loss = log_s - z_t                        # -log softmax at the target
         if eps:
@@ -72,10 +82,17 @@ class CrossEntropy(Function):
         else:
             scale = g.reshape(1) / max(self.count, 1)
         scale = xp.where(self.valid, scale, 0).astype(dtype, copy=False)     # (N,), 0 on ignored rows
-        d = self.p * (scale / self.s)[:, None]          # softmax * scale, normalising in the same pass
+        f = (scale / self.s)[:, None]                   # softmax * scale, normalising in the same pass
+        d = xp.empty_like(self.p)
+        smooth = (self.eps / self.p.shape[1]) * scale[:, None] if self.eps else None
+
+        def chunk(a, b):
+            xp.multiply(self.p[a:b], f[a:b], out=d[a:b])
+            if smooth is not None:
+                d[a:b] -= smooth[a:b]
+
+        parallel_for(chunk, d.shape[0], xp=xp, work_per_item=d.shape[1])   # rows are independent
         d[self.rows, self.t] -= (1.0 - self.eps) * scale
-        if self.eps:
-            d -= (self.eps / self.p.shape[1]) * scale[:, None]
         return d.reshape(self.shape), None
 
     @staticmethod

@@ -4,6 +4,8 @@ Both work on x viewed as rows: x2 (N, D), where D is the product of the normalis
 (trailing) dims and N the product of the others. weight and bias (optional) hold D
 values. The backward passes recompute xhat from the saved per-row statistics (two
 numbers per row) instead of keeping a second (N, D) array alive between the passes.
+On CPU the rows are split into one chunk per core (``parallel.parallel_for``); the
+weight and bias gradients are then summed chunk by chunk, in row order.
 """
 from __future__ import annotations
 
@@ -12,7 +14,19 @@ import math
 import numpy as np
 
 from ..function import Function
+from ..parallel import parallel_for
 from .softmax import rowdot
+
+
+def _sum_parts(xp, parts, D, dtype):
+    """The (D,) column sums computed chunk by chunk (``{first row: partial sum}``), added in row order."""
+    if not parts:                                      # no rows at all
+        return xp.zeros(D, dtype=dtype)
+    keys = sorted(parts)
+    total = parts[keys[0]]
+    for k in keys[1:]:
+        total += parts[k]
+    return total
 
 
 def _colsum_of_product(xp, a, b):
@@ -60,18 +74,26 @@ class LayerNorm(_Norm):
     def forward(self, x, *params, has_weight=True, has_bias=True, eps=1e-5, ndim=1):
         xp = self.xp
         x2, w, b, D = self._setup(x, params, has_weight, has_bias, ndim)
-        mean = x2.mean(axis=1, keepdims=True)
-        y = x2 - mean                                  # (N, D), ours from here on: reused for y
-        var = rowdot(xp, y, y, 1)
-        var /= D
-        var += eps
-        rstd = xp.sqrt(var, out=var)
-        xp.reciprocal(rstd, out=rstd)                  # (N, 1)
-        y *= rstd                                      # xhat
-        if w is not None:
-            y *= w
-        if b is not None:
-            y += b
+        N = x2.shape[0]
+        y = xp.empty_like(x2)
+        mean, rstd = xp.empty((N, 1), dtype=x2.dtype), xp.empty((N, 1), dtype=x2.dtype)
+
+        def rows(lo, hi):
+            xr, yr, rr = x2[lo:hi], y[lo:hi], rstd[lo:hi]
+            xr.mean(axis=1, keepdims=True, out=mean[lo:hi])
+            xp.subtract(xr, mean[lo:hi], out=yr)
+            var = rowdot(xp, yr, yr, 1)
+            var /= D
+            var += eps
+            xp.sqrt(var, out=rr)
+            xp.reciprocal(rr, out=rr)                  # (rows, 1)
+            yr *= rr                                   # xhat
+            if w is not None:
+                yr *= w
+            if b is not None:
+                yr += b
+
+        parallel_for(rows, N, xp=xp, work_per_item=D)  # rows are independent: one chunk per core
         self.x2, self.mean, self.rstd, self.w = x2, mean, rstd, w
         return y.reshape(x.shape)
 
@@ -82,22 +104,32 @@ class LayerNorm(_Norm):
         if not self.has_weight:
             need_b, need_w = need_w, False
         g2 = g.reshape(x2.shape)
-        xhat = x2 - self.mean
-        xhat *= rstd
-        dw = _colsum_of_product(xp, g2, xhat) if need_w else None
-        db = g2.sum(axis=0) if need_b else None
-        dx = None
-        if need_x:
-            D = x2.shape[1]
-            dxhat = g2 * w if w is not None else g2
-            mean_dxhat = dxhat.mean(axis=1, keepdims=True)
-            mean_dxhat_xhat = rowdot(xp, dxhat, xhat, 1)
-            mean_dxhat_xhat /= D
-            xhat *= mean_dxhat_xhat                    # xhat's buffer now holds
-            xhat += mean_dxhat                         #   mean(dxhat) + xhat * mean(dxhat * xhat)
-            dx = xp.subtract(dxhat, xhat, out=xhat)
-            dx *= rstd
-        return self._grads(dx, dw, db)
+        N, D = x2.shape
+        out = xp.empty_like(x2)                        # xhat, then dx
+        dw_parts, db_parts = {}, {}
+
+        def rows(lo, hi):
+            gr = g2[lo:hi]
+            xhat = xp.subtract(x2[lo:hi], self.mean[lo:hi], out=out[lo:hi])
+            xhat *= rstd[lo:hi]
+            if need_w:
+                dw_parts[lo] = _colsum_of_product(xp, gr, xhat)
+            if need_b:
+                db_parts[lo] = gr.sum(axis=0)
+            if need_x:
+                dxhat = gr * w if w is not None else gr
+                mean_dxhat = dxhat.mean(axis=1, keepdims=True)
+                mean_dxhat_xhat = rowdot(xp, dxhat, xhat, 1)
+                mean_dxhat_xhat /= D
+                xhat *= mean_dxhat_xhat                # xhat's buffer now holds
+                xhat += mean_dxhat                     #   mean(dxhat) + xhat * mean(dxhat * xhat)
+                dx = xp.subtract(dxhat, xhat, out=xhat)
+                dx *= rstd[lo:hi]
+
+        parallel_for(rows, N, xp=xp, work_per_item=D)  # rows are independent: one chunk per core
+        dw = _sum_parts(xp, dw_parts, D, x2.dtype) if need_w else None
+        db = _sum_parts(xp, db_parts, D, x2.dtype) if need_b else None
+        return self._grads(out if need_x else None, dw, db)
 
 
 class RMSNorm(_Norm):
@@ -110,14 +142,22 @@ class RMSNorm(_Norm):
     def forward(self, x, *params, has_weight=True, eps=1e-6, ndim=1):
         xp = self.xp
         x2, w, _, D = self._setup(x, params, has_weight, False, ndim)
-        ms = rowdot(xp, x2, x2, 1)
-        ms /= D
-        ms += eps
-        rrms = xp.sqrt(ms, out=ms)
-        xp.reciprocal(rrms, out=rrms)                  # (N, 1)
-        y = x2 * rrms                                  # xhat
-        if w is not None:
-            y *= w
+        N = x2.shape[0]
+        y = xp.empty_like(x2)
+        rrms = xp.empty((N, 1), dtype=x2.dtype)
+
+        def rows(lo, hi):
+            xr, yr, rr = x2[lo:hi], y[lo:hi], rrms[lo:hi]
+            ms = rowdot(xp, xr, xr, 1)
+            ms /= D
+            ms += eps
+            xp.sqrt(ms, out=rr)
+            xp.reciprocal(rr, out=rr)                  # (rows, 1)
+            xp.multiply(xr, rr, out=yr)                # xhat
+            if w is not None:
+                yr *= w
+
+        parallel_for(rows, N, xp=xp, work_per_item=D)  # rows are independent: one chunk per core
         self.x2, self.rrms, self.w = x2, rrms, w
         return y.reshape(x.shape)
 
@@ -127,14 +167,23 @@ class RMSNorm(_Norm):
         need_x = self.needs_input_grad[0]
         need_w = self.has_weight and self.needs_input_grad[1]
         g2 = g.reshape(x2.shape)
-        xhat = x2 * rrms
-        dw = _colsum_of_product(xp, g2, xhat) if need_w else None
-        dx = None
-        if need_x:
-            dxhat = g2 * w if w is not None else g2
-            mean_dxhat_xhat = rowdot(xp, dxhat, xhat, 1)
-            mean_dxhat_xhat /= x2.shape[1]
-            xhat *= mean_dxhat_xhat
-            dx = xp.subtract(dxhat, xhat, out=xhat)
-            dx *= rrms
-        return self._grads(dx, dw, None)
+        N, D = x2.shape
+        out = xp.empty_like(x2)                        # xhat, then dx
+        dw_parts = {}
+
+        def rows(lo, hi):
+            gr = g2[lo:hi]
+            xhat = xp.multiply(x2[lo:hi], rrms[lo:hi], out=out[lo:hi])
+            if need_w:
+                dw_parts[lo] = _colsum_of_product(xp, gr, xhat)
+            if need_x:
+                dxhat = gr * w if w is not None else gr
+                mean_dxhat_xhat = rowdot(xp, dxhat, xhat, 1)
+                mean_dxhat_xhat /= D
+                xhat *= mean_dxhat_xhat
+                dx = xp.subtract(dxhat, xhat, out=xhat)
+                dx *= rrms[lo:hi]
+
+        parallel_for(rows, N, xp=xp, work_per_item=D)  # rows are independent: one chunk per core
+        dw = _sum_parts(xp, dw_parts, D, x2.dtype) if need_w else None
+        return self._grads(out if need_x else None, dw, None)

@@ -20,6 +20,10 @@ from __future__ import annotations
 
 from .. import backend
 from ..function import Function
+from ..parallel import parallel_for
+from .softmax import rowdot
+
+PIECE_BYTES = 1 << 19       # a piece's (H, T, T) scores: about half a core's L2 cache
 
 _masks: dict = {}
 
@@ -35,7 +39,12 @@ def causal_additive_mask(xp, T: int, dtype):
 
 
 class CausalSelfAttention(Function):
-    """qkv (B, T, 3C) -> y (B, T, C) with ``n_head`` heads of size hd = C / n_head."""
+    """qkv (B, T, 3C) -> y (B, T, C) with ``n_head`` heads of size hd = C / n_head.
+
+    The batch entries are independent: on CPU they are split into one chunk per core
+    (``parallel.parallel_for``), each chunk worked in pieces whose (H, T, T) scores stay in
+    cache. K and V are read in place from qkv (NumPy's matmul takes their row stride).
+    """
 
     def forward(self, qkv, n_head=1, dropout_p=0.0):
         xp = self.xp
@@ -43,48 +52,69 @@ class CausalSelfAttention(Function):
         if C3 % 3 or (C3 // 3) % n_head:
             raise ValueError(f"causal_self_attention: last dim {C3} must be 3 * n_head * head_dim "
                              f"(n_head={n_head})")
-        C = C3 // 3
-        hd = C // n_head
-        scale = qkv.dtype.type(1.0 / hd ** 0.5)
-        heads = qkv.reshape(B, T, 3, n_head, hd)
-        q = xp.multiply(heads[:, :, 0].transpose(0, 2, 1, 3), scale)          # (B, H, T, hd), contiguous
-        k = xp.ascontiguousarray(heads[:, :, 1].transpose(0, 2, 1, 3))
-        v = xp.ascontiguousarray(heads[:, :, 2].transpose(0, 2, 1, 3))
-        att = xp.matmul(q, k.transpose(0, 1, 3, 2))                            # (B, H, T, T)
-        att += causal_additive_mask(xp, T, att.dtype)
-        att -= att.max(axis=-1, keepdims=True)
-        xp.exp(att, out=att)
-        att /= att.sum(axis=-1, keepdims=True)                                 # P
+        C, H = C3 // 3, n_head
+        hd = C // H
+        dt = qkv.dtype
+        scale = dt.type(1.0 / hd ** 0.5)
+        heads = xp.ascontiguousarray(qkv).reshape(B, T, 3, H, hd).transpose(2, 0, 3, 1, 4)  # (3, B, H, T, hd)
+        k, v = heads[1], heads[2]                                              # views
+        q = xp.empty((B, H, T, hd), dtype=dt)
+        att = xp.empty((B, H, T, T), dtype=dt)
+        y = xp.empty((B, T, H, hd), dtype=dt)
+        mask = causal_additive_mask(xp, T, dt)
         self.keep = None
-        pd = att
-        if dropout_p > 0.0:
-            self.keep = backend.rng(self.device).random(att.shape, dtype=att.dtype) >= dropout_p
-            pd = att * self.keep
-            pd *= att.dtype.type(1.0 / (1.0 - dropout_p))
-        y = xp.matmul(pd, v)                                                   # (B, H, T, hd)
+        if dropout_p > 0.0:            # drawn up front, in one call: the same stream as ever
+            self.keep = backend.rng(self.device).random(att.shape, dtype=dt) >= dropout_p
+        pd = att if self.keep is None else xp.empty_like(att)
+        inv_keep = dt.type(1.0 / (1.0 - dropout_p))
+
+        def rows(a, z):
+            qa, pa = q[a:z], att[a:z]
+            xp.multiply(heads[0, a:z], scale, out=qa)                          # q = s * Q
+            xp.matmul(qa, k[a:z].transpose(0, 1, 3, 2), out=pa)                # (b, H, T, T)
+            pa += mask
+            pa -= pa.max(axis=-1, keepdims=True)
+            xp.exp(pa, out=pa)
+            pa /= pa.sum(axis=-1, keepdims=True)                               # P
+            if self.keep is not None:
+                xp.multiply(pa, self.keep[a:z], out=pd[a:z])
+                pd[a:z] *= inv_keep
+            xp.matmul(pd[a:z], v[a:z], out=y[a:z].transpose(0, 2, 1, 3))      # Y, merged heads
+
+        # batch entries are independent: one chunk per core, in cache-sized pieces
+        parallel_for(rows, B, xp=xp, work_per_item=H * T * T, block=_piece(H * T * T * dt.itemsize))
         self.q, self.k, self.v, self.p, self.pd = q, k, v, att, pd
-        self.scale, self.dropout_p, self.shape = scale, dropout_p, (B, T, C, n_head, hd)
-        return y.transpose(0, 2, 1, 3).reshape(B, T, C)
+        self.scale, self.inv_keep, self.shape = scale, inv_keep, (B, T, C, H, hd)
+        return y.reshape(B, T, C)
 
     def backward(self, g):
         xp = self.xp
         B, T, C, H, hd = self.shape
-        dy = xp.ascontiguousarray(g.reshape(B, T, H, hd).transpose(0, 2, 1, 3))   # (B, H, T, hd)
+        dy = xp.ascontiguousarray(g).reshape(B, T, H, hd).transpose(0, 2, 1, 3)   # (B, H, T, hd) view
         dqkv = xp.empty((B, T, 3, H, hd), dtype=g.dtype)
-        dv = xp.matmul(self.pd.transpose(0, 1, 3, 2), dy)
-        dp = xp.matmul(dy, self.v.transpose(0, 1, 3, 2))                       # dPd
-        if self.keep is not None:
-            dp *= self.keep
-            dp *= dp.dtype.type(1.0 / (1.0 - self.dropout_p))
-        dp *= self.p                                                           # P * dP
-        dp -= self.p * dp.sum(axis=-1, keepdims=True)                          # dS
-        dq = xp.matmul(dp, self.k)
-        dq *= self.scale
-        dk = xp.matmul(dp.transpose(0, 1, 3, 2), self.q)
-        dqkv[:, :, 0] = dq.transpose(0, 2, 1, 3)
-        dqkv[:, :, 1] = dk.transpose(0, 2, 1, 3)
-        dqkv[:, :, 2] = dv.transpose(0, 2, 1, 3)
+        dq, dk, dv = dqkv.transpose(2, 0, 3, 1, 4)                             # (B, H, T, hd) views
+        q, k, v, p, pd, keep = self.q, self.k, self.v, self.p, self.pd, self.keep
+
+        def rows(a, z):
+            dya, pa = dy[a:z], p[a:z]
+            xp.matmul(pd[a:z].transpose(0, 1, 3, 2), dya, out=dv[a:z])         # dV = Pd^T dY
+            ds = xp.matmul(dya, v[a:z].transpose(0, 1, 3, 2))                  # dPd
+            if keep is not None:
+                ds *= keep[a:z]
+                ds *= self.inv_keep                                            # dP
+            ds -= rowdot(xp, ds, pa, -1)
+            ds *= pa                                                           # dS = P * (dP - rowsum(dP * P))
+            xp.matmul(ds, k[a:z], out=dq[a:z])
+            dq[a:z] *= self.scale
+            xp.matmul(ds.transpose(0, 1, 3, 2), q[a:z], out=dk[a:z])
+
+        parallel_for(rows, B, xp=xp, work_per_item=H * T * T, block=_piece(H * T * T * g.dtype.itemsize))
         return (dqkv.reshape(B, T, 3 * C),)
+
+
+def _piece(bytes_per_item: int) -> int:
+    """Batch entries per piece: enough to fill about half of a core's L2 cache, at least one."""
+    return max(1, PIECE_BYTES // max(bytes_per_item, 1))
 
 
 def causal_self_attention(qkv, n_head: int, dropout_p: float = 0.0):

@@ -10,10 +10,25 @@ For each parameter p with gradient g, at step t (starting at 1)::
 from __future__ import annotations
 
 import math
+import threading
 
+import numpy as np
+
+from ..parallel import parallel_for
 from .optimizer import Optimizer, check_range
 
 __all__ = ["AdamW"]
+
+_scratch = threading.local()      # each thread's own scratch array for the CPU update
+
+
+def _thread_scratch(n: int, dtype) -> np.ndarray:
+    """A scratch array of n elements that belongs to the calling thread (reused across steps)."""
+    bufs = _scratch.__dict__.setdefault("bufs", {})
+    buf = bufs.get(dtype)
+    if buf is None or buf.size < n:
+        buf = bufs[dtype] = np.empty(n, dtype=dtype)
+    return buf[:n]
 
 
 class AdamW(Optimizer):
@@ -41,6 +56,18 @@ class AdamW(Optimizer):
             check_range("eps", group["eps"], 0.0, math.inf, where)
         if "weight_decay" in group:
             check_range("weight_decay", group["weight_decay"], 0.0, math.inf, where)
+
+    def _update_range(self, b, lo, hi, step, group):
+        if b.xp is not np or not len(b.tmp):
+            return super()._update_range(b, lo, hi, step, group)
+
+        def piece(a, z):
+            a, z = lo + a, lo + z
+            state = {k: v[a:z] for k, v in b.state.items()}
+            self._update(np, b.data[a:z], b.grad[a:z], _thread_scratch(z - a, b.dtype), state, step, group)
+
+        # elements are independent: one chunk per core, each updated in cache-sized pieces
+        parallel_for(piece, hi - lo, block=len(b.tmp))
 
     def _update(self, xp, p, g, tmp, state, step, group):
         """One AdamW step on matching 1-D arrays, in place, with ``tmp`` as the only scratch."""
