@@ -22,6 +22,7 @@ import numpy as np
 import tinygrad_llm as tg
 from tinygrad_llm import GPT, GPTConfig
 from tinygrad_llm.optim import clip_grad_norm_
+from tinygrad_llm.parallel import num_threads, tune_allocator
 from tinygrad_llm.presets import preset
 
 
@@ -171,7 +172,10 @@ def main():
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--profile", action="store_true", help="cProfile our step and print the top entries")
     p.add_argument("--breakdown", action="store_true", help="time spent in each op's forward/backward")
+    p.add_argument("--default-allocator", action="store_true",
+                   help="skip tinygrad_llm.parallel.tune_allocator() (glibc keeps freed memory for reuse)")
     args = p.parse_args()
+    tuned = False if args.default_allocator else tune_allocator()
 
     model_fields, train_fields = preset(args.preset)
     B = args.batch_size or train_fields["batch_size"]
@@ -188,7 +192,8 @@ def main():
     print(f"preset {args.preset}: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {T}, "
           f"batch {B}, dropout {cfg.dropout}; {impls[0].model.num_params() / 1e6:.2f}M params")
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}, "
-          f"numpy {np.__version__}, {torch_info if not args.no_torch else 'torch skipped'}")
+          f"numpy {np.__version__}, {torch_info if not args.no_torch else 'torch skipped'}; "
+          f"ours: {num_threads()} threads, allocator {'tuned' if tuned else 'default'}")
     batches = make_batches(args.warmup + args.iters, B, T, cfg.vocab_size)
     for impl in impls:
         for x, y in batches[:args.warmup]:

@@ -20,6 +20,7 @@ from tinygrad_llm.checkpoint import CheckpointError, load_checkpoint
 from tinygrad_llm.data import DataError, DownloadError, load_text_dataset
 from tinygrad_llm.generate import generate_text
 from tinygrad_llm.model import GPT, GPTConfig
+from tinygrad_llm.parallel import tune_allocator
 from tinygrad_llm.presets import PRESETS, apply_overrides, preset
 from tinygrad_llm.train import TrainConfig, train
 
@@ -105,4 +106,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    tune_allocator()  # glibc keeps freed activations for reuse (cpu preset: ~200 -> ~125 ms/step)
     sys.exit(main())
