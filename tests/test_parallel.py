@@ -97,6 +97,12 @@ def test_small_work_runs_inline(monkeypatch):
     assert len(_record(100, work_per_item=parallel.MIN_WORK)) == 4
 
 
+def test_threaded_false_runs_inline(threads):
+    threads(4)
+    assert len(_record(100, block=10, threaded=False)) == 10
+    assert {t for *_, t in _record(100, block=10, threaded=False)} == {threading.get_ident()}
+
+
 def test_non_numpy_backend_runs_one_inline_call(threads):
     threads(4)
     assert _record(1000, xp=object(), block=3) == [(0, 1000, threading.get_ident())]

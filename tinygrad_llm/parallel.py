@@ -25,7 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["num_threads", "chunk_bounds", "parallel_for", "tune_allocator", "ENV_VAR", "MIN_WORK"]
+__all__ = ["num_threads", "chunk_bounds", "parallel_for", "tune_allocator", "ENV_VAR", "MIN_WORK",
+           "BLAS_THREADED_MNK"]
 
 ENV_VAR = "TINYGRAD_LLM_NUM_THREADS"
 #: elements of work per chunk below which a call runs inline. Measured on the 2-core VM:
@@ -35,6 +36,11 @@ MIN_WORK = 1 << 17
 #: when threaded, ``block`` pieces are enlarged to at least this many elements of work:
 #: fewer NumPy calls, fewer GIL hand-offs (each costs more than the cache saves)
 MIN_PIECE_WORK = 1 << 18
+
+#: OpenBLAS runs one GEMM of m*n*k above this on several threads itself (its
+#: GEMM_MULTITHREAD_THRESHOLD 4 * 65536); ops whose per-chunk GEMMs are bigger stay inline:
+#: measured at T=256, hd=64, two Python threads made attention 1.3-1.5x slower
+BLAS_THREADED_MNK = 4 * 65536
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -89,7 +95,7 @@ def _run_chunk(fn, start, stop, block):
 
 
 def parallel_for(fn, n_items: int, *, xp=np, work_per_item: int = 1, min_work: int | None = None,
-                 block: int | None = None) -> None:
+                 block: int | None = None, threaded: bool = True) -> None:
     """Call ``fn(start, stop)`` on contiguous pieces that cover range(n_items) exactly once.
 
     range(n_items) is cut into one contiguous chunk per thread, and the chunks run
@@ -101,8 +107,9 @@ def parallel_for(fn, n_items: int, *, xp=np, work_per_item: int = 1, min_work: i
     pieces of at most ``block`` items, one after the other, so that a piece's temporaries
     stay in cache; when threaded, pieces hold at least ``MIN_PIECE_WORK`` elements of work.
     ``fn`` must write only its own rows of any output. Calls made from inside a chunk run
-    inline. The first exception raised by a chunk is re-raised here,
-    after every chunk has ended.
+    inline. ``threaded=False`` runs inline too (e.g. when fn's GEMMs are big enough for
+    BLAS to use every core itself: two threads calling a threaded BLAS slow each other).
+    The first exception raised by a chunk is re-raised here, after every chunk has ended.
     """
     if n_items <= 0:
         return
@@ -113,7 +120,7 @@ def parallel_for(fn, n_items: int, *, xp=np, work_per_item: int = 1, min_work: i
         block = max(1, int(block))
     min_work = MIN_WORK if min_work is None else min_work
     n_chunks = min(num_threads(), n_items, (n_items * work_per_item) // max(min_work, 1))
-    if n_chunks <= 1 or getattr(_local, "busy", False):
+    if n_chunks <= 1 or not threaded or getattr(_local, "busy", False):
         _run_chunk(fn, 0, n_items, block)
         return
     bounds = chunk_bounds(n_items, n_chunks)

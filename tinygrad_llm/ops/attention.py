@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import backend
 from ..function import Function, unbroadcast
-from ..parallel import parallel_for
+from ..parallel import BLAS_THREADED_MNK, parallel_for
 
 __all__ = ["scaled_dot_product_attention", "ScaledDotProductAttention", "causal_mask"]
 
@@ -129,11 +129,14 @@ class ScaledDotProductAttention(Function):
                 Pd[a:b] *= self.inv_keep
             xp.matmul(Pd[a:b], v3[a:b], out=O[a:b])
 
-        # the N = prod(batch) attention problems are independent: one chunk per core
+        # the N = prod(batch) attention problems are independent: one chunk per core, unless
+        # the GEMMs are big enough for BLAS to thread them itself
+        threaded = T * S * max(D, Dv) <= BLAS_THREADED_MNK
         if mask is None:
-            parallel_for(lambda a, b: (scores(a, b), probs(a, b)), N, xp=xp, work_per_item=T * S)
+            parallel_for(lambda a, b: (scores(a, b), probs(a, b)), N, xp=xp, work_per_item=T * S,
+                         threaded=threaded)
         else:   # the mask broadcasts over the batch dims: added to all the scores at once
-            parallel_for(scores, N, xp=xp, work_per_item=T * S)
+            parallel_for(scores, N, xp=xp, work_per_item=T * S, threaded=threaded)
             P4 = P.reshape(batch + (T, S))          # a view, for broadcasting the mask
             if mask_is_bool:                        # bool mask: True = may attend
                 masked = ~mask
@@ -144,7 +147,7 @@ class ScaledDotProductAttention(Function):
                 P4 += mask                          # additive float mask (-inf = masked)
                 if is_causal:
                     P4 += causal_mask(T, S, self.device, q.dtype)
-            parallel_for(probs, N, xp=xp, work_per_item=T * S)
+            parallel_for(probs, N, xp=xp, work_per_item=T * S, threaded=threaded)
         self.qs, self.k3, self.v3, self.P, self.O = qs, k3, v3, P, O
         return O.reshape(batch + (T, Dv))
 
@@ -188,7 +191,8 @@ class ScaledDotProductAttention(Function):
                 if need[1]:
                     xp.matmul(dS.transpose(0, 2, 1), self.qs[a:b], out=dk3[a:b])
 
-        parallel_for(chunk, N, xp=xp, work_per_item=T * S)   # independent problems: one chunk per core
+        parallel_for(chunk, N, xp=xp, work_per_item=T * S,   # independent problems: one chunk per core
+                     threaded=T * S * max(D, Dv) <= BLAS_THREADED_MNK)
         dq = unbroadcast(xp, dq3.reshape(batch + (T, D)), q_shape) if need[0] else None
         dk = unbroadcast(xp, dk3.reshape(batch + (S, D)), k_shape) if need[1] else None
         dv = unbroadcast(xp, dv3.reshape(batch + (S, Dv)), v_shape) if need[2] else None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..function import Function
-from ..parallel import parallel_for
+from ..parallel import BLAS_THREADED_MNK, parallel_for
 from .softmax import rowdot
 
 PIECE_BYTES = 1 << 19       # a piece's (H, T, T) scores: about half a core's L2 cache
@@ -82,7 +82,8 @@ class CausalSelfAttention(Function):
             xp.matmul(pd[a:z], v[a:z], out=y[a:z].transpose(0, 2, 1, 3))      # Y, merged heads
 
         # batch entries are independent: one chunk per core, in cache-sized pieces
-        parallel_for(rows, B, xp=xp, work_per_item=H * T * T, block=_piece(H * T * T * dt.itemsize))
+        parallel_for(rows, B, xp=xp, work_per_item=H * T * T, block=_piece(H * T * T * dt.itemsize),
+                     threaded=T * T * hd <= BLAS_THREADED_MNK)   # else BLAS threads each GEMM itself
         self.q, self.k, self.v, self.p, self.pd = q, k, v, att, pd
         self.scale, self.inv_keep, self.shape = scale, inv_keep, (B, T, C, H, hd)
         return y.reshape(B, T, C)
@@ -108,7 +109,8 @@ class CausalSelfAttention(Function):
             dq[a:z] *= self.scale
             xp.matmul(ds.transpose(0, 1, 3, 2), q[a:z], out=dk[a:z])
 
-        parallel_for(rows, B, xp=xp, work_per_item=H * T * T, block=_piece(H * T * T * g.dtype.itemsize))
+        parallel_for(rows, B, xp=xp, work_per_item=H * T * T, block=_piece(H * T * T * g.dtype.itemsize),
+                     threaded=T * T * hd <= BLAS_THREADED_MNK)
         return (dqkv.reshape(B, T, 3 * C),)
 
 
