@@ -6,7 +6,9 @@ model written in PyTorch eager (when torch is installed), alternating the two in
     python benchmarks/bench_train_step.py --profile            # where our time goes
 
 Prints ms/iter (median), tokens/s, MFU against --peak-flops, and our peak traced array
-memory, for each implementation, then the ratio ours / PyTorch.
+memory, for each implementation, then the ratio ours / PyTorch. PyTorch runs in a process
+of its own (the two libraries' thread pools slow each other down in one process); the
+two take turns in rounds of --round steps.
 """
 from __future__ import annotations
 
@@ -161,12 +163,50 @@ def op_breakdown(impl, batches):
     print(f"  {'(everything else: graph, Python)':<34} {rest / n * 1000:7.2f} ms  {rest / total * 100:5.1f}%")
 
 
+class TorchProcess:
+    """The PyTorch model in a process of its own, stepped on request.
+
+    In one process the two libraries' thread pools slow each other down (measured: PyTorch
+    took 185 ms per step alternating in-process vs 81 ms alone), so PyTorch runs here and
+    the main process (ours) and this one take turns, in rounds of steps.
+    """
+
+    name = "pytorch"
+
+    def __init__(self, cfg: GPTConfig, device, batches):
+        import multiprocessing as mp
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_torch_worker, args=(child, cfg.to_dict(), device, batches), daemon=True)
+        self.proc.start()
+        self.info = self.conn.recv()      # raises EOFError if the worker failed to start
+
+    def timed_step(self, i):
+        self.conn.send(i)
+        return self.conn.recv()
+
+    def close(self):
+        self.conn.send(None)
+        self.proc.join(timeout=30)
+
+
+def _torch_worker(conn, cfg_dict, device, batches):
+    import torch
+    impl = Torch(GPTConfig(**cfg_dict), device)
+    conn.send(f"torch {torch.__version__}, {torch.get_num_threads()} threads, own process")
+    while (i := conn.recv()) is not None:
+        t0 = time.perf_counter()
+        impl.step(*batches[i])
+        conn.send(time.perf_counter() - t0)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--iters", type=int, default=20, help="timed iterations per implementation")
+    p.add_argument("--iters", type=int, default=30, help="iterations per implementation")
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--round", type=int, default=6, help="steps each implementation runs per turn")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--peak-flops", type=float, default=None, help="for MFU (default: tinygrad_llm.model.PEAK_FLOPS)")
     p.add_argument("--no-torch", action="store_true")
@@ -181,45 +221,61 @@ def main():
     B = args.batch_size or train_fields["batch_size"]
     cfg = GPTConfig(vocab_size=65, **model_fields)
     T = cfg.block_size
-    impls = [Ours(cfg, args.device)]
-    if not args.no_torch:
-        try:
-            import torch
-            impls.append(Torch(cfg, args.device))
-            torch_info = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-        except ImportError:
-            torch_info = "torch not installed"
-    print(f"preset {args.preset}: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {T}, "
-          f"batch {B}, dropout {cfg.dropout}; {impls[0].model.num_params() / 1e6:.2f}M params")
-    print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}, "
-          f"numpy {np.__version__}, {torch_info if not args.no_torch else 'torch skipped'}; "
-          f"ours: {num_threads()} threads, allocator {'tuned' if tuned else 'default'}")
+    ours = Ours(cfg, args.device)
     batches = make_batches(args.warmup + args.iters, B, T, cfg.vocab_size)
-    for impl in impls:
-        for x, y in batches[:args.warmup]:
-            impl.step(x, y)
+    ref, torch_info = None, "torch skipped"
+    if not args.no_torch:
+        import importlib.util
+        if importlib.util.find_spec("torch") is None:
+            torch_info = "torch not installed"
+        else:
+            ref = TorchProcess(cfg, args.device, batches)
+            torch_info = ref.info
+    print(f"preset {args.preset}: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {T}, "
+          f"batch {B}, dropout {cfg.dropout}; {ours.model.num_params() / 1e6:.2f}M params")
+    print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}, "
+          f"numpy {np.__version__}, {torch_info}; "
+          f"ours: {num_threads()} threads, allocator {'tuned' if tuned else 'default'}")
+    for i, (x, y) in enumerate(batches[:args.warmup]):
+        ours.step(x, y)
+        if ref is not None:
+            ref.timed_step(i)
     if args.profile:
         import cProfile
         import pstats
         pr = cProfile.Profile()
         pr.enable()
         for x, y in batches[:3]:
-            impls[0].step(x, y)
+            ours.step(x, y)
         pr.disable()
         pstats.Stats(pr).sort_stats("tottime").print_stats(25)
     if args.breakdown:
-        op_breakdown(impls[0], batches[:10])
-    times = {impl.name: [] for impl in impls}
-    for x, y in batches[args.warmup:]:
-        for impl in impls:  # alternate, so both see the same machine state
+        op_breakdown(ours, batches[:10])
+    times = {ours.name: []} | ({} if ref is None else {ref.name: []})
+    # Take turns in rounds of --round steps, so both see the same machine over the run. Not
+    # step by step: a library's idle worker threads keep spinning for a while after its step
+    # (OpenBLAS's and OpenMP's do), which halved PyTorch's speed when the two alternated
+    # every step. The first step of each round, which pays for that, is left out.
+    timed = range(args.warmup, len(batches))
+    for r in range(0, len(timed), args.round):
+        block = timed[r:r + args.round]
+        for k, i in enumerate(block):
             t0 = time.perf_counter()
-            impl.step(x, y)
-            times[impl.name].append(time.perf_counter() - t0)
+            ours.step(*batches[i])
+            if k or args.round == 1:
+                times[ours.name].append(time.perf_counter() - t0)
+        if ref is not None:
+            for k, i in enumerate(block):
+                t = ref.timed_step(i)
+                if k or args.round == 1:
+                    times[ref.name].append(t)
+    if ref is not None:
+        ref.close()
     tracemalloc.start()
-    impls[0].step(*batches[0])
+    ours.step(*batches[0])
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    flops = impls[0].model.flops_per_token(T) * B * T
+    flops = ours.model.flops_per_token(T) * B * T
     peak_flops = args.peak_flops or tg.model.PEAK_FLOPS["cpu" if args.device == "cpu" else "cuda"]
     med = {}
     for name, ts in times.items():
@@ -230,7 +286,7 @@ def main():
               f"of {peak_flops:.2g} FLOP/s{extra}")
     if "pytorch" in med:
         print(f"ratio ours / pytorch: {med['tinygrad_llm'] / med['pytorch']:.2f}x")
-    assert math.isfinite(impls[0].step(*batches[0]))
+    assert math.isfinite(ours.step(*batches[0]))
 
 
 if __name__ == "__main__":
