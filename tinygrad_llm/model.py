@@ -37,6 +37,15 @@ __all__ = ["GPTConfig", "GPT", "KVCache", "PEAK_FLOPS"]
 PEAK_FLOPS = {"cpu": 1.0e11, "cuda": 4.95e14}
 
 
+def config_from_dict(cls, d: dict):
+    """Build dataclass ``cls`` from ``d``; unknown keys are an error that lists the known ones."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; known keys: {sorted(known)}")
+    return cls(**d)
+
+
 @dataclasses.dataclass
 class GPTConfig:
     """Shape and options of a GPT. Unknown keys in :meth:`from_dict` are an error."""
@@ -71,11 +80,7 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown GPTConfig key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

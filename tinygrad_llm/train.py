@@ -25,6 +25,7 @@ from .atomic import atomic_open
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import get_batch
 from .function import no_grad
+from .model import config_from_dict
 from .optim import clip_grad_norm_, get_lr
 
 __all__ = ["TrainConfig", "train", "estimate_loss"]
@@ -64,11 +65,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 @no_grad()
