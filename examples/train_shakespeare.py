@@ -43,28 +43,32 @@ def parse(argv):
     try:
         args.device = backend.canonical_device(args.device)
         name = args.preset or ("cpu" if args.device == "cpu" else "gpu")
-        model_fields, train_fields = preset(name)
-        model_fields, train_fields = apply_overrides(rest, model_fields, train_fields)
+        args.model_flags, args.train_flags = apply_overrides(rest, {}, {})   # what the user gave
     except ValueError as e:
         p.error(str(e))
     args.out = Path(args.out or f"out/shakespeare-{args.tokenizer}-{name}")
-    return args, name, model_fields, train_fields
+    return args, name
 
 
 def main(argv=None) -> int:
-    args, preset_name, model_fields, train_fields = parse(sys.argv[1:] if argv is None else argv)
+    args, preset_name = parse(sys.argv[1:] if argv is None else argv)
+    model_fields, train_fields = preset(preset_name)
+    model_fields.update(args.model_flags)
+    train_fields.update(args.train_flags)
     try:
         backend.xp_for(args.device)  # a clear error now if CuPy or the GPU is missing
         tokenizer = args.tokenizer
-        if args.resume:
+        if args.resume:  # the checkpoint's model and settings, with the flags given now on top
             ckpt = load_checkpoint(args.out / "latest", device=args.device)
             tokenizer = ckpt.tokenizer
-            for k, v in ckpt.config.to_dict().items():
-                if k in model_fields and k != "vocab_size" and model_fields[k] != v \
-                        and k in sys.argv:
-                    raise ValueError(f"--{k} {model_fields[k]} differs from the checkpoint's {v}")
+            saved = ckpt.config.to_dict()
+            for k, v in args.model_flags.items():
+                if saved[k] != v:
+                    raise ValueError(f"--{k} {v} differs from the checkpoint's {k}={saved[k]}; "
+                                     "a resumed run keeps its model")
+            model_fields = {k: v for k, v in saved.items() if k != "vocab_size"}
             train_fields = {**{k: v for k, v in ckpt.train_config.items() if k in TrainConfig.__dataclass_fields__},
-                            **{k: v for k, v in train_fields.items() if f"--{k}" in " ".join(sys.argv)}}
+                            **args.train_flags}
         data = load_text_dataset(args.data, tokenizer, vocab_size=args.vocab_size,
                                  block_size=model_fields["block_size"])
         tcfg = TrainConfig(**train_fields)

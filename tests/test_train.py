@@ -166,7 +166,10 @@ def test_train_script_end_to_end_then_resume_and_sample(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "step 10: train loss" in r.stdout and "--- sample ---" in r.stdout
     r = run_script(["examples/train_shakespeare.py", "--data", str(data), "--out", str(out), "--resume",
-                    "--max_iters", "20", "--sample-tokens", "5"], tmp_path)
+                    "--n_embd", "32"], tmp_path)
+    assert r.returncode == 2 and "--n_embd 32 differs from the checkpoint's n_embd=16" in r.stderr, r.stderr
+    r = run_script(["examples/train_shakespeare.py", "--data", str(data), "--out", str(out), "--resume",
+                    "--max_iters=20", "--sample-tokens", "5"], tmp_path)
     assert r.returncode == 0, r.stderr
     assert "resumed from" in r.stdout and "step 20: train loss" in r.stdout
     assert json.loads((out / "latest" / "trainer_state.json").read_text())["iter"] == 20
