@@ -63,3 +63,14 @@ def shakespeare_path():
     if not SHAKESPEARE.exists():
         pytest.skip(f"Tiny Shakespeare not found at {SHAKESPEARE}")
     return SHAKESPEARE
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """PyTorch on one thread for a test module's tiny models: its intra-op threads only spin
+    (seconds per step on a busy 2-core machine). Restores the previous count afterwards."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

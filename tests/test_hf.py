@@ -27,13 +27,7 @@ SMALL = dict(vocab_size=300, n_positions=32, n_embd=64, n_layer=2, n_head=4)
 ATTN = dict(attn_implementation="eager")   # no SDPA: the plain softmax(q k^T / sqrt(d)) v path
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models: PyTorch's intra-op threads only spin (seconds per step on a busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def hf_config(**kw):

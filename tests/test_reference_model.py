@@ -36,13 +36,7 @@ OPTIONS = {
 HYPER = dict(weight_decay=0.1, learning_rate=3e-3, betas=(0.9, 0.99), eps=1e-8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models: PyTorch's intra-op threads only spin (seconds per step on a busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------- the PyTorch reference
