@@ -71,7 +71,8 @@ def _join_arrays(obj, arrays: dict):
     return obj
 
 
-def _atomic_json(path: Path, obj):
+def _write_json(path: Path, obj):
+    """A plain write: it goes into the temporary checkpoint directory, swapped in whole later."""
     path.write_text(json.dumps(obj, indent=2))
 
 
@@ -92,14 +93,14 @@ def save_checkpoint(out_dir, name: str, model: GPT, optimizer=None, trainer_stat
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out_dir))
     try:
         safetensors.save_file(model_weights(model), tmp / "model.safetensors", metadata={"format": "tinygrad_llm"})
-        _atomic_json(tmp / "config.json", {"format": FORMAT, "model": model.config.to_dict(),
+        _write_json(tmp / "config.json", {"format": FORMAT, "model": model.config.to_dict(),
                                            "train": train_config or {}})
         state = dict(trainer_state or {})
         if optimizer is not None:
             arrays: dict = {}
             state["optimizer"] = _split_arrays(optimizer.state_dict(), arrays)
             safetensors.save_file(arrays, tmp / "optimizer.safetensors")
-        _atomic_json(tmp / "trainer_state.json", state)
+        _write_json(tmp / "trainer_state.json", state)
         if tokenizer is not None:
             tokenizer.save(tmp / "tokenizer.json")
         for f in tmp.iterdir():  # make the contents durable before the swap
