@@ -21,22 +21,10 @@ from __future__ import annotations
 from .. import backend
 from ..function import Function
 from ..parallel import BLAS_THREADED_MNK, parallel_for
+from .attention import causal_mask
 from .softmax import rowdot
 
 PIECE_BYTES = 1 << 19       # a piece's (H, T, T) scores: about half a core's L2 cache
-
-_masks: dict = {}
-
-
-def causal_additive_mask(xp, T: int, dtype):
-    """A (T, T) array: 0 where key j <= query i, -inf above the diagonal (cached)."""
-    key = (xp.__name__, T, dtype.str)
-    m = _masks.get(key)
-    if m is None:
-        m = xp.triu(xp.full((T, T), -xp.inf, dtype=dtype), k=1)
-        _masks[key] = m
-    return m
-
 
 class CausalSelfAttention(Function):
     """qkv (B, T, 3C) -> y (B, T, C) with ``n_head`` heads of size hd = C / n_head.
@@ -61,7 +49,7 @@ class CausalSelfAttention(Function):
         q = xp.empty((B, H, T, hd), dtype=dt)
         att = xp.empty((B, H, T, T), dtype=dt)
         y = xp.empty((B, T, H, hd), dtype=dt)
-        mask = causal_additive_mask(xp, T, dt)
+        mask = causal_mask(T, T, self.device, dt)   # 0 / -inf, cached
         self.keep = None
         if dropout_p > 0.0:            # drawn up front, in one call: the same stream as ever
             self.keep = backend.rng(self.device).random(att.shape, dtype=dt) >= dropout_p
