@@ -220,3 +220,25 @@ def test_model_on_gpu_matches_cpu(device):
     ref = m(idx, idx)[1].item()
     m.to(device)
     assert abs(m(idx, idx)[1].item() - ref) < 1e-5
+
+
+@pytest.mark.parametrize("limit", [np.inf, 0.0])   # inf: never subtract the row max; 0: always
+def test_causal_self_attention_both_softmax_paths(monkeypatch, limit):
+    import tinygrad_llm.ops.attention as A
+    monkeypatch.setattr(A, "_NO_SHIFT_LIMIT", limit)
+    rs = np.random.default_rng(5)
+    B, T, H, hd = 2, 7, 2, 3
+    qkv = rs.standard_normal((B, T, 3 * H * hd))
+    np.testing.assert_allclose(causal_self_attention(Tensor(qkv), H).numpy(), _reference_attention(qkv, H),
+                               atol=1e-12)
+    gradcheck(lambda x: causal_self_attention(x, H), [Tensor(qkv, requires_grad=True)])
+
+
+def test_causal_self_attention_huge_scores_stay_finite():
+    """Scores of ~1e4 overflow exp unless the row max is subtracted: the bound check must see that."""
+    qkv = np.random.default_rng(6).standard_normal((2, 5, 12)).astype(np.float32) * 100
+    x = Tensor(qkv, requires_grad=True)
+    y = causal_self_attention(x, 2)
+    y.sum().backward()
+    assert np.isfinite(y.numpy()).all() and np.isfinite(x.grad).all()
+    np.testing.assert_allclose(y.numpy(), _reference_attention(qkv.astype(np.float64), 2), rtol=1e-4, atol=1e-4)

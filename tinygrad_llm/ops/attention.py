@@ -34,7 +34,8 @@ from .. import backend
 from ..function import Function, unbroadcast
 from ..parallel import BLAS_THREADED_MNK, parallel_for
 
-__all__ = ["scaled_dot_product_attention", "ScaledDotProductAttention", "causal_mask"]
+__all__ = ["scaled_dot_product_attention", "ScaledDotProductAttention", "causal_mask", "scores_are_small",
+           "softmax_rows_", "attention_backward_"]
 
 _CAUSAL_CACHE: dict = {}   # (T, S, device, dtype) -> read-only (T, S) array
 
@@ -69,6 +70,70 @@ def causal_mask(T: int, S: int, device: str = "cpu", dtype=None):
     return tri
 
 
+def scores_are_small(xp, qs, k) -> bool:
+    """True when |qs_i . k_j| <= _NO_SHIFT_LIMIT for every query row i and key row j.
+
+    qs (..., T, D) already scaled, k (..., S, D). By Cauchy-Schwarz
+    |qs_i . k_j| <= |qs_i| |k_j| <= max_i |qs_i| * max_j |k_j|: two cheap (..., T) passes.
+    float16 is never trusted with the shortcut.
+    """
+    if qs.dtype.itemsize < 4 or qs.size == 0 or k.size == 0:
+        return False
+    q2 = float(xp.einsum("...td,...td->...t", qs, qs).max())   # max_i |qs_i|^2
+    k2 = float(xp.einsum("...sd,...sd->...s", k, k).max())     # max_j |k_j|^2
+    return q2 * k2 <= _NO_SHIFT_LIMIT ** 2
+
+
+def softmax_rows_(xp, P, shift: bool, ones):
+    """P (..., T, S) scores, -inf where masked -> softmax over the last axis, in place.
+
+    shift: subtract each row's max first (needed unless ``scores_are_small``). A fully
+    masked row (all -inf) becomes zeros, not NaN. ``ones`` is an (S,) array of ones:
+    the row sums are matrix-vector products (BLAS), several times faster on CPU than
+    ``P.sum(-1)`` over a short last axis.
+    """
+    T, S = P.shape[-2:]
+    if shift:
+        m = P.max(axis=-1, keepdims=True)       # -inf on fully masked rows
+        m[~xp.isfinite(m)] = 0                  # so those rows stay -inf -> exp -> 0
+        P -= m
+    xp.exp(P, out=P)                            # masked entries: exp(-inf) = 0 exactly
+    # one (T, S) @ (S,) product per matrix: the same BLAS call whatever the batch size, so
+    # results do not depend on how the batch was cut into chunks
+    P3 = P.reshape(math.prod(P.shape[:-2]), T, S)   # P is contiguous: a view
+    denom = xp.matmul(P3, ones)[..., None]      # (n, T, 1)
+    denom[denom == 0] = 1                       # only fully masked rows sum to 0
+    xp.reciprocal(denom, out=denom)
+    P3 *= denom
+
+
+def attention_backward_(xp, P, dO, O, V, K, qs, scale, keep=None, inv_keep=1.0, dq=None, dk=None, dv=None):
+    """The attention backward on raw arrays, writing into dq, dk, dv (any may be None).
+
+    P (..., T, S) probabilities (before dropout), dO and O (..., T, Dv), V (..., S, Dv),
+    K (..., S, D), qs = scale * Q (..., T, D); keep (..., T, S) the dropout keep-mask or None.
+    dV = Pd^T dO,  dP = (dO V^T) * keep / (1 - p),  dS = P * (dP - rowsum(dP * P)),
+    dQ = scale dS K,  dK = dS^T qs.   rowsum(dP * P) = rowsum(dO * O), since
+    sum_j (dO_i . V_j) Pd_ij = dO_i . O_i: a (..., T, Dv) pass instead of a (..., T, S) one.
+    """
+    if dv is not None:
+        Pd = P if keep is None else xp.multiply(P, keep) * inv_keep
+        xp.matmul(Pd.swapaxes(-1, -2), dO, out=dv)
+    if dq is None and dk is None:
+        return
+    dS = xp.matmul(dO, V.swapaxes(-1, -2))      # dP (w.r.t. Pd with dropout)
+    if keep is not None:
+        dS *= keep                              # chain through the dropout
+        dS *= inv_keep
+    dS -= xp.einsum("...td,...td->...t", dO, O)[..., None]
+    dS *= P                                     # dS = P * (dP - rowsum(dP * P))
+    if dq is not None:
+        xp.matmul(dS, K, out=dq)
+        dq *= dq.dtype.type(scale)
+    if dk is not None:
+        xp.matmul(dS.swapaxes(-1, -2), qs, out=dk)
+
+
 class ScaledDotProductAttention(Function):
     """out = softmax(scale * q k^T + M) v, one node with inputs (q, k, v).
 
@@ -97,8 +162,9 @@ class ScaledDotProductAttention(Function):
         # ---- S = scale * Q K^T + M, in one (N, T, S) buffer that becomes P in place
         P = xp.empty((N, T, S), dtype=q.dtype)
         O = xp.empty((N, T, Dv), dtype=q.dtype)
-        shift = P.size and not self._scores_are_small(qs, k3, mask is not None and not mask_is_bool)
-        ones = xp.ones((S, 1), dtype=q.dtype)
+        # a float mask may add anything to the scores: then the row max is always subtracted
+        shift = bool(P.size) and (not (mask is None or mask_is_bool) or not scores_are_small(xp, qs, k3))
+        ones = xp.ones(S, dtype=q.dtype)
         self.keep = None
         if dropout_p > 0:                          # drawn up front, in one call: reproducible
             u = backend.rng(self.device).random((N, T, S), dtype=xp.float32)
@@ -112,20 +178,10 @@ class ScaledDotProductAttention(Function):
                 P[a:b] += causal_mask(T, S, self.device, q.dtype)   # 0 / -inf, cached
 
         def probs(a, b):
-            # ---- P = softmax(S) over keys; a fully masked row gives P = 0
-            Pa = P[a:b]
-            if shift:
-                m = Pa.max(axis=-1, keepdims=True)  # (n, T, 1); -inf on fully masked rows
-                m[~xp.isfinite(m)] = 0              # so those rows stay -inf -> exp -> 0
-                Pa -= m
-            xp.exp(Pa, out=Pa)                      # masked entries: exp(-inf) = 0 exactly
-            # row sums as a matrix-vector product: BLAS, several times faster than Pa.sum(-1)
-            denom = xp.matmul(Pa, ones)
-            denom[denom == 0] = 1                   # only fully masked rows sum to 0
-            Pa /= denom
+            softmax_rows_(xp, P[a:b], shift, ones)  # P = softmax(S); a fully masked row gives P = 0
             # ---- dropout on P (inverted: kept entries scaled by 1/(1-p)), then O = Pd V
             if self.keep is not None:
-                xp.multiply(Pa, self.keep[a:b], out=Pd[a:b])
+                xp.multiply(P[a:b], self.keep[a:b], out=Pd[a:b])
                 Pd[a:b] *= self.inv_keep
             xp.matmul(Pd[a:b], v3[a:b], out=O[a:b])
 
@@ -151,15 +207,6 @@ class ScaledDotProductAttention(Function):
         self.qs, self.k3, self.v3, self.P, self.O = qs, k3, v3, P, O
         return O.reshape(batch + (T, Dv))
 
-    def _scores_are_small(self, qs, k3, float_mask):
-        """True when |scale q_i . k_j| <= _NO_SHIFT_LIMIT for all i, j (Cauchy-Schwarz)."""
-        if float_mask or qs.dtype.itemsize < 4:    # a float mask may add anything; float16
-            return False
-        xp = self.xp
-        q2 = float(xp.einsum("ntd,ntd->nt", qs, qs).max())   # max_i |scale q_i|^2
-        k2 = float(xp.einsum("nsd,nsd->ns", k3, k3).max())   # max_j |k_j|^2
-        return q2 * k2 <= _NO_SHIFT_LIMIT ** 2
-
     def backward(self, g):
         xp, P, batch, scale = self.xp, self.P, self.batch, self.scale
         (q_shape, k_shape, v_shape), need = self.shapes, self.needs_input_grad
@@ -171,25 +218,11 @@ class ScaledDotProductAttention(Function):
         dv3 = xp.empty((N, S, Dv), dtype=P.dtype) if need[2] else None
 
         def chunk(a, b):
-            Pa, dOa = P[a:b], dO[a:b]
-            if need[2]:
-                # dV = Pd^T dO, where Pd is P after dropout (P itself without dropout)
-                Pd = Pa if self.keep is None else xp.multiply(Pa, self.keep[a:b]) * self.inv_keep
-                xp.matmul(Pd.transpose(0, 2, 1), dOa, out=dv3[a:b])
-            if need[0] or need[1]:
-                dS = xp.matmul(dOa, self.v3[a:b].transpose(0, 2, 1))   # dP (w.r.t. Pd with dropout)
-                if self.keep is not None:
-                    dS *= self.keep[a:b]                             # chain through the dropout
-                    dS *= self.inv_keep
-                # rowsum(dP * P) == rowsum(dO * O): sum_j dP_ij P_ij = sum_j (dO_i . V_j) Pd_ij
-                # = dO_i . O_i. A (n, T, Dv) product instead of a third (n, T, S) pass.
-                dS -= xp.einsum("ntd,ntd->nt", dOa, self.O[a:b])[..., None]
-                dS *= Pa                                             # dS = P * (dP - rowsum(dP*P))
-                if need[0]:
-                    xp.matmul(dS, self.k3[a:b], out=dq3[a:b])
-                    dq3[a:b] *= dq3.dtype.type(scale)
-                if need[1]:
-                    xp.matmul(dS.transpose(0, 2, 1), self.qs[a:b], out=dk3[a:b])
+            keep = None if self.keep is None else self.keep[a:b]
+            attention_backward_(xp, P[a:b], dO[a:b], self.O[a:b], self.v3[a:b], self.k3[a:b], self.qs[a:b],
+                                scale, keep, self.inv_keep if keep is not None else 1.0,
+                                dq3[a:b] if need[0] else None, dk3[a:b] if need[1] else None,
+                                dv3[a:b] if need[2] else None)
 
         parallel_for(chunk, N, xp=xp, work_per_item=T * S,   # independent problems: one chunk per core
                      threaded=T * S * max(D, Dv) <= BLAS_THREADED_MNK)

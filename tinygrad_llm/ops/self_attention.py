@@ -13,7 +13,7 @@ Per head, with s = 1/sqrt(hd), q = s * Q (scaled once, up front):
               Y = Pd V
     backward: dV = Pd^T dY
               dPd = dY V^T    dP = dPd * keep / (1 - p)
-              dS = P * (dP - rowsum(dP * P))
+              dS = P * (dP - rowsum(dP * P)),  rowsum(dP * P) = rowsum(dY * Y)
               dQ = s * dS K   dK = dS^T q
 """
 from __future__ import annotations
@@ -21,10 +21,10 @@ from __future__ import annotations
 from .. import backend
 from ..function import Function
 from ..parallel import BLAS_THREADED_MNK, parallel_for
-from .attention import causal_mask
-from .softmax import rowdot
+from .attention import attention_backward_, causal_mask, scores_are_small, softmax_rows_
 
 PIECE_BYTES = 1 << 19       # a piece's (H, T, T) scores: about half a core's L2 cache
+
 
 class CausalSelfAttention(Function):
     """qkv (B, T, 3C) -> y (B, T, C) with ``n_head`` heads of size hd = C / n_head.
@@ -32,6 +32,9 @@ class CausalSelfAttention(Function):
     The batch entries are independent: on CPU they are split into one chunk per core
     (``parallel.parallel_for``), each chunk worked in pieces whose (H, T, T) scores stay in
     cache. K and V are read in place from qkv (NumPy's matmul takes their row stride).
+    The softmax and the backward are the same array functions that
+    :func:`scaled_dot_product_attention` runs (``ops/attention.py``), including its
+    shortcut of skipping the row max when Cauchy-Schwarz bounds every score.
     """
 
     def forward(self, qkv, n_head=1, dropout_p=0.0):
@@ -46,10 +49,13 @@ class CausalSelfAttention(Function):
         scale = dt.type(1.0 / hd ** 0.5)
         heads = xp.ascontiguousarray(qkv).reshape(B, T, 3, H, hd).transpose(2, 0, 3, 1, 4)  # (3, B, H, T, hd)
         k, v = heads[1], heads[2]                                              # views
-        q = xp.empty((B, H, T, hd), dtype=dt)
+        q = xp.multiply(heads[0], scale)                                       # q = s * Q, (B, H, T, hd)
         att = xp.empty((B, H, T, T), dtype=dt)
         y = xp.empty((B, T, H, hd), dtype=dt)
+        yh = y.transpose(0, 2, 1, 3)                                           # (B, H, T, hd) view
         mask = causal_mask(T, T, self.device, dt)   # 0 / -inf, cached
+        shift = bool(att.size) and not scores_are_small(xp, q, k)
+        ones = xp.ones(T, dtype=dt)
         self.keep = None
         if dropout_p > 0.0:            # drawn up front, in one call: the same stream as ever
             self.keep = backend.rng(self.device).random(att.shape, dtype=dt) >= dropout_p
@@ -57,22 +63,19 @@ class CausalSelfAttention(Function):
         inv_keep = dt.type(1.0 / (1.0 - dropout_p))
 
         def rows(a, z):
-            qa, pa = q[a:z], att[a:z]
-            xp.multiply(heads[0, a:z], scale, out=qa)                          # q = s * Q
-            xp.matmul(qa, k[a:z].transpose(0, 1, 3, 2), out=pa)                # (b, H, T, T)
+            pa = att[a:z]
+            xp.matmul(q[a:z], k[a:z].swapaxes(-1, -2), out=pa)                 # (b, H, T, T)
             pa += mask
-            pa -= pa.max(axis=-1, keepdims=True)
-            xp.exp(pa, out=pa)
-            pa /= pa.sum(axis=-1, keepdims=True)                               # P
+            softmax_rows_(xp, pa, shift, ones)                                 # P
             if self.keep is not None:
                 xp.multiply(pa, self.keep[a:z], out=pd[a:z])
                 pd[a:z] *= inv_keep
-            xp.matmul(pd[a:z], v[a:z], out=y[a:z].transpose(0, 2, 1, 3))      # Y, merged heads
+            xp.matmul(pd[a:z], v[a:z], out=yh[a:z])                            # Y, merged heads
 
         # batch entries are independent: one chunk per core, in cache-sized pieces
         parallel_for(rows, B, xp=xp, work_per_item=H * T * T, block=_piece(H * T * T * dt.itemsize),
                      threaded=T * T * hd <= BLAS_THREADED_MNK)   # else BLAS threads each GEMM itself
-        self.q, self.k, self.v, self.p, self.pd = q, k, v, att, pd
+        self.q, self.k, self.v, self.p, self.yh = q, k, v, att, yh
         self.scale, self.inv_keep, self.shape = scale, inv_keep, (B, T, C, H, hd)
         return y.reshape(B, T, C)
 
@@ -82,20 +85,12 @@ class CausalSelfAttention(Function):
         dy = xp.ascontiguousarray(g).reshape(B, T, H, hd).transpose(0, 2, 1, 3)   # (B, H, T, hd) view
         dqkv = xp.empty((B, T, 3, H, hd), dtype=g.dtype)
         dq, dk, dv = dqkv.transpose(2, 0, 3, 1, 4)                             # (B, H, T, hd) views
-        q, k, v, p, pd, keep = self.q, self.k, self.v, self.p, self.pd, self.keep
+        keep = self.keep
 
         def rows(a, z):
-            dya, pa = dy[a:z], p[a:z]
-            xp.matmul(pd[a:z].transpose(0, 1, 3, 2), dya, out=dv[a:z])         # dV = Pd^T dY
-            ds = xp.matmul(dya, v[a:z].transpose(0, 1, 3, 2))                  # dPd
-            if keep is not None:
-                ds *= keep[a:z]
-                ds *= self.inv_keep                                            # dP
-            ds -= rowdot(xp, ds, pa, -1)
-            ds *= pa                                                           # dS = P * (dP - rowsum(dP * P))
-            xp.matmul(ds, k[a:z], out=dq[a:z])
-            dq[a:z] *= self.scale
-            xp.matmul(ds.transpose(0, 1, 3, 2), q[a:z], out=dk[a:z])
+            attention_backward_(xp, self.p[a:z], dy[a:z], self.yh[a:z], self.v[a:z], self.k[a:z],
+                                self.q[a:z], self.scale, None if keep is None else keep[a:z],
+                                self.inv_keep, dq=dq[a:z], dk=dk[a:z], dv=dv[a:z])
 
         parallel_for(rows, B, xp=xp, work_per_item=H * T * T, block=_piece(H * T * T * g.dtype.itemsize),
                      threaded=T * T * hd <= BLAS_THREADED_MNK)
