@@ -5,7 +5,7 @@ import pytest
 import tinygrad_llm as tg
 from tinygrad_llm import GPT, GPTConfig
 from tinygrad_llm.generate import generate, generate_text, sample_next
-from tinygrad_llm.tokenizer import CharTokenizer
+from tinygrad_llm.tokenizer import BPETokenizer, CharTokenizer
 
 
 def model(**kw):
@@ -104,6 +104,52 @@ def test_generate_text_stop_and_stream():
     out = generate_text(m, tok, "ab", max_new_tokens=30, temperature=0, stop=stop, stream=pieces.append)
     assert out == full[:full.index(stop)]
     assert "".join(pieces) == out
+
+
+class _CountingBPE:
+    """A byte-level BPE tokenizer that counts how many ids it was asked to decode."""
+
+    def __init__(self, tok):
+        self.tok, self.decoded = tok, 0
+
+    def encode(self, text):
+        return self.tok.encode(text)
+
+    def decode_bytes(self, ids):
+        self.decoded += len(ids)
+        return self.tok.decode_bytes(ids)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_generate_text_bpe_stream_splits_characters_safely_and_decodes_each_token_once(seed):
+    """Byte-level tokens can split a UTF-8 character: the stream must never show U+FFFD
+    for a character that completes later, the pieces add up to the returned text, the text
+    equals decoding all ids at once, and each token is decoded once (linear, not quadratic)."""
+    base = BPETokenizer.train("é☃ab " * 10, vocab_size=258)
+    tok = _CountingBPE(base)
+    m = model(vocab_size=258, block_size=16)
+    pieces = []
+    n = 60
+    out = generate_text(m, tok, "a", max_new_tokens=n, temperature=1.0, seed=seed, stream=pieces.append)
+    assert "".join(pieces) == out
+    assert tok.decoded <= n
+    ids = generate(m, np.asarray([base.encode("a")]), n, temperature=1.0, seed=seed)
+    whole = base.decode(ids[0, 1:].tolist())
+    assert out == whole                 # so no piece showed U+FFFD for a character completed later
+    assert any(ord(c) > 127 for c in whole)   # the draw did produce multi-byte characters
+
+
+def test_generate_text_stop_string_across_tokens_is_never_streamed():
+    text = "abcdefgh"
+    tok = CharTokenizer.train(text)
+    m = model(vocab_size=tok.vocab_size)
+    full = generate_text(m, tok, "ab", max_new_tokens=30, temperature=0)
+    for a, b in [(3, 6), (0, 4), (10, 11)]:
+        stop = full[a:b]
+        pieces = []
+        out = generate_text(m, tok, "ab", max_new_tokens=30, temperature=0, stop=stop, stream=pieces.append)
+        assert out == full[:full.index(stop)] and "".join(pieces) == out
+        assert all(stop not in "".join(pieces[:i + 1]) for i in range(len(pieces)))
 
 
 def test_bad_arguments():

@@ -13,6 +13,8 @@ the cropped context each step, which gives exactly the tokens uncached generatio
 """
 from __future__ import annotations
 
+import codecs
+
 import numpy as np
 
 from . import backend
@@ -113,37 +115,77 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
     return ids
 
 
+class _Continuation:
+    """The generated text, decoded token by token (each token once: linear in its length),
+    with the stop-string search and streaming.
+
+    Tokenizers with ``decode_bytes`` (byte-level BPE) go through an incremental UTF-8
+    decoder, which holds back a character split across tokens until it is complete.
+    With a stop string, the last len(stop) - 1 characters are held back too, so that
+    nothing is streamed that may turn out to be the start of the stop string.
+    """
+
+    def __init__(self, tokenizer, stop: str | None, stream):
+        self.tokenizer, self.stop, self.stream = tokenizer, stop or "", stream
+        self.utf8 = (codecs.getincrementaldecoder("utf-8")(errors="replace")
+                     if hasattr(tokenizer, "decode_bytes") else None)
+        self.pieces: list[str] = []      # final text, in order (already streamed)
+        self.pending = ""                # decoded, but held back
+        self.stopped = False
+
+    def add(self, ids, final: bool = False) -> bool:
+        """Append the text of ``ids``; True once the stop string has appeared."""
+        if self.stopped:
+            return True
+        if self.utf8 is not None:
+            text = self.utf8.decode(self.tokenizer.decode_bytes(ids), final=final)
+        else:
+            text = self.tokenizer.decode(ids)
+        self.pending += text
+        hit = self.pending.find(self.stop) if self.stop else -1
+        if hit >= 0:
+            self.stopped = True
+            self._emit(self.pending[:hit])
+            self.pending = ""
+        elif final or not self.stop:
+            self._emit(self.pending)
+            self.pending = ""
+        else:                            # keep what may be the start of the stop string
+            keep = len(self.stop) - 1
+            cut = max(len(self.pending) - keep, 0)
+            self._emit(self.pending[:cut])
+            self.pending = self.pending[cut:]
+        return self.stopped
+
+    def _emit(self, text: str):
+        if text:
+            self.pieces.append(text)
+            if self.stream is not None:
+                self.stream(text)
+
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
 def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 200, stop: str | None = None,
                   stream=None, **kwargs) -> str:
     """Generate a continuation of ``prompt`` and return it (without the prompt).
 
     ``stop``: end as soon as this string appears in the continuation (it is cut there).
-    ``stream(text)``: called with each new piece of text as it is produced.
+    ``stream(text)``: called with each new piece of text as it is produced; the pieces
+    add up to the returned text. Other keyword arguments go to :func:`generate`.
     """
     prompt_ids = tokenizer.encode(prompt)
     if not prompt_ids:
         raise ValueError("the prompt encodes to no tokens: give at least one character")
-    n0 = len(prompt_ids)
-    shown = [""]
+    out = _Continuation(tokenizer, stop, stream)
+    seen = [len(prompt_ids)]             # ids already handed to `out`
 
     def should_stop(all_ids):
-        text = tokenizer.decode(all_ids[0, n0:].tolist())
-        if stream is not None:
-            # hold back a possible partial UTF-8 sequence or partial stop string
-            safe = text.rstrip("\ufffd")
-            if stop:
-                cut = safe.find(stop)
-                safe = safe[:cut] if cut >= 0 else safe[:max(len(shown[0]), len(safe) - len(stop) + 1)]
-            if len(safe) > len(shown[0]) and safe.startswith(shown[0]):
-                stream(safe[len(shown[0]):])
-                shown[0] = safe
-        return bool(stop) and stop in text
+        new = all_ids[0, seen[0]:].tolist()
+        seen[0] += len(new)
+        return out.add(new)
 
-    ids = generate(model, np.asarray([prompt_ids]), max_new_tokens,
-                   should_stop=should_stop if (stop or stream) else None, **kwargs)
-    text = tokenizer.decode(ids[0, n0:].tolist())
-    if stop and stop in text:
-        text = text[:text.index(stop)]
-    if stream is not None and len(text) > len(shown[0]) and text.startswith(shown[0]):
-        stream(text[len(shown[0]):])
-    return text
+    ids = generate(model, np.asarray([prompt_ids]), max_new_tokens, should_stop=should_stop, **kwargs)
+    out.add(ids[0, seen[0]:].tolist(), final=True)   # nothing new unless generation was not run
+    return out.text()
