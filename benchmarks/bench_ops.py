@@ -4,6 +4,7 @@ on the CPU, on GPT-like float32 shapes, alternating the two in one run.
     python benchmarks/bench_ops.py                    # rows 768 and 16384, C 128 and 384
     python benchmarks/bench_ops.py --rows 768 --reps 20 --ops layer_norm gelu_tanh
     python benchmarks/bench_ops.py --embedding-scatter  # compare scatter-add strategies
+    python benchmarks/bench_ops.py --gemms              # one cpu-preset step's GEMMs: OpenBLAS vs PyTorch
 
 Prints a Markdown table: best-of-reps milliseconds for ours, PyTorch's with its default
 thread count and with 1 thread, and the ratio ours / (the faster PyTorch) (lower is
@@ -20,6 +21,7 @@ import numpy as np
 
 import tinygrad_llm.nn.functional as F
 from tinygrad_llm import Tensor
+from tinygrad_llm.ops.self_attention import causal_self_attention
 
 try:
     import torch
@@ -57,6 +59,16 @@ def cases(N, C, rs):
            TF and (lambda w_, i: TF.embedding(i, w_)), [emb], [ids])
     yield ("dropout", f"({N},{C}) p=0.1", lambda a: F.dropout(a, 0.1),
            TF and (lambda a: TF.dropout(a, 0.1)), [x], [])
+    T = 64 if C <= 128 else 256                  # the presets' block sizes; heads of 32 or 64
+    if N % T == 0:
+        B, H = N // T, C // (32 if C <= 128 else 64)
+        qkv = rs.standard_normal((B, T, 3 * C)).astype(np.float32)
+
+        def torch_attention(a):
+            q, k, v = (z.view(B, T, H, C // H).transpose(1, 2) for z in a.split(C, dim=2))
+            return TF.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
+        yield ("causal_self_attention", f"({B},{T},3*{C}) H={H}", lambda a: causal_self_attention(a, H),
+               TF and torch_attention, [qkv], [])
 
 
 def big_vocab_cases(rs):
@@ -147,6 +159,61 @@ def scatter_strategies(reps):
                 print(f"| {shape} | {D} | {V} | " + " | ".join(row) + " |", flush=True)
 
 
+def step_gemms(reps, rounds=3, N=768, C=128, n_layer=4, V=65):
+    """The GEMMs of one training step of the `cpu` preset (every Linear's forward
+    x @ W^T, and backward g @ W and g^T @ x), timed as NumPy (OpenBLAS) and as PyTorch.
+
+    Not interleaved call by call: each library runs all its GEMMs, ``reps`` times, then the
+    other does (idle BLAS/OpenMP worker threads spin for a while after a call and slow the
+    other library down). Prints per-shape medians of the last round and per-round totals.
+    """
+    rs = np.random.default_rng(0)
+    shapes = [(C, 3 * C, n_layer), (C, C, n_layer), (C, 4 * C, n_layer), (4 * C, C, n_layer), (C, V, 1)]
+    arrays = []
+    for fan_in, fan_out, count in shapes:
+        x = rs.standard_normal((N, fan_in)).astype(np.float32)
+        w = rs.standard_normal((fan_out, fan_in)).astype(np.float32)
+        g = rs.standard_normal((N, fan_out)).astype(np.float32)
+        arrays.append((fan_in, fan_out, count, x, w, g))
+
+    def run(lib):
+        per_shape = []
+        for fan_in, fan_out, count, x, w, g in arrays:
+            if lib == "torch":
+                x, w, g = (torch.from_numpy(a) for a in (x, w, g))
+            row = []
+            for name, f in (("fwd", lambda: x @ w.T), ("dx", lambda: g @ w), ("dW", lambda: g.T @ x)):
+                f()
+                ts = []
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    f()
+                    ts.append(time.perf_counter() - t0)
+                row.append(float(np.median(ts)) * 1e3)
+            per_shape.append((fan_in, fan_out, count, row))
+        return per_shape
+
+    libs = ["numpy"] + (["torch"] if torch else [])
+    totals = {lib: [] for lib in libs}
+    last = {}
+    for _ in range(rounds):
+        for lib in libs:
+            last[lib] = run(lib)
+            totals[lib].append(sum(c * sum(row) for _, _, c, row in last[lib]))
+    print(f"GEMMs of one `cpu`-preset training step: (N={N}) x (in -> out); ms per call, medians of {reps}")
+    print("| in -> out (count) | " + " | ".join(f"{lib} fwd / dx / dW (GFLOP/s)" for lib in libs) + " |")
+    print("|---|" + "---|" * len(libs))
+    for i, (fan_in, fan_out, count, _) in enumerate(last["numpy"]):
+        cells = []
+        for lib in libs:
+            row = last[lib][i][3]
+            gf = 2 * N * fan_in * fan_out * 3 / (sum(row) * 1e6)
+            cells.append(" / ".join(f"{t:.3f}" for t in row) + f" ({gf:.0f})")
+        print(f"| {fan_in} -> {fan_out} ({count}) | " + " | ".join(cells) + " |")
+    for lib in libs:
+        print(f"{lib}: all of a step's GEMMs, per round: " + ", ".join(f"{t:.1f} ms" for t in totals[lib]))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, nargs="+", default=[768, 16384], help="B*T rows")
@@ -155,7 +222,11 @@ def main():
     ap.add_argument("--ops", nargs="*", help="only these ops")
     ap.add_argument("--no-big-vocab", action="store_true", help="skip the V=50257 cases")
     ap.add_argument("--embedding-scatter", action="store_true", help="only compare scatter-add strategies")
+    ap.add_argument("--gemms", action="store_true", help="only time one cpu-preset step's GEMMs, NumPy vs PyTorch")
     args = ap.parse_args()
+    if args.gemms:
+        step_gemms(max(args.reps, 50))
+        return
     if args.embedding_scatter:
         scatter_strategies(args.reps)
         return
