@@ -2,9 +2,9 @@
 
 Both work on x viewed as rows: x2 (N, D), where D is the product of the normalised
 (trailing) dims and N the product of the others. weight and bias (optional) hold D
-values. The backward passes recompute xhat from the saved per-row statistics (two
-numbers per row) instead of keeping a second (N, D) array alive between the passes.
-On CPU the rows are split into one chunk per core (``parallel.parallel_for``); the
+values. LayerNorm keeps xhat for its backward (which then needs no pass to rebuild it
+from x, the mean and the variance); RMSNorm keeps x and one number per row and rebuilds
+xhat = x * rrms, a single pass. On CPU the rows are split into one chunk per core (``parallel.parallel_for``); the
 weight and bias gradients are then summed chunk by chunk, in row order.
 """
 from __future__ import annotations
