@@ -3,6 +3,7 @@ optionally the PyTorch nanoGPT reference (benchmarks/quality_reference.py) with 
 
     python benchmarks/quality_seeds.py --data ../shared/data/tinyshakespeare.txt --seeds 1337 1 2 3 4
     python benchmarks/quality_seeds.py --data ... --seeds 1337 1 --torch      # also the reference
+    python benchmarks/quality_seeds.py --data ... --torch --no-ours --reference-args "--bias true --gelu tanh"
 
 One training run of the recipe gives one draw of a noisy number: the seed (initial
 weights and batch order) moves the loss at 2000 by a few hundredths. This script trains
@@ -60,11 +61,11 @@ def run_ours(data, seed: int, iters: int) -> tuple[float, float, float]:
     return float(last["val_loss"]), full_val_loss(model, data.val, model.config.block_size), time.time() - t0
 
 
-def run_torch(path: str, seed: int, iters: int) -> tuple[float, float, float]:
+def run_torch(path: str, seed: int, iters: int, extra: list[str]) -> tuple[float, float, float]:
     script = Path(__file__).with_name("quality_reference.py")
     t0 = time.time()
-    out = subprocess.run([sys.executable, str(script), "--data", path, "--seed", str(seed), "--iters", str(iters)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, str(script), "--data", path, "--seed", str(seed), "--iters", str(iters),
+                          *extra], capture_output=True, text=True, check=True).stdout
     hit = re.findall(rf"step {iters}: val loss \(20 batches\) ([0-9.]+), full val loss ([0-9.]+)", out)
     if not hit:
         raise RuntimeError(f"no step {iters} line in the reference's output:\n{out}")
@@ -84,14 +85,19 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[1337, 1, 2, 3, 4])
     p.add_argument("--iters", type=int, default=2000)
     p.add_argument("--torch", action="store_true", help="also run benchmarks/quality_reference.py per seed")
+    p.add_argument("--reference-args", default="",
+                   help='extra arguments for quality_reference.py, e.g. "--bias true --gelu tanh" (our preset\'s model)')
+    p.add_argument("--no-ours", action="store_true", help="only the PyTorch reference")
     args = p.parse_args()
+    if args.no_ours and not args.torch:
+        p.error("--no-ours needs --torch (otherwise there is nothing to run)")
     tune_allocator()
     data = load_text_dataset(args.data, "char", block_size=preset("cpu")[0]["block_size"])
     results = {"ours": [], "pytorch": []}
     for seed in args.seeds:
-        runs = [("ours", lambda: run_ours(data, seed, args.iters))]
+        runs = [] if args.no_ours else [("ours", lambda: run_ours(data, seed, args.iters))]
         if args.torch:
-            runs.append(("pytorch", lambda: run_torch(args.data, seed, args.iters)))
+            runs.append(("pytorch", lambda: run_torch(args.data, seed, args.iters, args.reference_args.split())))
         for name, fn in runs:
             est, full, secs = fn()
             results[name].append((est, full, secs))
