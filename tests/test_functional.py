@@ -212,6 +212,51 @@ def test_cross_entropy_forward_and_grad_match_numpy(device, reduction, eps):
     np.testing.assert_allclose(to_np(tx.grad), expect, rtol=1e-10, atol=1e-14)
 
 
+@fixture_ok
+@given(lead=st.lists(st.integers(1, 4), min_size=0, max_size=2).map(tuple), C=st.integers(1, 6),
+       ignore_frac=st.sampled_from([0.0, 0.3, 1.0]), reduction=st.sampled_from(["mean", "sum", "none"]),
+       eps=st.sampled_from([0.0, 0.1, 1.0]), seed=seeds)
+def test_cross_entropy_class_weights_gradcheck(device, lead, C, ignore_frac, reduction, eps, seed):
+    rs = np.random.default_rng(seed)
+    x = leaf(rs.standard_normal(lead + (C,)) * 3, device)
+    t = Tensor(_targets(rs, lead, C, ignore_frac), device=device)
+    w = Tensor(rs.uniform(0.1, 3.0, C), device=device)
+    gradcheck(lambda x: F.cross_entropy(x, t, w, reduction=reduction, label_smoothing=eps), [x])
+
+
+@fixture_ok
+@given(lead=st.lists(st.integers(1, 4), min_size=0, max_size=2).map(tuple), C=st.integers(1, 6),
+       reduction=st.sampled_from(["mean", "sum", "none"]), eps=st.sampled_from([0.0, 0.2]),
+       weighted=st.booleans(), seed=seeds)
+def test_cross_entropy_probability_targets_gradcheck(device, lead, C, reduction, eps, weighted, seed):
+    """Gradients with respect to both the logits and the (soft) targets."""
+    rs = np.random.default_rng(seed)
+    x = leaf(rs.standard_normal(lead + (C,)) * 3, device)
+    y = leaf(rs.random(lead + (C,)), device)         # any non-negative weights; need not sum to 1
+    w = Tensor(rs.uniform(0.1, 3.0, C), device=device) if weighted else None
+    gradcheck(lambda x, y: F.cross_entropy(x, y, w, reduction=reduction, label_smoothing=eps), [x, y])
+
+
+def test_cross_entropy_one_hot_probabilities_equal_class_indices():
+    rs = np.random.default_rng(14)
+    x, t = rs.standard_normal((5, 4)), rs.integers(0, 4, 5)
+    w = rs.uniform(0.5, 2.0, 4)
+    for eps in (0.0, 0.3):
+        for reduction in ("sum", "none"):      # "mean" divides differently: by weights vs by rows
+            a = F.cross_entropy(Tensor(x), t, w, reduction=reduction, label_smoothing=eps).numpy()
+            b = F.cross_entropy(Tensor(x), np.eye(4)[t], w, reduction=reduction, label_smoothing=eps).numpy()
+            np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_cross_entropy_weighted_mean_divides_by_the_target_weights():
+    x, t, w = np.zeros((3, 2)), np.array([0, 1, 1]), np.array([1.0, 3.0])
+    # every row's loss is log 2, weighted by w[t]: (1 + 3 + 3) log 2 / (1 + 3 + 3)
+    np.testing.assert_allclose(F.cross_entropy(Tensor(x), t, w).item(), np.log(2.0))
+    np.testing.assert_allclose(F.cross_entropy(Tensor(x), t, w, reduction="sum").item(), 7 * np.log(2.0))
+    zero = F.cross_entropy(Tensor(x), t, np.zeros(2))       # summed weights 0: loss 0, not NaN
+    assert zero.item() == 0.0
+
+
 def test_cross_entropy_all_ignored_is_zero_not_nan():
     x = leaf(np.random.default_rng(8).standard_normal((4, 5)))
     for reduction in ("mean", "sum", "none"):
@@ -252,8 +297,10 @@ def test_cross_entropy_bad_inputs():
         F.cross_entropy(x, np.array([0, 4, 1]))
     with pytest.raises(ValueError, match=r"target -1 is out of range"):
         F.cross_entropy(x, np.array([0, -1, 1]))
-    with pytest.raises(TypeError, match="integer class indices"):
+    with pytest.raises(ValueError, match=r"probability targets must have the logits' shape \(3, 4\)"):
         F.cross_entropy(x, np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(TypeError, match="integer class indices or floating-point"):
+        F.cross_entropy(x, np.array([True, False, True]))
     with pytest.raises(ValueError, match=r"need targets of shape \(3,\)"):
         F.cross_entropy(x, np.array([0, 1]))
     with pytest.raises(ValueError, match=r"need targets of shape \(3,\)"):
@@ -264,8 +311,14 @@ def test_cross_entropy_bad_inputs():
         F.cross_entropy(x, np.array([0, 1, 2]), label_smoothing=1.5)
     with pytest.raises(TypeError, match="logits must be floating point"):
         F.cross_entropy(Tensor(np.zeros((3, 4), dtype=np.int64)), np.array([0, 1, 2]))
-    with pytest.raises(NotImplementedError):
-        F.cross_entropy(x, np.array([0, 1, 2]), Tensor(np.ones(4)))
+    with pytest.raises(ValueError, match=r"weight must have one value per class, shape \(4,\)"):
+        F.cross_entropy(x, np.array([0, 1, 2]), Tensor(np.ones(3)))
+    with pytest.raises(TypeError, match="weight must be floating point"):
+        F.cross_entropy(x, np.array([0, 1, 2]), np.ones(4, dtype=np.int64))
+    with pytest.raises(ValueError, match="weight is a constant"):
+        F.cross_entropy(x, np.array([0, 1, 2]), Tensor(np.ones(4), requires_grad=True))
+    with no_grad():   # no gradient asked for: a weight that requires grad is fine
+        F.cross_entropy(x, np.array([0, 1, 2]), Tensor(np.ones(4), requires_grad=True))
 
 
 # ============================================================================ one graph node each

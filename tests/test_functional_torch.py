@@ -70,6 +70,36 @@ def test_cross_entropy(dtype, reduction, eps, ignore_frac):
              lambda x, t: TF.cross_entropy(x, t, reduction=reduction, label_smoothing=eps), [x, t])
 
 
+@dtypes
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("eps", [0.0, 0.3])
+@pytest.mark.parametrize("ignore_frac", [0.0, 0.4])
+def test_cross_entropy_class_weights(dtype, reduction, eps, ignore_frac):
+    rs = np.random.default_rng(12)
+    x = rand(rs, (24, 7), dtype, scale=3.0)
+    t = rs.integers(0, 7, 24)
+    t[rs.random(24) < ignore_frac] = -100
+    w = rs.uniform(0.1, 3.0, 7)
+    run_both(lambda x, t: F.cross_entropy(x, t, w.astype(dtype), reduction=reduction, label_smoothing=eps),
+             lambda x, t: TF.cross_entropy(x, t, torch.tensor(w), reduction=reduction, label_smoothing=eps), [x, t])
+
+
+@dtypes
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("eps", [0.0, 0.25])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cross_entropy_probability_targets_and_their_gradient(dtype, reduction, eps, weighted):
+    rs = np.random.default_rng(13)
+    x = rand(rs, (9, 6), dtype, scale=3.0)
+    y = rs.random((9, 6))
+    y = (y / y.sum(-1, keepdims=True)).astype(dtype)
+    w = rs.uniform(0.1, 3.0, 6) if weighted else None
+    ours_w = None if w is None else w.astype(dtype)
+    theirs_w = None if w is None else torch.tensor(w)
+    run_both(lambda x, y: F.cross_entropy(x, y, ours_w, reduction=reduction, label_smoothing=eps),
+             lambda x, y: TF.cross_entropy(x, y, theirs_w, reduction=reduction, label_smoothing=eps), [x, y])
+
+
 def test_cross_entropy_3d_logits_match_flattened_torch():
     # our classes are on the last axis, (B, T, V) as GPT has them; PyTorch wants (B*T, V)
     rs = np.random.default_rng(3)

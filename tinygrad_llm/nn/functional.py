@@ -11,6 +11,8 @@ import numbers
 
 import numpy as np
 
+from .. import backend
+from ..function import is_grad_enabled
 from ..ops.activation import GELU, ReLU, SiLU
 from ..ops.cross_entropy import CrossEntropy
 from ..ops.dropout import Dropout, check_p
@@ -70,19 +72,33 @@ def log_softmax(input, axis=None, dim=None):
 
 
 def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-    """Cross-entropy of logits ``input`` (..., C) against integer class indices ``target`` (...).
+    """Cross-entropy of logits ``input`` (..., C) against ``target``, PyTorch's rules.
 
-    Classes are on the LAST axis (GPT's (B, T, V) layout; PyTorch puts them on axis 1 for
-    inputs of more than 2 dims). ``target`` may be an integer Tensor, a numpy/cupy array or
-    a list. Rows whose target equals ``ignore_index`` count for nothing; ``reduction`` is
-    "mean" (over the counted rows; 0 if none), "sum" or "none"; ``label_smoothing`` as in
-    PyTorch. Per-class ``weight`` is not supported.
+    ``target``: integer class indices (...) (a Tensor, a numpy/cupy array, a list or an
+    int), or floating-point class probabilities with the logits' shape (..., C) (a Tensor
+    may require grad: its gradient is computed too). Classes are on the LAST axis (GPT's
+    (B, T, V) layout; PyTorch puts them on axis 1 for inputs of more than 2 dims).
+    ``weight``: optional (C,) per-class weights, a constant (no gradient flows to it).
+    Class-index rows whose target equals ``ignore_index`` count for nothing. ``reduction``
+    "mean" divides by the summed weights of the counted rows (their number without
+    weights; 0 if that is 0, where PyTorch gives NaN) for class indices, by the number of
+    rows for probabilities; "sum"; or "none". ``label_smoothing`` as in PyTorch.
     """
-    if weight is not None:
-        raise NotImplementedError("cross_entropy: per-class weight is not supported")
     logits = _tensor(input, "input")
     targets = _index_tensor(target, logits.device)
-    return CrossEntropy.apply(logits, targets, ignore_index=int(ignore_index), reduction=reduction,
+    w = None
+    if weight is not None:
+        if isinstance(weight, Tensor):
+            if weight.requires_grad and is_grad_enabled():
+                raise ValueError("cross_entropy: weight is a constant here (PyTorch does not differentiate it "
+                                 "either); pass weight.detach()")
+            if weight.device != logits.device:
+                raise backend.DeviceError(f"cross_entropy: weight is on {weight.device!r} but the logits are on "
+                                          f"{logits.device!r}; move it with .to(device)")
+            w = weight.data
+        else:
+            w = Tensor(weight, device=logits.device).data
+    return CrossEntropy.apply(logits, targets, weight=w, ignore_index=int(ignore_index), reduction=reduction,
                               label_smoothing=label_smoothing)
 
 
