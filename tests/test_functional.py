@@ -257,6 +257,35 @@ def test_cross_entropy_weighted_mean_divides_by_the_target_weights():
     assert zero.item() == 0.0
 
 
+@pytest.mark.parametrize("weight, targets, eps", [([0.0, 1.0, 1.0], [0, 0], 0.2),     # smoothing adds mass
+                                                  ([1.0, -1.0, 1.0], [0, 1], 0.0)])   # weights cancel
+def test_cross_entropy_mean_over_zero_total_weight_is_zero_with_zero_gradient(weight, targets, eps):
+    x = leaf(np.array([[1.0, 2.0, 3.0], [0.0, 1.0, -1.0]]))
+    loss = F.cross_entropy(x, np.array(targets), np.array(weight), label_smoothing=eps)
+    assert loss.item() == 0.0
+    loss.backward()
+    np.testing.assert_array_equal(x.grad, np.zeros((2, 3)))
+    assert F.cross_entropy(x, np.array(targets), np.array(weight), label_smoothing=eps,
+                           reduction="sum").item() != 0.0     # the rows themselves do have a loss
+
+
+def test_cross_entropy_probability_targets_edge_cases():
+    x = leaf(np.zeros((0, 3)))
+    loss = F.cross_entropy(x, np.zeros((0, 3)))                # no rows: 0, not NaN
+    assert loss.item() == 0.0
+    loss.backward()
+    assert x.grad.shape == (0, 3)
+    with pytest.raises(ValueError, match="ignore_index=1 is not supported with class-probability"):
+        F.cross_entropy(Tensor(np.zeros((2, 3))), np.full((2, 3), 1 / 3), ignore_index=1)
+    # Python float lists keep the logits' precision (float64 here), not float32
+    x64 = np.random.default_rng(15).standard_normal((2, 3))
+    y = [[0.1, 0.2, 0.7], [0.3, 0.3, 0.4]]
+    w = [0.3, 1.7, 1.1]
+    a = F.cross_entropy(Tensor(x64), y, w).item()
+    b = F.cross_entropy(Tensor(x64), np.array(y), np.array(w)).item()
+    assert a == b
+
+
 def test_cross_entropy_all_ignored_is_zero_not_nan():
     x = leaf(np.random.default_rng(8).standard_normal((4, 5)))
     for reduction in ("mean", "sum", "none"):

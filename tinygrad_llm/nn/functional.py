@@ -41,6 +41,15 @@ def _index_tensor(a, device):
     return Tensor(a, device=device)
 
 
+def _at_logits_precision(a, logits):
+    """A list / number / array as an array; floating-point values keep the logits' dtype (a
+    Python float list would otherwise become float32 and lose digits against float64 logits)."""
+    if hasattr(a, "__cuda_array_interface__"):
+        return a
+    arr = np.asarray(a)
+    return arr.astype(logits.dtype) if arr.dtype.kind == "f" and arr.dtype != logits.dtype else arr
+
+
 def _axis(axis, dim, default=-1):
     if dim is not None:
         if axis is not None:
@@ -81,11 +90,13 @@ def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="m
     ``weight``: optional (C,) per-class weights, a constant (no gradient flows to it).
     Class-index rows whose target equals ``ignore_index`` count for nothing. ``reduction``
     "mean" divides by the summed weights of the counted rows (their number without
-    weights; 0 if that is 0, where PyTorch gives NaN) for class indices, by the number of
-    rows for probabilities; "sum"; or "none". ``label_smoothing`` as in PyTorch.
+    weights) for class indices, by the number of rows for probabilities; when that is 0
+    the loss is 0 with zero gradients (PyTorch gives NaN); "sum"; or "none".
+    ``label_smoothing`` as in PyTorch. ``ignore_index`` >= 0 with probability targets is
+    an error, as in PyTorch.
     """
     logits = _tensor(input, "input")
-    targets = _index_tensor(target, logits.device)
+    targets = target if isinstance(target, Tensor) else Tensor(_at_logits_precision(target, logits), device=logits.device)
     w = None
     if weight is not None:
         if isinstance(weight, Tensor):
@@ -97,7 +108,7 @@ def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="m
                                           f"{logits.device!r}; move it with .to(device)")
             w = weight.data
         else:
-            w = Tensor(weight, device=logits.device).data
+            w = Tensor(_at_logits_precision(weight, logits), device=logits.device).data
     return CrossEntropy.apply(logits, targets, weight=w, ignore_index=int(ignore_index), reduction=reduction,
                               label_smoothing=label_smoothing)
 

@@ -24,7 +24,8 @@ class CrossEntropy(Function):
     (or (1 - eps) * y_i + eps / C for probability targets y), and
         loss_i = sum_c w_c q_ic (lse_i - logits_ic)           (0 where t_i == ignore_index)
     "mean" divides the sum by sum_i w_{t_i} over the counted rows (class indices; the
-    number of counted rows without weights) or by the number of rows (probabilities).
+    number of counted rows without weights) or by the number of rows (probabilities);
+    when that is 0 the loss is 0 with zero gradients (PyTorch gives NaN).
     dlogits_i = (a_i p_i - w * q_i) * scale_i,  a_i = sum_c w_c q_ic,  p_i = softmax(logits_i),
     dy_i = -(1 - eps) * w * log p_i * scale_i (probability targets), scale_i = d loss / d loss_i.
     """
@@ -40,6 +41,9 @@ class CrossEntropy(Function):
         w = None if weight is None else weight.astype(logits.dtype, copy=False)
         self.eps, self.reduction, self.shape, self.w, self.soft = eps, reduction, logits.shape, w, soft
         if soft:
+            if ignore_index >= 0:
+                raise ValueError(f"cross_entropy: ignore_index={ignore_index} is not supported with class-"
+                                 "probability targets (as in PyTorch); give class indices to ignore rows")
             return self._forward_soft(x2, targets.reshape(N, C).astype(logits.dtype, copy=False))
         t = targets.reshape(N)
         valid = t != ignore_index
@@ -85,7 +89,9 @@ class CrossEntropy(Function):
             return total
         # the rows "mean" averages over, weighted by their target's weight
         self.count = float(valid.sum()) if w_t is None else float(w_t.sum())
-        return total / (self.count or 1.0)        # nothing counted: loss 0, gradient 0 (not NaN)
+        if self.count == 0:                       # nothing counted (or weights summing to 0):
+            return xp.zeros((), dtype=logits.dtype)   # loss 0 and, below, gradient 0 (not NaN)
+        return total / self.count
 
     def _forward_soft(self, x2, y):
         """Probability targets y (N, C): loss_i = sum_c wq_ic (lse_i - x_ic), wq = w * q."""
@@ -106,7 +112,9 @@ class CrossEntropy(Function):
         if self.reduction == "none":
             return loss.reshape(self.shape[:-1])
         total = loss.sum()
-        return total if self.reduction == "sum" else total / max(N, 1)
+        if self.reduction == "sum":
+            return total
+        return total / N if N else xp.zeros((), dtype=x2.dtype)    # no rows: 0, not NaN
 
     def _scale(self, g, n_rows):
         """d loss / d loss_i, (N,)."""
@@ -115,8 +123,10 @@ class CrossEntropy(Function):
             return g.reshape(-1)
         if self.reduction == "sum":
             return xp.broadcast_to(g.reshape(1), (n_rows,))
-        return xp.broadcast_to(g.reshape(1) / ((self.count or 1.0) if not self.soft else max(n_rows, 1)),
-                               (n_rows,))
+        denom = float(n_rows) if self.soft else self.count
+        if denom == 0:                            # the forward returned 0: nothing depends on the logits
+            return xp.zeros(n_rows, dtype=g.dtype)
+        return xp.broadcast_to(g.reshape(1) / denom, (n_rows,))
 
     def backward(self, g):
         xp = self.xp
