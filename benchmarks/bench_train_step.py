@@ -4,6 +4,7 @@ model written in PyTorch eager (when torch is installed), alternating the two in
     python benchmarks/bench_train_step.py                      # the 'cpu' preset's model
     python benchmarks/bench_train_step.py --preset gpu --iters 3
     python benchmarks/bench_train_step.py --profile            # where our time goes
+    python benchmarks/bench_train_step.py --no-torch --breakdown --torch-breakdown   # both, per op
 
 Prints ms/iter (median), tokens/s, MFU against --peak-flops, and our peak traced array
 memory, for each implementation, then the ratio ours / PyTorch. PyTorch runs in a process
@@ -13,6 +14,7 @@ two take turns in rounds of --round steps.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import platform
 import statistics
@@ -163,6 +165,37 @@ def op_breakdown(impl, batches):
     print(f"  {'(everything else: graph, Python)':<34} {rest / n * 1000:7.2f} ms  {rest / total * 100:5.1f}%")
 
 
+def torch_breakdown(cfg: GPTConfig, device, batches):
+    """PyTorch's own view of its step: torch.profiler's self CPU time per op, per step
+    (the profiler adds some overhead of its own). Runs in a process of its own, after
+    everything else, so that nothing else competes for the cores."""
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    proc = ctx.Process(target=_torch_profile_worker, args=(cfg.to_dict(), device, batches))
+    proc.start()
+    proc.join()
+
+
+def _torch_profile_worker(cfg_dict, device, batches):
+    from torch.profiler import ProfilerActivity, profile
+    impl = Torch(GPTConfig(**cfg_dict), device)
+    warm, timed = batches[:3], batches[3:]
+    for x, y in warm:
+        impl.step(x, y)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        for x, y in timed:
+            impl.step(x, y)
+        total = time.perf_counter() - t0
+    n = len(timed)
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    print(f"\nPyTorch, torch.profiler self CPU time ({n} steps, {total / n * 1000:.1f} ms/step while profiled):")
+    for e in rows:
+        ms = e.self_cpu_time_total / 1000 / n
+        if ms / (total * 1000 / n) >= 0.005:
+            print(f"  {e.key[:48]:<48} {ms:7.2f} ms  {ms / (total * 10 / n):5.1f}%")
+
+
 class TorchProcess:
     """The PyTorch model in a process of its own, stepped on request.
 
@@ -212,6 +245,8 @@ def main():
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--profile", action="store_true", help="cProfile our step and print the top entries")
     p.add_argument("--breakdown", action="store_true", help="time spent in each op's forward/backward")
+    p.add_argument("--torch-breakdown", action="store_true",
+                   help="also print PyTorch's torch.profiler breakdown of its step (own process)")
     p.add_argument("--default-allocator", action="store_true",
                    help="skip tinygrad_llm.parallel.tune_allocator() (glibc keeps freed memory for reuse)")
     args = p.parse_args()
@@ -225,7 +260,6 @@ def main():
     batches = make_batches(args.warmup + args.iters, B, T, cfg.vocab_size)
     ref, torch_info = None, "torch skipped"
     if not args.no_torch:
-        import importlib.util
         if importlib.util.find_spec("torch") is None:
             torch_info = "torch not installed"
         else:
@@ -287,6 +321,13 @@ def main():
     if "pytorch" in med:
         print(f"ratio ours / pytorch: {med['tinygrad_llm'] / med['pytorch']:.2f}x")
     assert math.isfinite(ours.step(*batches[0]))
+    if args.torch_breakdown:
+        if importlib.util.find_spec("torch") is None:
+            print("--torch-breakdown: torch is not installed")
+        else:
+            if ref is not None:
+                ref.close()                   # its process would otherwise keep threads spinning
+            torch_breakdown(cfg, args.device, batches[:13])
 
 
 if __name__ == "__main__":
