@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tinygrad_llm.nn.functional as F
-from tinygrad_llm import Tensor, gradcheck
+from tinygrad_llm import Tensor, gradcheck, no_grad
 from tinygrad_llm.ops.activation import GELU, ReLU, SiLU
 from tinygrad_llm.ops.erf import erf
 from tinygrad_llm.ops.norm import LayerNorm, RMSNorm
@@ -245,8 +245,52 @@ def test_activation_bad_inputs():
     for fn in (F.gelu, F.relu, F.silu):
         with pytest.raises(TypeError, match="floating-point"):
             fn(Tensor(np.arange(3)))
-    with pytest.raises(NotImplementedError):
-        F.relu(x, inplace=True)
+    with pytest.raises(RuntimeError, match=r"relu\(inplace=True\).*no_grad"):
+        F.relu(Tensor(np.zeros(3), requires_grad=True), inplace=True)
+
+
+@pytest.mark.parametrize("name", ["relu", "silu", "dropout"])
+def test_inplace_activations_overwrite_the_input(name):
+    import tinygrad_llm as tg
+    rs = np.random.default_rng(16)
+    a = rs.standard_normal((4, 5))
+
+    def call(t, inplace):
+        tg.manual_seed(3)                                  # the same dropout mask both times
+        if name == "dropout":
+            return F.dropout(t, 0.4, inplace=inplace)
+        return getattr(F, name)(t, inplace=inplace)
+    expect = call(Tensor(a), False).numpy()
+    x = Tensor(a.copy())
+    version = x._version
+    out = call(x, True)
+    assert out is x and x._version == version + 1
+    np.testing.assert_array_equal(x.numpy(), expect)
+    # a tensor that requires grad: fine inside no_grad(), refused while recording
+    w = Tensor(a.copy(), requires_grad=True)
+    with no_grad():
+        call(w, True)
+    np.testing.assert_array_equal(w.numpy(), expect)
+    with pytest.raises(RuntimeError, match="in-place ops are not recorded"):
+        call(Tensor(a.copy(), requires_grad=True), True)
+
+
+def test_inplace_on_a_tensor_a_recorded_node_saved_stops_its_backward():
+    w = Tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
+    x = Tensor(np.array([-1.0, 2.0, -3.0]))              # requires no grad itself
+    y = (w * x).sum()                                    # the Mul node saved x
+    F.relu(x, inplace=True)
+    with pytest.raises(RuntimeError, match="modified"):
+        y.backward()
+
+
+def test_inplace_modules():
+    from tinygrad_llm import nn
+    x = Tensor(np.array([-1.0, 2.0]))
+    assert nn.ReLU(inplace=True)(x) is x and x.numpy().tolist() == [0.0, 2.0]
+    assert "inplace=True" in repr(nn.ReLU(inplace=True)) and "inplace" not in repr(nn.SiLU())
+    x = Tensor(np.ones(1000))
+    assert nn.Dropout(0.5, inplace=True)(x) is x and set(np.unique(x.numpy())) <= {0.0, 2.0}
 
 
 # ============================================================================ one graph node each

@@ -177,18 +177,29 @@ def gelu(input, approximate="none"):
     return GELU.apply(_tensor(input, "input"), approximate=approximate)
 
 
+def _in_place(x, out, name):
+    """Write ``out`` into ``x`` and return ``x``: the ``inplace=True`` forms.
+
+    As every in-place op here (see Tensor), this is never recorded in the graph: it is
+    allowed when no gradient is being recorded for ``x`` (inference, ``no_grad()``, or a
+    tensor that does not require grad) and bumps ``x``'s version counter, so a recorded node
+    that saved ``x`` refuses to run its backward on the overwritten values.
+    """
+    x._inplace_check(f"{name}(inplace=True)")
+    x.data[...] = out.data
+    return x
+
+
 def relu(input, inplace=False):
-    """max(x, 0)."""
-    if inplace:
-        raise NotImplementedError("relu(inplace=True) is not supported: it would not be recorded in the graph")
-    return ReLU.apply(_tensor(input, "input"))
+    """max(x, 0). ``inplace=True`` overwrites ``input`` (only where no gradient is recorded)."""
+    x = _tensor(input, "input")
+    return _in_place(x, ReLU.apply(x), "relu") if inplace else ReLU.apply(x)
 
 
 def silu(input, inplace=False):
-    """x * sigmoid(x)."""
-    if inplace:
-        raise NotImplementedError("silu(inplace=True) is not supported: it would not be recorded in the graph")
-    return SiLU.apply(_tensor(input, "input"))
+    """x * sigmoid(x). ``inplace=True`` overwrites ``input`` (only where no gradient is recorded)."""
+    x = _tensor(input, "input")
+    return _in_place(x, SiLU.apply(x), "silu") if inplace else SiLU.apply(x)
 
 
 # ----------------------------------------------------------------------------- embedding, dropout
@@ -204,14 +215,13 @@ def dropout(input, p=0.5, training=True, inplace=False):
 
     With ``training=False`` or ``p == 0`` the input tensor itself is returned (no graph node).
     The mask uses the package's seeded generator (``manual_seed``). p = 1 gives zeros.
+    ``inplace=True`` overwrites ``input`` (only where no gradient is recorded).
     """
     x = _tensor(input, "input")
     p = check_p(p)
-    if inplace:
-        raise NotImplementedError("dropout(inplace=True) is not supported")
     if not training or p == 0.0:
         return x
-    return Dropout.apply(x, p=p)
+    return _in_place(x, Dropout.apply(x, p=p), "dropout") if inplace else Dropout.apply(x, p=p)
 
 
 # ----------------------------------------------------------------------------- attention

@@ -162,19 +162,19 @@ class RMSNorm(Module):
 class Dropout(Module):
     """Zero each element with probability p and scale the rest by 1/(1-p), in training mode only."""
 
-    def __init__(self, p: float = 0.5):
+    def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__()
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise ValueError(f"dropout probability must be between 0 and 1, got {p!r}")
-        self.p = float(p)
+        self.p, self.inplace = float(p), bool(inplace)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        return F.dropout(x, self.p, training=True)
+        return F.dropout(x, self.p, training=True, inplace=self.inplace)
 
     def extra_repr(self):
-        return f"p={self.p}"
+        return f"p={self.p}" + (", inplace=True" if self.inplace else "")
 
 
 class GELU(Module):
@@ -194,17 +194,31 @@ class GELU(Module):
 
 
 class ReLU(Module):
-    """max(x, 0)."""
+    """max(x, 0). ``inplace=True``: overwrite the input (only where no gradient is recorded)."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = bool(inplace)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(x)
+        return F.relu(x, inplace=self.inplace)
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
 
 
 class SiLU(Module):
-    """x * sigmoid(x)."""
+    """x * sigmoid(x). ``inplace=True``: overwrite the input (only where no gradient is recorded)."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = bool(inplace)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.silu(x)
+        return F.silu(x, inplace=self.inplace)
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
 
 
 class Identity(Module):
