@@ -77,8 +77,8 @@ class CrossEntropy(Function):
             loss *= w_t
         if eps:
             loss *= 1.0 - eps
-            w_sum = C if w is None else float(w.sum())
-            loss += (eps / C) * (w_sum * log_s - z_w)   # -(1/C) sum_c w_c log softmax_c
+            self.w_sum = C if w is None else float(w.sum())
+            loss += (eps / C) * (self.w_sum * log_s - z_w)   # -(1/C) sum_c w_c log softmax_c
         loss = xp.where(valid, loss, 0).astype(logits.dtype, copy=False)
 
         self.p, self.s, self.t, self.rows, self.valid, self.w_t = p, s, t, rows, valid, w_t
@@ -138,7 +138,7 @@ class CrossEntropy(Function):
         w_t = 1.0 if self.w_t is None else self.w_t
         # d_ic = scale_i * (a_i p_ic - (1 - eps) w_t_i onehot_ic - (eps / C) w_c),
         # a_i = (1 - eps) w_t_i + (eps / C) sum_c w_c  (= 1 without weights)
-        a = (1.0 - eps) * w_t + (eps / C) * (C if w is None else float(w.sum())) if eps else w_t
+        a = (1.0 - eps) * w_t + (eps / C) * self.w_sum if eps else w_t
         f = (scale * a / self.s)[:, None]               # softmax * scale * a, normalising in the same pass
         d = xp.empty_like(self.p)
         smooth = None
