@@ -193,32 +193,33 @@ class GELU(Module):
         return f"approximate={self.approximate!r}"
 
 
-class ReLU(Module):
-    """max(x, 0). ``inplace=True``: overwrite the input (only where no gradient is recorded)."""
+class _InplaceActivation(Module):
+    """An activation module with PyTorch's ``inplace`` flag: calls ``function(x, inplace=...)``.
+    ``inplace=True`` overwrites the input (only where no gradient is recorded)."""
+
+    function = None   # set by each subclass (a staticmethod of nn.functional)
 
     def __init__(self, inplace: bool = False):
         super().__init__()
         self.inplace = bool(inplace)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(x, inplace=self.inplace)
+        return self.function(x, inplace=self.inplace)
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
 
 
-class SiLU(Module):
-    """x * sigmoid(x). ``inplace=True``: overwrite the input (only where no gradient is recorded)."""
+class ReLU(_InplaceActivation):
+    """max(x, 0)."""
 
-    def __init__(self, inplace: bool = False):
-        super().__init__()
-        self.inplace = bool(inplace)
+    function = staticmethod(F.relu)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.silu(x, inplace=self.inplace)
 
-    def extra_repr(self):
-        return "inplace=True" if self.inplace else ""
+class SiLU(_InplaceActivation):
+    """x * sigmoid(x)."""
+
+    function = staticmethod(F.silu)
 
 
 class Identity(Module):
