@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from . import backend
+from .config import config_from_dict
 from .function import no_grad
 from .nn import functional as F
 from .nn.containers import ModuleDict, ModuleList
@@ -35,15 +36,6 @@ __all__ = ["GPTConfig", "GPT", "KVCache", "PEAK_FLOPS"]
 #: Peak float32 FLOP/s used for MFU when the user gives none (documented estimates:
 #: 'cpu' is a 2-core AVX2 laptop-class machine, 'cuda' an H100 SXM's dense TF32 rate).
 PEAK_FLOPS = {"cpu": 1.0e11, "cuda": 4.95e14}
-
-
-def config_from_dict(cls, d: dict):
-    """Build dataclass ``cls`` from ``d``; unknown keys are an error that lists the known ones."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; known keys: {sorted(known)}")
-    return cls(**d)
 
 
 @dataclasses.dataclass

@@ -23,9 +23,9 @@ import numpy as np
 from . import backend
 from .atomic import atomic_open
 from .checkpoint import load_checkpoint, save_checkpoint
+from .config import config_from_dict
 from .data import get_batch
 from .function import no_grad
-from .model import config_from_dict
 from .optim import clip_grad_norm_, get_lr
 
 __all__ = ["TrainConfig", "train", "estimate_loss"]
