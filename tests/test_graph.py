@@ -210,6 +210,18 @@ def test_in_place_change_of_a_saved_input_is_detected(device):
         loss.backward()
 
 
+def test_bump_version_marks_a_change_made_outside_the_in_place_ops(device):
+    a = leaf(np.array([[1.0, 2.0], [3.0, 4.0]]), device, requires_grad=False)
+    w = leaf(np.ones((2, 2)), device)
+    loss = (a * w).sum()
+    view = a.reshape(4)              # shares a's memory and version counter
+    view.data[0] = 5.0               # a raw write (what an optimizer's update is) ...
+    view.bump_version()              # ... announced through the view
+    assert a._version == view._version == 1
+    with pytest.raises(RuntimeError, match=r"input of Mul.*modified in place.*version 0 -> 1"):
+        loss.backward()
+
+
 def test_in_place_change_of_a_saved_output_is_detected(device):
     w = leaf(np.array([1.0, 2.0]), device)
     y = w.exp()                      # Exp saved its output for dw = g * out

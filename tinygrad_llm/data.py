@@ -347,4 +347,4 @@ def get_batch(ids, batch_size: int, block_size: int, device="cpu", rng=None):
         rows = xp.asarray(rows)                                       # one host -> device copy
     x = xp.ascontiguousarray(rows[:, :-1], dtype=xp.int64)
     y = xp.ascontiguousarray(rows[:, 1:], dtype=xp.int64)
-    return Tensor._from_op(x, device), Tensor._from_op(y, device)
+    return Tensor.wrap(x, device), Tensor.wrap(y, device)

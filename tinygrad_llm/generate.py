@@ -102,7 +102,7 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
                 step_in = ids[:, -T_max:]                   # (re)fill from the cropped context
                 cache = KVCache(model.config, ids.shape[0], device, model.transformer.wte.weight.dtype) \
                     if use_cache else None
-            logits, _ = model(Tensor._from_op(xp.asarray(step_in), device), cache=cache)
+            logits, _ = model(Tensor.wrap(xp.asarray(step_in), device), cache=cache)
             last = backend.to_numpy(logits.data[:, -1, :])
             nxt = sample_next(last, rng, temperature, top_k, top_p, repetition_penalty, seen=ids)
             ids = np.concatenate([ids, nxt[:, None]], axis=1)

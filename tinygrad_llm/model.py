@@ -126,8 +126,8 @@ class CausalSelfAttention(Module):
             start, end = cache.length, cache.length + T
             cache.k[layer][:, :, start:end] = qkv.data[1]
             cache.v[layer][:, :, start:end] = qkv.data[2]
-            k = Tensor._from_op(cache.k[layer][:, :, :end], x.device)
-            v = Tensor._from_op(cache.v[layer][:, :, :end], x.device)
+            k = Tensor.wrap(cache.k[layer][:, :, :end], x.device)
+            v = Tensor.wrap(cache.v[layer][:, :, :end], x.device)
             y = F.scaled_dot_product_attention(qkv[0], k, v, is_causal=True)  # (B, H, T, hd)
             y = y.permute(0, 2, 1, 3).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -238,7 +238,7 @@ class GPT(Module):
         tr = self.transformer
         x = tr.wte(idx)                                                       # (B, T, C)
         if cfg.pos == "learned":
-            pos = Tensor._from_op(xp.arange(start, start + T), idx.device)
+            pos = Tensor.wrap(xp.arange(start, start + T), idx.device)
             x = x + tr.wpe(pos)
         else:
             x = x + self.pos_table[start:start + T]

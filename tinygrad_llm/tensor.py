@@ -77,10 +77,18 @@ class Tensor:
         if requires_grad:
             self.requires_grad_(True)
 
-    @classmethod
-    def _from_op(cls, arr, device, requires_grad=False):
-        t = cls.__new__(cls)
-        t.data, t.grad, t.grad_fn, t.device, t._vbox = arr, None, None, device, [0]
+    @staticmethod
+    def wrap(array, device: str, requires_grad: bool = False) -> "Tensor":
+        """A plain Tensor around ``array`` as it is: no copy, no conversion, no checks.
+
+        The package's way to turn an array it made into a tensor (ops' outputs, batches,
+        positions): ``device`` must already be the array's canonical device name
+        (``"cpu"`` or ``"cuda:N"``) and ``requires_grad`` may be True only for a floating
+        array. The tensor gets a version counter of its own. Use ``Tensor(...)`` for
+        anything that needs checking or converting.
+        """
+        t = Tensor.__new__(Tensor)
+        t.data, t.grad, t.grad_fn, t.device, t._vbox = array, None, None, device, [0]
         t.requires_grad = requires_grad
         return t
 
@@ -111,7 +119,17 @@ class Tensor:
 
     @property
     def _version(self) -> int:
+        """How many times this tensor (or a view sharing its memory) was changed in place."""
         return self._vbox[0]
+
+    def bump_version(self) -> None:
+        """Record that ``self.data`` was changed in place by code other than the in-place ops
+        below (e.g. an optimizer's update, or a module copying in new values).
+
+        The counter is shared with views, and every recorded node compares it with the
+        value at its forward pass, so a backward that would read the old values raises.
+        """
+        self._vbox[0] += 1
 
     def __len__(self):
         if self.ndim == 0:
@@ -170,7 +188,7 @@ class Tensor:
 
     def detach(self) -> "Tensor":
         """A tensor sharing this data, outside the graph."""
-        t = Tensor._from_op(self.data, self.device)
+        t = Tensor.wrap(self.data, self.device)
         t._vbox = self._vbox
         return t
 
@@ -220,7 +238,7 @@ class Tensor:
                     dtype = backend.default_dtype
                 elif isinstance(other, bool) and dtype != np.bool_:
                     dtype = np.int64
-            return Tensor._from_op(backend.xp_for(self.device).asarray(other, dtype=dtype), self.device)
+            return Tensor.wrap(backend.xp_for(self.device).asarray(other, dtype=dtype), self.device)
         return Tensor(other, device=self.device)
 
     def _operands(self, o, reverse=False, true_div=False):
@@ -288,7 +306,7 @@ class Tensor:
     # comparisons: plain boolean tensors, no gradient
     def _compare(self, o, op):
         o = self._lift(o)
-        return Tensor._from_op(self.xp.asarray(op(self.data, o.data)), self.device)
+        return Tensor.wrap(self.xp.asarray(op(self.data, o.data)), self.device)
 
     def __eq__(self, o):  # noqa: D105 (elementwise, as in NumPy / PyTorch)
         return self._compare(o, lambda a, b: a == b)
@@ -384,10 +402,10 @@ class Tensor:
         return R.LogSumExp.apply(self, axis=_axis_arg(axis, dim), keepdims=keepdims)
 
     def argmax(self, axis=None, keepdims=False):
-        return Tensor._from_op(self.xp.asarray(self.data.argmax(axis=axis, keepdims=keepdims)), self.device)
+        return Tensor.wrap(self.xp.asarray(self.data.argmax(axis=axis, keepdims=keepdims)), self.device)
 
     def argmin(self, axis=None, keepdims=False):
-        return Tensor._from_op(self.xp.asarray(self.data.argmin(axis=axis, keepdims=keepdims)), self.device)
+        return Tensor.wrap(self.xp.asarray(self.data.argmin(axis=axis, keepdims=keepdims)), self.device)
 
     # ------------------------------------------------------------------ movement
     def reshape(self, *shape):
@@ -491,7 +509,7 @@ class Tensor:
         if is_grad_enabled() and self.requires_grad:
             raise RuntimeError(f"{what}: in-place ops are not recorded in the graph; on a tensor that "
                                "requires grad use them inside no_grad() (as optimisers do)")
-        self._vbox[0] += 1
+        self.bump_version()
 
     def _value(self, v):
         return v.data if isinstance(v, Tensor) else v

@@ -329,7 +329,7 @@ class Module:
                 if new is not t.data:
                     t.data = new
                     t.grad = convert(t.grad)
-                    t._vbox[0] += 1
+                    t.bump_version()
                     if device is not None:
                         t.device = device
         return self
@@ -399,7 +399,7 @@ class Module:
             for k, target in own.items():
                 if k in state_dict:
                     target.data[...] = _host_or_device_array(state_dict[k], target.device, target.dtype)
-                    target._vbox[0] += 1
+                    target.bump_version()
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ printing

@@ -238,7 +238,7 @@ class Optimizer:
                             self._update_range(b, sl.start, sl.stop, b.steps[i], group)
                 for p, h in zip(b.params, has):
                     if h:
-                        p._vbox[0] += 1  # an in-place change: stale graphs that saved p now raise
+                        p.bump_version()  # an in-place change: stale graphs that saved p now raise
         return loss
 
     def _update_range(self, b: _Bucket, lo: int, hi: int, step: int, group: dict):
