@@ -234,9 +234,14 @@ def _accumulate_leaf(t, g):
     if not t.requires_grad:
         return
     if t.grad is None:
-        # a copy: the same array may also flow to other nodes, and .grad is added to in place;
-        # xp.array, not g.astype: NumPy math on 0-d arrays returns scalars, .grad is an array
-        t.grad = backend.xp_for(t.device).array(g, dtype=t.dtype)
+        # a copy: the same array may also flow to other nodes, and .grad is added to in place
+        storage = t.grad_storage
+        if storage is None:
+            # xp.array, not g.astype: NumPy math on 0-d arrays returns scalars, .grad is an array
+            t.grad = backend.xp_for(t.device).array(g, dtype=t.dtype)
+        else:                       # memory the tensor was given (an optimizer's flat buffer)
+            storage[...] = g
+            t.grad = storage
     else:
         t.grad += g
 

@@ -39,7 +39,7 @@ def _axis_arg(axis, dim, default=None):
 
 
 class Tensor:
-    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "_vbox", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "_vbox", "_grad_storage", "__weakref__")
 
     # NumPy operands on the left (``np.float32(2) * t``, ``arr @ t``) defer to our reflected
     # ops instead of building an object array of Tensors element by element
@@ -73,6 +73,7 @@ class Tensor:
         self.grad_fn = None
         self.device = device
         self._vbox = [0]
+        self._grad_storage = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -89,7 +90,7 @@ class Tensor:
         """
         t = Tensor.__new__(Tensor)
         t.data, t.grad, t.grad_fn, t.device, t._vbox = array, None, None, device, [0]
-        t.requires_grad = requires_grad
+        t._grad_storage, t.requires_grad = None, requires_grad
         return t
 
     # ------------------------------------------------------------------ properties
@@ -225,6 +226,35 @@ class Tensor:
 
     def zero_grad(self):
         self.grad = None
+
+    @property
+    def grad_storage(self):
+        """The array backward fills as this leaf's ``.grad`` (see :meth:`set_grad_storage`), or None."""
+        return self._grad_storage
+
+    def set_grad_storage(self, array) -> "Tensor":
+        """Have backward put this leaf's gradient into ``array``, a preallocated array of its
+        shape, dtype and device (``None``: a fresh array each time, the default). Returns self.
+
+        When backward reaches the tensor while ``.grad`` is None, it copies the gradient
+        into ``array`` and makes ``.grad`` that array instead of allocating one; while
+        ``.grad`` is set, later gradients add into it in place, as always. ``.grad = None``
+        and ``zero_grad()`` keep their meaning (no gradient yet), and the same memory is
+        filled again by the next backward: keep a copy of a ``.grad`` you want to keep.
+        Optimizers use this to own the gradients (views into one flat array; docs/nn.md).
+        """
+        if array is not None:
+            if self.grad_fn is not None or not self.requires_grad:
+                raise RuntimeError("set_grad_storage: only a leaf tensor that requires grad receives a .grad")
+            shape, dtype = tuple(array.shape), array.dtype
+            if shape != self.shape or dtype != self.dtype:
+                raise ValueError(f"set_grad_storage: the array has shape {shape} and dtype {dtype}, "
+                                 f"the tensor {self.shape} and {self.dtype}")
+            if backend.device_of_array(array) != self.device:
+                raise backend.DeviceError(f"set_grad_storage: the array is on {backend.device_of_array(array)!r}, "
+                                          f"the tensor on {self.device!r}")
+        self._grad_storage = array
+        return self
 
     # ------------------------------------------------------------------ helpers
     def _lift(self, other) -> "Tensor":

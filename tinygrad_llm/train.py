@@ -223,7 +223,7 @@ def train(model, data, cfg: TrainConfig, out_dir, tokenizer=None, resume: bool =
             if cfg.grad_clip > 0:
                 clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            optimizer.zero_grad(set_to_none=False)  # grads accumulate straight into the flat buffer
+            optimizer.zero_grad()   # the next backward writes into the optimizer's flat buffer
             it += 1
             if it % cfg.log_interval == 0:
                 now = time.perf_counter()

@@ -329,6 +329,7 @@ class Module:
                 if new is not t.data:
                     t.data = new
                     t.grad = convert(t.grad)
+                    t.set_grad_storage(None)   # an optimizer's buffer stays on the old device/dtype
                     t.bump_version()
                     if device is not None:
                         t.device = device
