@@ -19,7 +19,7 @@ import numpy as np
 
 from . import backend
 from .function import no_grad
-from .model import KVCache
+from .nn.kv_cache import KVCache
 from .tensor import Tensor
 
 __all__ = ["generate", "sample_next", "generate_text"]

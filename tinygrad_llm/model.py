@@ -26,12 +26,13 @@ from .config import config_from_dict
 from .function import no_grad
 from .nn import functional as F
 from .nn.containers import ModuleDict, ModuleList
+from .nn.kv_cache import KVCache
 from .nn.layers import Dropout, Embedding, LayerNorm, Linear, RMSNorm
 from .nn.module import Module
 from .ops.self_attention import causal_self_attention
 from .tensor import Tensor
 
-__all__ = ["GPTConfig", "GPT", "KVCache", "PEAK_FLOPS"]
+__all__ = ["GPTConfig", "GPT", "KVCache", "PEAK_FLOPS"]   # KVCache lives in nn/kv_cache.py
 
 #: Peak float32 FLOP/s used for MFU when the user gives none (documented estimates:
 #: 'cpu' is a 2-core AVX2 laptop-class machine, 'cuda' an H100 SXM's dense TF32 rate).
@@ -87,23 +88,6 @@ def _norm(cfg: GPTConfig):
     return LayerNorm(cfg.n_embd, bias=cfg.bias)
 
 
-class KVCache:
-    """Keys and values of every layer for the tokens seen so far (generation only).
-
-    ``k[i]``, ``v[i]``: arrays (B, n_head, block_size, head_dim) preallocated on the device;
-    ``length``: how many positions are filled.
-    """
-
-    def __init__(self, cfg: GPTConfig, batch: int, device: str, dtype):
-        xp = backend.xp_for(device)
-        hd = cfg.n_embd // cfg.n_head
-        shape = (batch, cfg.n_head, cfg.block_size, hd)
-        self.k = [xp.zeros(shape, dtype=dtype) for _ in range(cfg.n_layer)]
-        self.v = [xp.zeros(shape, dtype=dtype) for _ in range(cfg.n_layer)]
-        self.length = 0
-        self.capacity = cfg.block_size
-
-
 class CausalSelfAttention(Module):
     """Multi-head causal self-attention with one fused QKV projection (``c_attn``)."""
 
@@ -123,12 +107,9 @@ class CausalSelfAttention(Module):
             y = causal_self_attention(qkv, H, dropout_p=p)            # (B, T, C)
         else:
             qkv = qkv.reshape(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)   # (3, B, H, T, hd)
-            start, end = cache.length, cache.length + T
-            cache.k[layer][:, :, start:end] = qkv.data[1]
-            cache.v[layer][:, :, start:end] = qkv.data[2]
-            k = Tensor.wrap(cache.k[layer][:, :, :end], x.device)
-            v = Tensor.wrap(cache.v[layer][:, :, :end], x.device)
-            y = F.scaled_dot_product_attention(qkv[0], k, v, is_causal=True)  # (B, H, T, hd)
+            k, v = cache.update(layer, qkv[1], qkv[2])                      # (B, H, length + T, hd)
+            p = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(qkv[0], k, v, dropout_p=p, is_causal=True)  # (B, H, T, hd)
             y = y.permute(0, 2, 1, 3).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -221,7 +202,9 @@ class GPT(Module):
         """idx: int (B, T) with T <= block_size -> logits (B, T, vocab_size), loss or None.
 
         With ``targets`` (B, T) the loss is the mean cross-entropy (targets of -100 are
-        ignored). With a ``cache`` the tokens continue the cached ones (generation).
+        ignored). With a ``cache`` (:class:`~tinygrad_llm.nn.KVCache`) the tokens continue
+        the cached ones (generation); gradients then reach the new positions' computation,
+        while the cached keys and values, from earlier calls, are constants.
         """
         cfg = self.config
         idx = idx if isinstance(idx, Tensor) else Tensor(np.asarray(idx), device=self.device)
