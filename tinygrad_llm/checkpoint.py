@@ -23,6 +23,8 @@ import numpy as np
 
 from . import backend, safetensors
 from .model import GPT, GPTConfig
+from .tensor import Tensor
+from .tokenizer import load_tokenizer
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "Checkpoint"]
 
@@ -39,7 +41,6 @@ def _is_array(v) -> bool:
 
 def _split_arrays(obj, arrays: dict, path: str = "s"):
     """Replace arrays in a nested dict/list by {"__array__": key}; collect them in ``arrays``."""
-    from .tensor import Tensor  # noqa: PLC0415
     if isinstance(obj, Tensor):
         obj = obj.data
     if _is_array(obj):
@@ -187,6 +188,5 @@ def load_checkpoint(path, device: str = "cpu", model: GPT | None = None) -> Chec
     model.to(device)
     tokenizer = None
     if (path / "tokenizer.json").exists():
-        from .tokenizer import load_tokenizer  # noqa: PLC0415
         tokenizer = load_tokenizer(path / "tokenizer.json")
     return Checkpoint(path, model, config, meta.get("train", {}), trainer_state, tokenizer)

@@ -30,6 +30,7 @@ from .nn.kv_cache import KVCache
 from .nn.layers import Dropout, Embedding, LayerNorm, Linear, RMSNorm
 from .nn.module import Module
 from .ops.self_attention import causal_self_attention
+from .optim import AdamW
 from .tensor import Tensor
 
 __all__ = ["GPTConfig", "GPT", "KVCache", "PEAK_FLOPS"]   # KVCache lives in nn/kv_cache.py
@@ -270,22 +271,9 @@ class GPT(Module):
     def configure_optimizers(self, weight_decay: float, learning_rate: float, betas=(0.9, 0.99),
                              eps: float = 1e-8):
         """AdamW with weight decay on matrices and embeddings (dim >= 2) only."""
-        from .optim import AdamW  # noqa: PLC0415
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         groups = [{"params": decay, "weight_decay": weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         return AdamW(groups, lr=learning_rate, betas=betas, eps=eps)
-
-    # ------------------------------------------------------------------ Hugging Face GPT-2 format
-    @classmethod
-    def from_pretrained(cls, path, device: str = "cpu") -> "GPT":
-        """Load a Hugging Face GPT-2 directory (config.json + model.safetensors); see ``hf.py``."""
-        from .hf import load_gpt2  # noqa: PLC0415
-        return load_gpt2(path, device=device)
-
-    def save_pretrained(self, path) -> None:
-        """Write config.json (GPT-2 keys) + model.safetensors that transformers can load."""
-        from .hf import save_gpt2  # noqa: PLC0415
-        save_gpt2(self, path)

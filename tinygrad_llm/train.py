@@ -119,9 +119,9 @@ def _write_history(path: Path, rows: list[dict]):
 
 def _plot(path: Path, rows: list[dict]):
     try:
-        import matplotlib  # noqa: PLC0415
+        import matplotlib  # noqa: PLC0415 (optional dependency: the plot is skipped without it)
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.pyplot as plt  # noqa: PLC0415 (optional dependency)
     except ImportError:
         return
     its = [r["iter"] for r in rows]
