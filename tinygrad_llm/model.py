@@ -194,9 +194,9 @@ class GPT(Module):
                 if p.ndim >= 2:
                     std = std_proj if name.endswith("c_proj.weight") else 0.02
                     g.standard_normal(dtype=p.dtype, out=p.data)   # in place: no temporaries
-                    p.data *= p.dtype.type(std)
+                    p.mul_(p.dtype.type(std))                      # (and the version is bumped)
                 elif name.endswith(".bias"):
-                    p.data[...] = 0
+                    p.zero_()
 
     # ------------------------------------------------------------------ forward
     def forward(self, idx, targets=None, cache: KVCache | None = None):
