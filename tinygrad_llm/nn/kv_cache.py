@@ -18,7 +18,8 @@ __all__ = ["KVCache"]
 
 class KVCache:
     """``k[i]``, ``v[i]``: layer i's keys and values, Tensors (B, n_head, block_size, head_dim)
-    on the device; ``length``: how many positions are filled (the model advances it).
+    on the device; ``length``: how many positions are filled (the model advances it;
+    filled positions are never written again: start a new cache to start over).
 
     ``config``: anything with ``n_layer``, ``n_head``, ``n_embd`` and ``block_size`` (a
     ``GPTConfig``); ``dtype``: the model's (its parameters').
@@ -40,7 +41,7 @@ class KVCache:
         With a gradient being recorded for ``k`` or ``v`` the result is
         ``cat([cached, k])``: gradients reach the new positions' keys and values, and the
         cached positions (computed by earlier calls) are constants. Otherwise (generation,
-        under ``no_grad``) the result is a view of the cache: no copy.
+        under ``no_grad``) the result is a view of the cache's memory: no copy.
         """
         K, V = self.k[layer], self.v[layer]
         start, end = self.length, self.length + k.shape[2]
@@ -55,12 +56,12 @@ class KVCache:
                              f"{start} do not fit the cache's {K.shape[2]}")
         K[:, :, start:end] = k           # in-place writes into tensors that need no gradient
         V[:, :, start:end] = v
+        # positions below ``length`` are never written again, so plain views of them stay
+        # valid for as long as anything (a recorded node) keeps them
         if is_grad_enabled() and (k.requires_grad or v.requires_grad):
             if start == 0:
                 return k, v
-            # Cat keeps no values for its backward, and filled positions are never written
-            # again, so the cached part can be a plain view of the cache's memory
             past_k = Tensor.wrap(K.data[:, :, :start], K.device)
             past_v = Tensor.wrap(V.data[:, :, :start], V.device)
             return cat([past_k, k], axis=2), cat([past_v, v], axis=2)
-        return K[:, :, :end], V[:, :, :end]     # views sharing the cache's version counter
+        return Tensor.wrap(K.data[:, :, :end], K.device), Tensor.wrap(V.data[:, :, :end], V.device)
