@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from tinygrad_llm import backend
-from tinygrad_llm.checkpoint import CheckpointError, load_checkpoint
+from tinygrad_llm.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 from tinygrad_llm.generate import generate_text
 
 
@@ -40,13 +39,7 @@ def _load(args):
     if args.hf:
         from tinygrad_llm.hf import load_gpt2, load_gpt2_tokenizer  # noqa: PLC0415
         return load_gpt2(args.hf, device=args.device), load_gpt2_tokenizer(args.hf)
-    path = Path(args.ckpt)
-    if not (path / "config.json").exists():
-        for name in ("best", "latest"):
-            if (path / name / "config.json").exists():
-                path = path / name
-                break
-    ckpt = load_checkpoint(path, device=args.device)
+    ckpt = load_checkpoint(find_checkpoint(args.ckpt), device=args.device)
     if ckpt.tokenizer is None:
         raise CheckpointError(f"{ckpt.path} holds no tokenizer.json, so text cannot be encoded")
     return ckpt.model, ckpt.tokenizer

@@ -24,7 +24,7 @@ import numpy as np
 from . import backend, safetensors
 from .model import GPT, GPTConfig
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "Checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "find_checkpoint", "CheckpointError", "Checkpoint"]
 
 FORMAT = 1
 
@@ -153,6 +153,18 @@ def _resolve(path: Path) -> Path:
         raise CheckpointError(f"no checkpoint at {path} (expected a directory with config.json "
                               "and model.safetensors, as written by save_checkpoint)")
     raise CheckpointError(f"{path} is not a checkpoint: config.json is missing")
+
+
+def find_checkpoint(path) -> Path:
+    """``path`` if it is a checkpoint directory, else a training output directory's ``best/``
+    checkpoint, else its ``latest/`` (what sampling from "a run" means); else ``path``
+    unchanged, so that :func:`load_checkpoint` names what is missing."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        for name in ("best", "latest"):
+            if (path / name / "config.json").exists():
+                return path / name
+    return path
 
 
 def load_checkpoint(path, device: str = "cpu", model: GPT | None = None) -> Checkpoint:
