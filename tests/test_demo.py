@@ -27,7 +27,9 @@ import tinygrad_llm as tg
 from tinygrad_llm import GPT, GPTConfig, Tensor, no_grad
 from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
 from tinygrad_llm.generate import generate_text
-from tinygrad_llm.tokenizer import CharTokenizer
+from tinygrad_llm.tokenizer import BPETokenizer, CharTokenizer
+
+from conftest import write_tiny_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "demo.py"
@@ -169,6 +171,20 @@ def test_heatmap_figure_masks_the_future_and_labels_the_tokens(demo, demo_mod):
     assert img.mask[np.triu_indices(T, 1)].all() and not img.mask[np.tril_indices(T)].any()
     assert [t.get_text() for t in ax.get_xticklabels()] == a.labels == [t.get_text() for t in ax.get_yticklabels()]
     assert ax.get_title() == "layer 0, head 0"
+
+
+def test_hf_directory_with_a_byte_level_tokenizer(demo_mod, tmp_path):
+    """--hf: GPT-2's files; tokens that are part of a character show as U+FFFD, the bytes add up."""
+    tg.manual_seed(0)
+    GPT(GPTConfig(vocab_size=264, block_size=16, n_layer=1, n_head=2, n_embd=8)).save_pretrained(tmp_path)
+    write_tiny_tokenizer(tmp_path)
+    model, tok, source = demo_mod.load(demo_mod.parse(["--hf", str(tmp_path)]))
+    assert isinstance(tok, BPETokenizer) and source == {"source": f"Hugging Face GPT-2 directory {tmp_path}"}
+    d = demo_mod.Demo(model, tok, source)
+    a = d.analyse("hello world é")
+    assert a.texts == ["hello", " wor", "l", "d", " ", "\ufffd", "\ufffd"] and a.attention.shape == (1, 2, 7, 7)
+    assert a.labels[:5] == ["hello", "\u00b7wor", "l", "d", "\u00b7"]
+    assert "BPETokenizer, 264 tokens" in d.describe()
 
 
 def test_describe_lists_config_size_tokenizer_and_source(demo):
