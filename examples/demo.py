@@ -22,6 +22,7 @@ import html
 import ipaddress
 import math
 import queue
+import socket
 import sys
 import threading
 import traceback
@@ -457,6 +458,18 @@ def load(args):
     return ckpt.model, ckpt.tokenizer, source
 
 
+def check_address(host: str, port: int):
+    """OSError naming the address if this machine cannot listen there (a port in use, an
+    address that is not this machine's), before any model is loaded."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(infos[0][4])
+    except OSError as e:
+        raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port or --host") from None
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -475,6 +488,7 @@ def main(argv=None) -> int:
         print(f"error: --port must be in 1..65535, got {args.port}", file=sys.stderr)
         return 2
     try:
+        check_address(args.host, args.port)
         args.device = backend.canonical_device(args.device)
         model, tokenizer, source = load(args)
     except (ValueError, CheckpointError, backend.DeviceError, OSError) as e:
@@ -489,7 +503,7 @@ def main(argv=None) -> int:
     try:
         app.queue().launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
                            ssr_mode=False, theme=theme, footer_links=["api"])
-    except OSError as e:               # the port is taken, or the address is not this machine's
+    except OSError as e:               # taken since check_address
         print(f"error: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 2
     return 0

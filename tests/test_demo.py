@@ -214,6 +214,13 @@ def test_bad_checkpoint_and_port_are_errors(demo_mod, tmp_path, capsys):
     assert err.startswith("error: ") and "no checkpoint at" in err and "Traceback" not in err
     assert demo_mod.main(["--ckpt", str(tmp_path), "--port", "70000"]) == 2
     assert "--port must be in 1..65535" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert demo_mod.main(["--ckpt", str(tmp_path / "none"), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}: ") and "choose another --port" in err
 
 
 # ----------------------------------------------------------------------------- the server
