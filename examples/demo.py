@@ -228,7 +228,7 @@ class Demo:
                 ("tokenizer", f"{kind}, {tok.vocab_size:,} tokens"),
                 ("device", m.device), ("weights", str(m.transformer.wte.weight.dtype))]
         rows += [(k, str(v)) for k, v in self.source.items()]
-        out = ["| | |", "|---|---|"] + [f"| {k} | {_md(v)} |" for k, v in rows]
+        out = ["| model | |", "|---|---|"] + [f"| {k} | {_md(v)} |" for k, v in rows]
         out += ["", "**GPTConfig**", "", "| field | value |", "|---|---|"]
         out += [f"| {k} | {_md(repr(v))} |" for k, v in cfg.to_dict().items()]
         return "\n".join(out)
@@ -276,8 +276,7 @@ def heatmap_figure(weights: np.ndarray, labels: list[str], title: str):
     it reads); cells above the diagonal (later tokens) are blank. The colour scale tops out at
     the largest weight below the first row (whose single weight is always 1)."""
     T = len(labels)
-    side = min(max(4.0, 0.2 * T + 2.0), 15.0)
-    fig = Figure(figsize=(side + 1.0, side), dpi=100, layout="constrained")
+    fig = Figure(figsize=(8.5, 7.5), dpi=100, layout="constrained")   # about the page's column
     ax = fig.add_subplot()
     shown = np.ma.masked_where(np.triu(np.ones((T, T), dtype=bool), k=1), weights)
     top = float(weights[1:].max()) if T > 1 else 1.0
@@ -285,7 +284,7 @@ def heatmap_figure(weights: np.ndarray, labels: list[str], title: str):
     im = ax.imshow(shown, cmap=cmap, vmin=0.0, vmax=max(top, 1e-9), interpolation="nearest")
     step = max(1, math.ceil(T / 64))                 # at most 64 labels per axis
     ticks = list(range(0, T, step))
-    font = dict(fontsize=8, fontfamily="monospace")
+    font = dict(fontsize=min(max(360 / len(ticks), 5.0), 10.0), fontfamily="monospace")
     ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, **font)
     ax.set_yticks(ticks, [labels[i] for i in ticks], **font)
     ax.set_xlabel("key: the token read")
@@ -410,9 +409,9 @@ def build_app(demo: Demo):
                                     elem_id="inside-layer")
                 head = gr.Dropdown(head_choices, value=AVERAGE, label="head", elem_id="inside-head")
             with gr.Row():
-                with gr.Column(scale=3):
-                    heatmap = gr.Plot(label="attention weights", elem_id="heatmap")
                 with gr.Column(scale=2):
+                    heatmap = gr.Plot(label="attention weights", elem_id="heatmap")
+                with gr.Column(scale=1):
                     nxt = gr.Label(num_top_classes=TOP, label=f"next token: the {TOP} most likely",
                                    elem_id="next-token")
             surprisal = gr.HTML(label="surprisal of each prompt token", elem_id="surprisal")

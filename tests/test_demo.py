@@ -25,7 +25,7 @@ import pytest
 
 import tinygrad_llm as tg
 from tinygrad_llm import GPT, GPTConfig, Tensor, no_grad
-from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
+from tinygrad_llm.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from tinygrad_llm.generate import generate_text
 from tinygrad_llm.tokenizer import BPETokenizer, CharTokenizer
 
@@ -238,14 +238,16 @@ def server(tmp_path_factory):
     pytest.importorskip("gradio_client", reason="needs gradio_client (comes with Gradio)")
     d = tmp_path_factory.mktemp("demo")
     ckpt = os.environ.get("TINYGRAD_LLM_DEMO_CKPT")
-    if ckpt is None:
+    if ckpt is not None:
+        ckpt = find_checkpoint(ckpt)
+    else:
         tok = CharTokenizer.from_text(TEXT)
         ckpt = save_checkpoint(d, "tiny", tiny_model(tok), tokenizer=tok, trainer_state={"iter": 0})
     port = free_port()
     log = open(d / "server.log", "w+")
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--ckpt", str(ckpt), "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 120
@@ -379,6 +381,7 @@ def browser(server):
 
 
 def test_page_streams_text_stops_and_draws_the_attention_map(server, browser, tmp_path):
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
     artifacts = Path(os.environ.get("TINYGRAD_LLM_ARTIFACTS", tmp_path))
@@ -421,5 +424,9 @@ def test_page_streams_text_stops_and_draws_the_attention_map(server, browser, tm
     browser.find_element(By.CSS_SELECTOR, "#inside-head input").click()     # another head: redrawn
     next(o for o in browser.find_elements(By.CSS_SELECTOR, "ul[role=listbox] li") if o.text == "head 0").click()
     wait.until(lambda b: css("#heatmap img").get_attribute("src") != first)
+    try:                                   # (for the screenshot) until the progress overlay is gone
+        WebDriverWait(browser, 10).until(lambda b: not b.find_elements(By.CSS_SELECTOR, "#heatmap .eta-bar"))
+    except TimeoutException:
+        pass
     browser.save_screenshot(str(artifacts / "demo-inside.png"))
     print(f"screenshots: {artifacts / 'demo-generate.png'}, {artifacts / 'demo-inside.png'}")
