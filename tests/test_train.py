@@ -113,7 +113,7 @@ def test_failed_save_keeps_the_previous_checkpoint(data, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
     monkeypatch.setattr(C.safetensors, "save_file", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="model.safetensors: disk full; the previous checkpoint"):
         save_checkpoint(tmp_path, "latest", m, trainer_state={"iter": 2})
     assert load_checkpoint(tmp_path / "latest").trainer_state["iter"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["latest"]   # no temp dirs left behind
