@@ -46,7 +46,7 @@ FIELD_HELP = {
     "max_iters": "optimizer steps in the whole run",
     "learning_rate": "peak learning rate (after warmup)",
     "min_lr": "learning rate at the end of the cosine decay",
-    "warmup_iters": "linear warmup steps; none: 100, at most a tenth of lr_decay_iters",
+    "warmup_iters": "linear warmup steps; none: 100, at most a tenth of the run",
     "lr_decay_iters": "step where the cosine reaches min_lr; none: max_iters",
     "decay_lr": "false: constant learning_rate (no warmup, no decay)",
     "weight_decay": "AdamW weight decay (matrices and embeddings only)",

@@ -45,7 +45,7 @@ class TrainConfig:
     The learning rate warms up linearly for ``warmup_iters``, then follows a cosine from
     ``learning_rate`` down to ``min_lr`` at ``lr_decay_iters`` (then stays there). Left as
     None, ``lr_decay_iters`` is ``max_iters`` (the schedule follows the run) and
-    ``warmup_iters`` is 100, but at most a tenth of ``lr_decay_iters``; the values are
+    ``warmup_iters`` is 100, but at most a tenth of the run (and of ``lr_decay_iters``); the values are
     filled in when the config is made, so a checkpoint stores the schedule it ran.
     """
 
@@ -107,7 +107,7 @@ class TrainConfig:
         if self.lr_decay_iters is None:
             self.lr_decay_iters = max(self.max_iters, 1)
         if self.warmup_iters is None:
-            self.warmup_iters = min(100, self.lr_decay_iters // 10)
+            self.warmup_iters = min(100, min(self.lr_decay_iters, self.max_iters) // 10)
         elif self.decay_lr:
             if self.warmup_iters > self.lr_decay_iters:
                 raise ValueError(f"TrainConfig.warmup_iters ({self.warmup_iters}) must not exceed "
