@@ -27,7 +27,7 @@ def parse(argv):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="checkpoint directory (or a training output directory)")
     src.add_argument("--hf", help="a Hugging Face GPT-2 directory (config.json + model.safetensors)")
-    p.add_argument("--prompt", default="\n")
+    p.add_argument("--prompt", default=None, help="default: a newline, or the first token if the vocabulary has none")
     p.add_argument("--max-new-tokens", type=cli.integer(min=0), default=500)
     p.add_argument("--temperature", type=cli.number(min=0), default=0.8, help="0 = greedy")
     p.add_argument("--top-k", type=cli.integer(min=1), default=200)
@@ -87,6 +87,11 @@ def main(argv=None) -> int:
             small = model.num_params() < SMALL_MODEL_PARAMS
             if args.blas_threads is not None or small:
                 set_blas_threads(args.blas_threads or 1)
+        if args.prompt is None:
+            try:
+                args.prompt = "\n" if tokenizer.encode("\n") else tokenizer.decode([0])
+            except (ValueError, KeyError):
+                args.prompt = tokenizer.decode([0])
         try:
             if not tokenizer.encode(args.prompt):
                 raise ValueError("it encodes to no tokens: give at least one character")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from tinygrad_llm import backend, cli, hardware
@@ -274,6 +275,8 @@ def run(args, preset_name) -> int:
 
 def main(argv=None) -> int:
     args, preset_name = parse(sys.argv[1:] if argv is None else argv)
+    # a diverging run overflows before its loss turns NaN: that is reported in one line, not NumPy's warnings
+    warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
     try:
         with lock_run_dir(args.out):          # before anything else: one run per folder
             return run(args, preset_name)

@@ -139,7 +139,7 @@ def test_train_config_and_overrides():
     assert m["n_layer"] == 2 and t["learning_rate"] == 3e-4 and m["bias"] is False
     with pytest.raises(ValueError, match="unknown option --n_layers"):
         apply_overrides(["--n_layers", "2"], m, t)
-    with pytest.raises(ValueError, match="expects a int"):
+    with pytest.raises(ValueError, match="expects an int"):
         apply_overrides(["--n_layer", "two"], m, t)
     with pytest.raises(ValueError, match="unknown preset"):
         preset("tpu")

@@ -348,8 +348,12 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                                     "time_s": round(elapsed(), 3)})
                     log(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
                         f"val ppl {math.exp(min(losses['val'], 50.0)):.2f}")
-                    _write_history(out_dir / "history.csv", history)
-                    _plot(out_dir / "loss.png", history)
+                    for name, write in (("history.csv", _write_history), ("loss.png", _plot)):
+                        try:
+                            write(out_dir / name, history)
+                        except OSError as e:
+                            raise CheckpointError(f"cannot write {out_dir / name}: {e.strerror or e}; the "
+                                                  f"checkpoints in {out_dir} are as they were") from None
                     if it > 0 and (best_val is None or losses["val"] < best_val):
                         best_val, best_iter = losses["val"], it
                         save("best", it)
