@@ -20,7 +20,7 @@ from tinygrad_llm.tokenizer import BPETokenizer, CharTokenizer
 from tinygrad_llm.tokenizer.patterns import resolve_pattern
 
 
-def parse(argv):
+def parser() -> cli.ArgumentParser:
     p = cli.ArgumentParser(description=__doc__)
     p.add_argument("--data", help="UTF-8 text file to train on (default: Tiny Shakespeare, downloaded once)")
     p.add_argument("--vocab-size", type=cli.integer(min=1),
@@ -32,6 +32,11 @@ def parse(argv):
     p.add_argument("--special", action="append", default=[], metavar="TOKEN",
                    help="a special token (repeat for more); they get the last ids")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def parse(argv):
+    p = parser()
     args = p.parse_args(argv)
 
     if args.kind == "bpe":
