@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import FOX_TEXT
 import tinygrad_llm as tg
 from tinygrad_llm import GPT, GPTConfig, backend
 from tinygrad_llm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -19,15 +20,12 @@ from tinygrad_llm.presets import apply_overrides, preset
 from tinygrad_llm.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
-TEXT = "the quick brown fox jumps over the lazy dog. " * 60
+TEXT = FOX_TEXT
 
 
 @pytest.fixture
-def data(tmp_path, monkeypatch):
-    monkeypatch.setenv("TINYGRAD_LLM_CACHE", str(tmp_path / "cache"))
-    f = tmp_path / "fox.txt"
-    f.write_text(TEXT)
-    return load_text_dataset(f, "char")
+def data(fox_data):
+    return fox_data
 
 
 def small_model(vocab, **kw):

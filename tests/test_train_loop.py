@@ -11,23 +11,20 @@ import time
 import numpy as np
 import pytest
 
+from conftest import FOX_TEXT
 import tinygrad_llm as tg
 import tinygrad_llm.train as T
 from tinygrad_llm import GPT, GPTConfig
 from tinygrad_llm.checkpoint import load_checkpoint
-from tinygrad_llm.data import load_text_dataset
 from tinygrad_llm.rundir import RunDirError, RunExistsError
 from tinygrad_llm.train import NonFiniteLossError, TrainConfig, estimate_loss, train
 
-TEXT = "the quick brown fox jumps over the lazy dog. " * 60
+TEXT = FOX_TEXT
 
 
 @pytest.fixture
-def data(tmp_path, monkeypatch):
-    monkeypatch.setenv("TINYGRAD_LLM_CACHE", str(tmp_path / "cache"))
-    f = tmp_path / "fox.txt"
-    f.write_text(TEXT)
-    return load_text_dataset(f, "char")
+def data(fox_data):
+    return fox_data
 
 
 def tiny(vocab):

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FOX_TEXT
 from tinygrad_llm.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN, SAMPLE = "examples/train_shakespeare.py", "examples/sample.py"
-TEXT = "the quick brown fox jumps over the lazy dog. " * 60
+TEXT = FOX_TEXT
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16", "--batch_size", "4",
         "--eval_interval", "10", "--eval_iters", "2", "--log_interval", "5"]
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and paths")
