@@ -44,6 +44,14 @@ def parse(argv):
     return p.parse_args(argv)
 
 
+def blas_threads_for(n_params: int, given: int | None) -> int | None:
+    """BLAS threads to sample with: ``given``, else 1 for a small model, else None (leave the
+    BLAS's default)."""
+    if given is not None:
+        return given
+    return 1 if n_params < SMALL_MODEL_PARAMS else None
+
+
 def _config_json(folder: Path):
     try:
         return json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -83,10 +91,9 @@ def main(argv=None) -> int:
     try:
         args.device = backend.canonical_device(args.device)
         model, tokenizer = _load(args)
-        if args.device == "cpu":
-            small = model.num_params() < SMALL_MODEL_PARAMS
-            if args.blas_threads is not None or small:
-                set_blas_threads(args.blas_threads or 1)
+        threads = blas_threads_for(model.num_params(), args.blas_threads)
+        if args.device == "cpu" and threads is not None:
+            set_blas_threads(threads)
         if args.prompt is None:
             try:
                 args.prompt = "\n" if tokenizer.encode("\n") else tokenizer.decode([0])

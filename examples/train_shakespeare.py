@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tinygrad_llm import backend, cli, hardware
 from tinygrad_llm.checkpoint import CheckpointError, load_checkpoint
-from tinygrad_llm.data import DataError, DownloadError, load_text_dataset, read_text, shakespeare_path
+from tinygrad_llm.data import DataError, DownloadError, load_text_dataset, read_text
 from tinygrad_llm.generate import generate_text
 from tinygrad_llm.model import GPT, GPTConfig
 from tinygrad_llm.parallel import tune_allocator
@@ -222,9 +222,12 @@ def prepare(args, preset_name):
 def _summary(args, summary, t0):
     out = args.out
     best = summary["best_val_loss"]
-    print(f"\ndone in {time.time() - t0:.0f} s: iteration {summary['iter']}"
-          + (f", best val loss {best:.4f} at iteration {summary['best_iter']} ({out / 'best'})" if best is not None
-             else ", no best checkpoint yet (none after iteration 0 was evaluated)"))
+    if best is None:
+        best_text = ", no best checkpoint yet (none after iteration 0 was evaluated)"
+    else:
+        at = "" if summary["best_iter"] is None else f" at iteration {summary['best_iter']}"
+        best_text = f", best val loss {best:.4f}{at} ({out / 'best'})"
+    print(f"\ndone in {time.time() - t0:.0f} s: iteration {summary['iter']}{best_text}")
     print(f"checkpoint: {summary['latest']} (iteration {summary['iter']})")
     device = ["--device", args.device] if args.device != "cpu" else []
     print("sample from it:\n  " + cli.command(SCRIPT.with_name("sample.py"), "--ckpt", out, *device))

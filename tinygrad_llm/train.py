@@ -282,8 +282,9 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
         backend.set_rng_state(st["rng"])
         history = list(st.get("history", []))
         elapsed0 = float(st.get("elapsed_s", history[-1]["time_s"] if history else 0.0))
-        log(f"resumed from {ckpt.path} at iteration {iter_num}"
-            + (f" (best val loss {best_val:.4f} at iteration {best_iter})" if best_val is not None else ""))
+        best = "" if best_val is None else f" (best val loss {best_val:.4f}" + \
+            ("" if best_iter is None else f" at iteration {best_iter}") + ")"
+        log(f"resumed from {ckpt.path} at iteration {iter_num}{best}")
     else:
         backend.manual_seed(cfg.seed)
     train_config = dataclasses.asdict(cfg) | (extra_config or {})
