@@ -231,3 +231,13 @@ def test_history_time_keeps_counting_across_resumes(data, tmp_path, monkeypatch)
     times = [r["time_s"] for r in rest["history"]]
     assert [r["iter"] for r in rest["history"]] == [0, 10, 20, 30, 40]
     assert all(b > a for a, b in zip(times, times[1:])), times
+
+
+def test_optional_fields_can_be_set_from_the_command_line():
+    from tinygrad_llm.presets import apply_overrides
+    _, train_fields = apply_overrides(["--peak_flops", "1e12", "--lr_decay_iters", "none", "--warmup_iters=7"], {}, {})
+    assert train_fields == {"peak_flops": 1e12, "lr_decay_iters": None, "warmup_iters": 7}
+    with pytest.raises(ValueError, match="--peak_flops expects a float, got 'fast'"):
+        apply_overrides(["--peak_flops", "fast"], {}, {})
+    with pytest.raises(ValueError, match="unknown option --vocab_size"):
+        apply_overrides(["--vocab_size", "100"], {}, {}, exclude=("vocab_size",))
