@@ -77,14 +77,16 @@ def _usable_folder(out: Path) -> None:
 
 
 class lock_run_dir:
-    """Context manager: hold the run lock of ``out_dir`` (created if needed). RunDirError if
-    the folder is not usable or another process holds the lock."""
+    """Context manager: hold the run lock of ``out_dir`` (created if needed, and removed again
+    if nothing but the lock was put in it). RunDirError if the folder is not usable or another
+    process holds the lock."""
 
     def __init__(self, out_dir):
         self.out = Path(out_dir)
         self.key = None
 
     def __enter__(self):
+        self.created = not self.out.exists()
         _usable_folder(self.out)
         key = os.path.realpath(self.out)
         if key in _held:
@@ -124,7 +126,18 @@ class lock_run_dir:
                 del _held[self.key]
                 _unlock(entry[0])
                 entry[0].close()
+                self._remove_if_unused()
         return False
+
+    def _remove_if_unused(self):
+        """A folder this lock created and nothing else used (the run stopped on bad input)
+        is removed again."""
+        try:
+            if self.created and os.listdir(self.out) == [LOCK_NAME]:
+                (self.out / LOCK_NAME).unlink()
+                self.out.rmdir()
+        except OSError:
+            pass
 
 
 def run_files(out_dir) -> list[str]:
