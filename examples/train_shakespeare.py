@@ -197,7 +197,8 @@ def prepare(args, preset_name):
     GPTConfig(**{**model_fields, "vocab_size": 1})          # the other fields, checked now
     if args.resume:
         done = int(ckpt.trainer_state.get("iter", 0))
-        if done >= tcfg.max_iters:
+        history = ckpt.trainer_state.get("history") or [{}]
+        if done >= tcfg.max_iters and history[-1].get("iter") == done:     # (its last evaluation ran too)
             return None, f"the run in {args.out} is finished: it reached iteration {done} of max_iters " \
                 f"{tcfg.max_iters}. To train further, resume with a larger --max_iters, e.g.\n  " \
                 + cli.command(SCRIPT, "--out", args.out, "--resume", "--max_iters", 2 * max(done, 1),

@@ -312,6 +312,8 @@ def test_ctrl_c_during_a_long_evaluation_stops_it(tmp_path, made):
     code, out, err = p.finish(timeout=30)
     assert time.time() - t0 < 15 and code == 130 and "Traceback" not in err, err
     assert "stopped at iteration 20" in out
+    r = run([TRAIN, "--out", run_dir, "--resume", "--eval_iters", "2", "--sample-tokens", "0"], cache)  # still due
+    assert r.returncode == 0 and "step 20: train loss" in r.stdout, r.stdout + r.stderr
 
 
 def test_disk_full_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, made):
