@@ -344,9 +344,8 @@ def load_checkpoint(path, device: str = "cpu", model: GPT | None = None) -> Chec
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"corrupt JSON in checkpoint {path}/config.json: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
-        hint = ""
-        if isinstance(meta, dict) and "n_embd" in meta or isinstance(meta, dict) and "model_type" in meta:
-            hint = " (it looks like a Hugging Face GPT-2 folder: load it with tinygrad_llm.hf.load_gpt2)"
+        looks_hf = isinstance(meta, dict) and ("n_embd" in meta or "model_type" in meta)
+        hint = " (it looks like a Hugging Face GPT-2 folder: load it with tinygrad_llm.hf.load_gpt2)" if looks_hf else ""
         raise CheckpointError(f"{path}/config.json: not a tinygrad_llm checkpoint config "
                               f"(format {meta.get('format') if isinstance(meta, dict) else None!r}, "
                               f"expected {FORMAT}){hint}")

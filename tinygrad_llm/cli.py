@@ -62,14 +62,12 @@ def _bound_text(lo, hi, lo_open, hi_open) -> str:
 
 
 def number(min: float | None = None, max: float | None = None, *, min_open: bool = False,
-           max_open: bool = False, none: bool = False):
-    """An argparse ``type`` for a finite float within the bounds (open or closed); ``none``
-    also accepts the word "none" (giving None). NaN and infinities are refused."""
+           max_open: bool = False):
+    """An argparse ``type`` for a finite float within the bounds (open or closed). NaN and
+    infinities are refused."""
     want = " ".join(x for x in ("a finite number", _bound_text(min, max, min_open, max_open)) if x)
 
-    def convert(text: str):
-        if none and text.strip().lower() == "none":
-            return None
+    def convert(text: str) -> float:
         try:
             v = float(text)
         except ValueError:
