@@ -194,7 +194,9 @@ def prepare(args, preset_name):
     elif args.tokenizer_file:
         tokenizer = load_tokenizer(args.tokenizer_file)
     tcfg = TrainConfig(**train_fields)
-    GPTConfig(**{**model_fields, "vocab_size": 1})          # the other fields, checked now
+    if not args.resume:   # the other fields now, and the memory with a vocabulary no larger than the real one
+        least_vocab = tokenizer.vocab_size if tokenizer else (args.vocab_size or 256 if args.tokenizer == "bpe" else 1)
+        _check_memory(GPTConfig(**{**model_fields, "vocab_size": least_vocab}), tcfg, args.device)
     if args.resume:
         done = int(ckpt.trainer_state.get("iter", 0))
         history = ckpt.trainer_state.get("history") or [{}]
