@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import FOX_TEXT
 import tinygrad_llm as tg
 from tinygrad_llm import GPT, GPTConfig, backend
 from tinygrad_llm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -19,15 +20,12 @@ from tinygrad_llm.presets import apply_overrides, preset
 from tinygrad_llm.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
-TEXT = "the quick brown fox jumps over the lazy dog. " * 60
+TEXT = FOX_TEXT
 
 
 @pytest.fixture
-def data(tmp_path, monkeypatch):
-    monkeypatch.setenv("TINYGRAD_LLM_CACHE", str(tmp_path / "cache"))
-    f = tmp_path / "fox.txt"
-    f.write_text(TEXT)
-    return load_text_dataset(f, "char")
+def data(fox_data):
+    return fox_data
 
 
 def small_model(vocab, **kw):
@@ -113,7 +111,7 @@ def test_failed_save_keeps_the_previous_checkpoint(data, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
     monkeypatch.setattr(C.safetensors, "save_file", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="model.safetensors: disk full; the previous checkpoint"):
         save_checkpoint(tmp_path, "latest", m, trainer_state={"iter": 2})
     assert load_checkpoint(tmp_path / "latest").trainer_state["iter"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["latest"]   # no temp dirs left behind
@@ -139,7 +137,7 @@ def test_train_config_and_overrides():
     assert m["n_layer"] == 2 and t["learning_rate"] == 3e-4 and m["bias"] is False
     with pytest.raises(ValueError, match="unknown option --n_layers"):
         apply_overrides(["--n_layers", "2"], m, t)
-    with pytest.raises(ValueError, match="expects a int"):
+    with pytest.raises(ValueError, match="expects an int"):
         apply_overrides(["--n_layer", "two"], m, t)
     with pytest.raises(ValueError, match="unknown preset"):
         preset("tpu")
