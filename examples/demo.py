@@ -17,7 +17,6 @@ See docs/demo.md for what each view shows and how to read an attention map.
 """
 from __future__ import annotations
 
-import argparse
 import html
 import ipaddress
 import math
@@ -26,12 +25,12 @@ import socket
 import sys
 import threading
 import traceback
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from tinygrad_llm import Tensor, backend, no_grad
-from tinygrad_llm.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+from tinygrad_llm import Tensor, backend, cli, no_grad
+from tinygrad_llm.checkpoint import CheckpointError, load_for_sampling
 from tinygrad_llm.generate import generate_text
 
 try:
@@ -91,8 +90,7 @@ def distinct(labels: list[str], ids) -> list[str]:
 
 # ----------------------------------------------------------------------------- the model side
 
-@dataclass
-class Analysis:
+class Analysis(NamedTuple):
     """One forward pass over a prompt, in host arrays."""
 
     ids: list[int]
@@ -427,34 +425,30 @@ def build_app(demo: Demo):
 # ----------------------------------------------------------------------------- command line
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="checkpoint directory (or a training output directory: its best/, else latest/)")
     src.add_argument("--hf", help="a Hugging Face GPT-2 directory (config.json, model.safetensors, vocab.json, merges.txt)")
     p.add_argument("--device", default="cpu", help="cpu (default) or gpu")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=cli.integer(min=1, max=65535), default=7860)
     p.add_argument("--share", action="store_true", help="also ask Gradio for a public share link")
     return p.parse_args(argv)
 
 
 def load(args):
-    """(model, tokenizer, source) from --ckpt or --hf."""
-    if args.hf:
-        from tinygrad_llm.hf import load_gpt2, load_gpt2_tokenizer  # noqa: PLC0415 (only for --hf)
-        return (load_gpt2(args.hf, device=args.device), load_gpt2_tokenizer(args.hf),
-                {"source": f"Hugging Face GPT-2 directory {args.hf}"})
-    ckpt = load_checkpoint(find_checkpoint(args.ckpt), device=args.device)
-    if ckpt.tokenizer is None:
-        raise CheckpointError(f"{ckpt.path} holds no tokenizer.json, so text cannot be encoded")
+    """(model, tokenizer, source) from --ckpt or --hf; source: what the Model tab says of it."""
+    model, tokenizer, ckpt = load_for_sampling(ckpt=args.ckpt, hf=args.hf, device=args.device)
+    if ckpt is None:
+        return model, tokenizer, {"source": f"Hugging Face GPT-2 directory {args.hf}"}
     source = {"source": f"checkpoint {ckpt.path}"}
     st = ckpt.trainer_state
     if "iter" in st:
         source["trained iterations"] = st["iter"]
     if isinstance(st.get("best_val_loss"), (int, float)) and math.isfinite(st["best_val_loss"]):
         source["best validation loss"] = f"{st['best_val_loss']:.4f}"
-    return ckpt.model, ckpt.tokenizer, source
+    return model, tokenizer, source
 
 
 def check_address(host: str, port: int):
@@ -481,18 +475,13 @@ def is_loopback(host: str) -> bool:
 def main(argv=None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     if gr is None or Figure is None:
-        print(f"error: the demo needs Gradio and matplotlib, from the 'demo' extra: {EXTRA}", file=sys.stderr)
-        return 2
-    if not 0 < args.port < 65536:
-        print(f"error: --port must be in 1..65535, got {args.port}", file=sys.stderr)
-        return 2
+        cli.fail(f"the demo needs Gradio and matplotlib, from the 'demo' extra: {EXTRA}")
     try:
         check_address(args.host, args.port)
         args.device = backend.canonical_device(args.device)
         model, tokenizer, source = load(args)
     except (ValueError, CheckpointError, backend.DeviceError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        cli.fail(e)
     app = build_app(Demo(model, tokenizer, source))
     if not is_loopback(args.host):
         print(f"note: listening on {args.host}: anyone who can reach this machine on port {args.port} "
@@ -503,10 +492,9 @@ def main(argv=None) -> int:
         app.queue().launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
                            ssr_mode=False, theme=theme, footer_links=["api"])
     except OSError as e:               # taken since check_address
-        print(f"error: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
-        return 2
+        cli.fail(f"cannot serve on {args.host}:{args.port}: {e}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -26,6 +26,8 @@ settings.load_profile(os.environ.get("TINYGRAD_LLM_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
+#: a small text for training tests: 28 distinct characters, no newline
+FOX_TEXT = "the quick brown fox jumps over the lazy dog. " * 60
 
 
 def _gpu_ok() -> bool:
@@ -75,6 +77,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def fox_data(tmp_path, monkeypatch):
+    """FOX_TEXT as a char-tokenized dataset, with the cache in tmp_path."""
+    from tinygrad_llm.data import load_text_dataset
+    monkeypatch.setenv("TINYGRAD_LLM_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "fox.txt"
+    f.write_text(FOX_TEXT)
+    return load_text_dataset(f, "char")
 
 
 def write_tiny_tokenizer(d):

@@ -201,24 +201,31 @@ def test_loopback_only_by_default(demo_mod):
     assert not demo_mod.is_loopback("0.0.0.0") and not demo_mod.is_loopback("192.168.1.5")
 
 
+def run_main(demo_mod, argv) -> int:
+    with pytest.raises(SystemExit) as e:
+        demo_mod.main(argv)
+    return e.value.code
+
+
 def test_without_the_extra_the_script_names_it(demo_mod, monkeypatch, capsys):
     monkeypatch.setattr(demo_mod, "gr", None)
-    assert demo_mod.main(["--ckpt", "nowhere"]) == 2
-    assert "pip install -e '.[demo]'" in capsys.readouterr().err
+    assert run_main(demo_mod, ["--ckpt", "nowhere"]) == 2
+    assert capsys.readouterr().err == ("error: the demo needs Gradio and matplotlib, from the 'demo' extra: "
+                                       "pip install -e '.[demo]'\n")
 
 
-def test_bad_checkpoint_and_port_are_errors(demo_mod, tmp_path, capsys):
+def test_bad_checkpoint_and_port_are_one_error_line(demo_mod, tmp_path, capsys):
     pytest.importorskip("gradio", reason="needs the 'demo' extra (Gradio)")
-    assert demo_mod.main(["--ckpt", str(tmp_path / "none")]) == 2
+    assert run_main(demo_mod, ["--ckpt", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "no checkpoint at" in err and "Traceback" not in err
-    assert demo_mod.main(["--ckpt", str(tmp_path), "--port", "70000"]) == 2
-    assert "--port must be in 1..65535" in capsys.readouterr().err
+    assert err.startswith("error: ") and "no checkpoint at" in err and err.count("\n") == 1
+    assert run_main(demo_mod, ["--ckpt", str(tmp_path), "--port", "70000"]) == 2
+    assert "--port: expected a whole number >= 1 and <= 65535, got '70000'" in capsys.readouterr().err
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert demo_mod.main(["--ckpt", str(tmp_path / "none"), "--port", str(port)]) == 2
+        assert run_main(demo_mod, ["--ckpt", str(tmp_path / "none"), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}: ") and "choose another --port" in err
 
