@@ -8,12 +8,10 @@ used, else 'latest'). Text is printed as it is generated; Ctrl-C stops it.
 """
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
 from tinygrad_llm import backend, cli
-from tinygrad_llm.checkpoint import CheckpointError, load_checkpoint
+from tinygrad_llm.checkpoint import CheckpointError, load_for_sampling
 from tinygrad_llm.generate import generate_text
 from tinygrad_llm.parallel import set_blas_threads
 
@@ -52,45 +50,11 @@ def blas_threads_for(n_params: int, given: int | None) -> int | None:
     return 1 if n_params < SMALL_MODEL_PARAMS else None
 
 
-def _config_json(folder: Path):
-    try:
-        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _is_ours(meta) -> bool:
-    return isinstance(meta, dict) and "format" in meta and "model" in meta
-
-
-def _load(args):
-    if args.hf:
-        folder = Path(args.hf)
-        if _is_ours(_config_json(folder)) or any(_is_ours(_config_json(folder / n)) for n in ("best", "latest")):
-            raise CheckpointError(f"{folder} is a tinygrad_llm checkpoint, not a Hugging Face GPT-2 folder: "
-                                  f"use --ckpt {folder}")
-        from tinygrad_llm.hf import load_gpt2, load_gpt2_tokenizer  # noqa: PLC0415
-        return load_gpt2(args.hf, device=args.device), load_gpt2_tokenizer(args.hf)
-    path = Path(args.ckpt)
-    meta = _config_json(path)
-    if meta is not None and not _is_ours(meta) and ("n_embd" in meta or "model_type" in meta):
-        raise CheckpointError(f"{path} is a Hugging Face GPT-2 folder, not a tinygrad_llm checkpoint: use --hf {path}")
-    if not (path / "config.json").exists():
-        for name in ("best", "latest"):
-            if (path / name / "config.json").exists() or (path / f".{name}.old" / "config.json").exists():
-                path = path / name
-                break
-    ckpt = load_checkpoint(path, device=args.device)
-    if ckpt.tokenizer is None:
-        raise CheckpointError(f"{ckpt.path} holds no tokenizer.json, so text cannot be encoded")
-    return ckpt.model, ckpt.tokenizer
-
-
 def main(argv=None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
         args.device = backend.canonical_device(args.device)
-        model, tokenizer = _load(args)
+        model, tokenizer, _ = load_for_sampling(ckpt=args.ckpt, hf=args.hf, device=args.device)
         threads = blas_threads_for(model.num_params(), args.blas_threads)
         if args.device == "cpu" and threads is not None:
             set_blas_threads(threads)

@@ -38,9 +38,11 @@ def test_the_quickstart_is_two_commands_and_everything_else_uses_the_venv():
             assert part.startswith((".venv/bin/", "python3 -m venv .venv")), f"not runnable as written: {c!r}"
 
 
-@pytest.mark.parametrize("name", ["train_shakespeare", "sample", "train_tokenizer", "attention_backprop_by_hand"])
+@pytest.mark.parametrize("name", ["train_shakespeare", "sample", "train_tokenizer", "attention_backprop_by_hand",
+                                  "demo"])
 def test_every_readme_command_of_a_script_gives_flags_it_accepts(name):
-    runs = [shlex.split(c)[2:] for c in commands() if shlex.split(c)[:2] == [".venv/bin/python", f"examples/{name}.py"]]
+    parts = [p for c in commands() for p in re.split(r"\s*&&\s*", c)]
+    runs = [shlex.split(p)[2:] for p in parts if shlex.split(p)[:2] == [".venv/bin/python", f"examples/{name}.py"]]
     assert runs, name
     if name == "attention_backprop_by_hand":                # takes no arguments (and runs on import)
         assert all(argv == [] for argv in runs) and (REPO / "examples" / f"{name}.py").exists()
@@ -49,7 +51,7 @@ def test_every_readme_command_of_a_script_gives_flags_it_accepts(name):
     for argv in runs:
         if name == "train_shakespeare":
             mod.parse(argv)                        # exits 2 with one line on a bad flag
-        elif name == "sample":
+        elif name in ("sample", "demo"):
             mod.parse(argv)
         else:
             mod.parser().parse_args(argv)

@@ -14,7 +14,8 @@ import pytest
 from conftest import FOX_TEXT
 import tinygrad_llm as tg
 from tinygrad_llm import GPT, GPTConfig, backend
-from tinygrad_llm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tinygrad_llm.checkpoint import (CheckpointError, find_checkpoint, load_checkpoint, load_for_sampling,
+                                     save_checkpoint)
 from tinygrad_llm.data import load_text_dataset
 from tinygrad_llm.presets import apply_overrides, preset
 from tinygrad_llm.train import TrainConfig, train
@@ -205,6 +206,29 @@ def test_gpu_without_cupy_is_a_clear_error(tmp_path):
 def test_sample_script_bad_checkpoint(tmp_path):
     r = run_script(["examples/sample.py", "--ckpt", str(tmp_path / "none")], tmp_path)
     assert r.returncode == 2 and "no checkpoint" in r.stderr
+
+
+def test_find_checkpoint_takes_a_run_directory_best_then_latest(tmp_path):
+    tg.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4))
+    assert find_checkpoint(tmp_path / "none") == tmp_path / "none"       # load_checkpoint names it
+    latest = save_checkpoint(tmp_path, "latest", model)
+    assert find_checkpoint(tmp_path) == latest and find_checkpoint(latest) == latest
+    best = save_checkpoint(tmp_path, "best", model)
+    assert find_checkpoint(tmp_path) == best and find_checkpoint(str(latest)) == latest
+    best.rename(tmp_path / ".best.old")                  # what an interrupted save of best/ leaves
+    assert find_checkpoint(tmp_path) == best and load_checkpoint(best).path == tmp_path / ".best.old"
+
+
+def test_load_for_sampling_needs_one_source_and_a_tokenizer(tmp_path):
+    tg.manual_seed(0)
+    save_checkpoint(tmp_path, "latest", GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4)))
+    with pytest.raises(ValueError, match="exactly one of ckpt"):
+        load_for_sampling(ckpt=tmp_path, hf=tmp_path)
+    with pytest.raises(ValueError, match="exactly one of ckpt"):
+        load_for_sampling()
+    with pytest.raises(CheckpointError, match="holds no tokenizer.json, so text cannot be encoded"):
+        load_for_sampling(ckpt=tmp_path)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")

@@ -44,10 +44,11 @@ import numpy as np
 
 from . import backend, safetensors
 from .atomic import default_mode, fsync_dir
+from .hf import load_gpt2, load_gpt2_tokenizer
 from .model import GPT, GPTConfig
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "NonFiniteWeightsError", "Checkpoint",
-           "clean_stale", "discard", "CHECKPOINT_NAMES"]
+           "clean_stale", "discard", "CHECKPOINT_NAMES", "find_checkpoint", "load_for_sampling"]
 
 FORMAT = 1
 
@@ -396,3 +397,51 @@ def _check_tokenizer(path: Path, tokenizer, meta: dict, config: GPTConfig) -> No
     if tokenizer.vocab_size > config.vocab_size:
         raise CheckpointError(f"{path}/tokenizer.json does not belong to this model: it has "
                               f"{tokenizer.vocab_size} tokens, the model only {config.vocab_size}")
+
+
+# ---------------------------------------------------------------------------- for sampling
+def _config_json(folder: Path):
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _is_ours(meta) -> bool:
+    return isinstance(meta, dict) and "format" in meta and "model" in meta
+
+
+def find_checkpoint(path) -> Path:
+    """``path`` if it holds a checkpoint; else a training output folder's ``best/``, else its
+    ``latest/`` (either also when only the copy an interrupted save keeps, ``.best.old``,
+    is left); else ``path`` unchanged, so that :func:`load_checkpoint` names what is missing."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        for name in ("best", "latest"):
+            if (path / name / "config.json").exists() or (path / f".{name}.old" / "config.json").exists():
+                return path / name
+    return path
+
+
+def load_for_sampling(ckpt=None, hf=None, device: str = "cpu"):
+    """(model, tokenizer, checkpoint) to generate text with, from exactly one of ``ckpt`` (a
+    checkpoint, or a training output folder: see :func:`find_checkpoint`) and ``hf`` (a
+    Hugging Face GPT-2 folder with its tokenizer files; ``checkpoint`` is then None).
+    CheckpointError for the one given in place of the other, or a checkpoint without a
+    tokenizer."""
+    if (ckpt is None) == (hf is None):
+        raise ValueError("give exactly one of ckpt (a tinygrad_llm checkpoint) and hf (a GPT-2 folder)")
+    if hf is not None:
+        folder = Path(hf)
+        if _is_ours(_config_json(folder)) or any(_is_ours(_config_json(folder / n)) for n in ("best", "latest")):
+            raise CheckpointError(f"{folder} is a tinygrad_llm checkpoint, not a Hugging Face GPT-2 folder: "
+                                  f"use --ckpt {folder}")
+        return load_gpt2(folder, device=device), load_gpt2_tokenizer(folder), None
+    path = Path(ckpt)
+    meta = _config_json(path)
+    if meta is not None and not _is_ours(meta) and ("n_embd" in meta or "model_type" in meta):
+        raise CheckpointError(f"{path} is a Hugging Face GPT-2 folder, not a tinygrad_llm checkpoint: use --hf {path}")
+    loaded = load_checkpoint(find_checkpoint(path), device=device)
+    if loaded.tokenizer is None:
+        raise CheckpointError(f"{loaded.path} holds no tokenizer.json, so text cannot be encoded")
+    return loaded.model, loaded.tokenizer, loaded
