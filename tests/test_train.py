@@ -185,21 +185,21 @@ def test_train_script_end_to_end_then_resume_and_sample(tmp_path):
     (["--data", "MISSING.txt"], "MISSING.txt"),
 ])
 def test_train_script_bad_input(args, match, tmp_path):
-    r = run_script(["examples/train_shakespeare.py", *args], tmp_path)
+    r = run_script(["examples/train_shakespeare.py", "--out", str(tmp_path / "run"), *args], tmp_path)
     assert r.returncode == 2 and match in r.stderr, r.stderr
 
 
 def test_train_script_empty_data(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    r = run_script(["examples/train_shakespeare.py", "--data", str(empty)], tmp_path)
+    r = run_script(["examples/train_shakespeare.py", "--out", str(tmp_path / "run"), "--data", str(empty)], tmp_path)
     assert r.returncode == 2 and "empty" in r.stderr
 
 
 def test_gpu_without_cupy_is_a_clear_error(tmp_path):
     if backend.gpu_available():
         pytest.skip("a GPU is present")
-    r = run_script(["examples/train_shakespeare.py", "--device", "gpu"], tmp_path)
+    r = run_script(["examples/train_shakespeare.py", "--out", str(tmp_path / "run"), "--device", "gpu"], tmp_path)
     assert r.returncode == 2 and ("CuPy" in r.stderr or "CUDA" in r.stderr), r.stderr
 
 
