@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 #: The layers, lowest first; a module may import its own layer and the ones below (a
 #: module name, or a package meaning everything in it; the longest match wins).
 LAYERS = [
-    ("base", ["backend", "atomic", "config", "parallel", "tokenizer"]),
+    ("base", ["backend", "atomic", "config", "parallel", "hardware", "cli", "tokenizer"]),
     ("function", ["function"]),
     ("ops", ["ops"]),
     ("kernels", ["kernels"]),
@@ -28,7 +28,7 @@ LAYERS = [
     ("nn", ["nn"]),
     ("optim", ["optim"]),
     ("model", ["model"]),
-    ("apps", ["generate", "train", "checkpoint", "hf", "presets"]),
+    ("apps", ["generate", "train", "checkpoint", "rundir", "hf", "presets"]),
     ("package", [""]),                       # tinygrad_llm/__init__.py: the public names
 ]
 
@@ -106,7 +106,7 @@ def _layer(module: str) -> int:
     best, best_len = None, -1
     for rank, (_, prefixes) in enumerate(LAYERS):
         for p in prefixes:
-            if (rel == p or rel.startswith(p + ".") or p == "") and len(p) > best_len:
+            if (rel == p or (p and rel.startswith(p + "."))) and len(p) > best_len:
                 best, best_len = rank, len(p)
     return best
 

@@ -3,7 +3,7 @@
     from tinygrad_llm.tokenizer import BPETokenizer, load_tokenizer
     tok = BPETokenizer.train(text, vocab_size=4096)
     ids = tok.encode("hello world")
-    tok.save("tok.txt"); tok = load_tokenizer("tok.txt")
+    tok.save("tok.json"); tok = load_tokenizer("tok.json")   # a Hugging Face tokenizer.json
 
 See docs/tokenizer.md.
 """
@@ -26,12 +26,13 @@ __all__ = [
 
 
 def load_tokenizer(path):
-    """Load a tokenizer saved by either tokenizer's .save().
+    """Load a tokenizer saved by either tokenizer's .save() (any format version), or a
+    Hugging Face byte-level BPE ``tokenizer.json``.
 
     A folder holding vocab.json and merges.txt loads as a GPT-2 style
     BPETokenizer (see BPETokenizer.from_pretrained).
     """
     if Path(path).is_dir():
         return BPETokenizer.from_pretrained(path)
-    kind, *_ = read_file(path)
+    kind, _ = read_file(path)
     return {"bpe": BPETokenizer, "char": CharTokenizer}[kind].load(path)
