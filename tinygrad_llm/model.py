@@ -27,7 +27,7 @@ from .nn import functional as F
 from .nn.containers import ModuleDict, ModuleList
 from .nn.layers import Dropout, Embedding, LayerNorm, Linear, RMSNorm
 from .nn.module import Module
-from .ops.self_attention import causal_self_attention
+from .nn.functional import causal_self_attention
 from .tensor import Tensor
 
 __all__ = ["GPTConfig", "GPT", "KVCache", "PEAK_FLOPS"]
