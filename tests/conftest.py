@@ -74,3 +74,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(params=["reference", "fast"])
+def tier(request):
+    """Runs a test on both tiers: "reference" (the plain math of tinygrad_llm/ops/) and
+    "fast" (the kernels of tinygrad_llm/kernels/ where one exists for the device)."""
+    from tinygrad_llm import reference_tier
+    with reference_tier(request.param == "reference"):
+        yield request.param
