@@ -513,7 +513,8 @@ def _masked_form(allowed, dtype):
 
 def _batched(a, batch, tail):
     """``a`` broadcast to batch + tail (a view), with a leading axis of 1 when there is no batch."""
-    a = np.broadcast_to(a, batch + tail)
+    if a.shape != batch + tail:
+        a = np.broadcast_to(a, batch + tail)          # ~5 us: only when something broadcasts
     return a if batch else a[None]
 
 
@@ -523,7 +524,7 @@ def _pieces(batch, per_item_bytes, T, Tk, width):
         per_item_bytes, 1)), threaded=T * Tk * width <= tuning.BLAS_THREADED_MNK)
 
 
-def attention_forward(xp, qs, k, v, allowed=None, bias=None, keep=None, inv_keep=1.0):
+def attention_forward(xp, qs, k, v, allowed=None, bias=None, keep=None, inv_keep=1.0, out=None):
     """The reference's ``attention_forward``, same arguments and results.
 
     The first leading axis is cut into one chunk per core (unless the GEMMs are big enough
@@ -537,7 +538,7 @@ def attention_forward(xp, qs, k, v, allowed=None, bias=None, keep=None, inv_keep
     dt = qs.dtype
     q_, k_, v_ = (_batched(blas_matrices(a), batch, tail) for a, tail in ((qs, (T, D)), (k, (Tk, D)), (v, (Tk, Dv))))
     P = np.empty(q_.shape[:-2] + (T, Tk), dtype=dt)
-    O = np.empty(q_.shape[:-2] + (T, Dv), dtype=dt)
+    O = np.empty(q_.shape[:-2] + (T, Dv), dtype=dt) if out is None else (out if batch else out[None])
     Pd = P if keep is None else np.empty_like(P)
     keep_ = None if keep is None else _batched(keep, batch, (T, Tk))
     bias_ = None if bias is None else _batched(bias, batch, (T, Tk))
@@ -568,7 +569,7 @@ def attention_forward(xp, qs, k, v, allowed=None, bias=None, keep=None, inv_keep
     return (P, O) if batch else (P[0], O[0])
 
 
-def attention_backward(xp, dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0):
+def attention_backward(xp, dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=None):
     """The reference's ``attention_backward``, same arguments and results.
 
     Cut into chunks and pieces as the forward; dS is built in place in the buffer of dO V^T,
@@ -582,7 +583,10 @@ def attention_backward(xp, dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0):
     q_, k_, v_ = (_batched(blas_matrices(a), batch, tail) for a, tail in ((qs, (T, D)), (k, (Tk, D)), (v, (Tk, Dv))))
     keep_ = None if keep is None else _batched(keep, batch, (T, Tk))
     lead = P_.shape[:-2]
-    dq, dk, dv = (np.empty(lead + tail, dtype=dt) for tail in ((T, D), (Tk, D), (Tk, Dv)))
+    if out is None:
+        dq, dk, dv = (np.empty(lead + tail, dtype=dt) for tail in ((T, D), (Tk, D), (Tk, Dv)))
+    else:
+        dq, dk, dv = out if batch else (o[None] for o in out)
 
     def piece(a, z):
         Pa = P_[a:z]
@@ -599,6 +603,8 @@ def attention_backward(xp, dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0):
         np.matmul(dS.swapaxes(-1, -2), q_[a:z], out=dk[a:z])           # dK = dS^T qs
 
     parallel_for(piece, lead[0], **_pieces(lead, P_[:1].nbytes, T, Tk, max(D, Dv)))
+    if out is not None:
+        return out
     return (dq, dk, dv) if batch else (dq[0], dk[0], dv[0])
 
 

@@ -56,13 +56,14 @@ def causal_mask(T: int, Tk: int, device: str = "cpu"):
     return allowed
 
 
-def attention_forward(xp, qs, k, v, allowed=None, bias=None, keep=None, inv_keep=1.0):
+def attention_forward(xp, qs, k, v, allowed=None, bias=None, keep=None, inv_keep=1.0, out=None):
     """(P, O) for qs = s Q (..., T, D), k (..., Tk, D), v (..., Tk, Dv), leading dims broadcasting.
 
     bias: a float array added to the scores, or None; allowed: a bool array, False where a
     query may not see a key (its score becomes -inf whatever bias holds there), or None;
     both broadcast to (..., T, Tk). keep: the dropout keep-mask (..., T, Tk) or None, with
-    inv_keep = 1 / (1 - p). Returns P (..., T, Tk), before dropout, and O (..., T, Dv).
+    inv_keep = 1 / (1 - p). Returns P (..., T, Tk), before dropout, and O (..., T, Dv),
+    written into ``out`` when one is given (any strides: e.g. a view with the heads merged).
     """
     S = qs @ k.swapaxes(-1, -2)
     if bias is not None:
@@ -71,15 +72,16 @@ def attention_forward(xp, qs, k, v, allowed=None, bias=None, keep=None, inv_keep
         S = xp.where(allowed, S, S.dtype.type(-np.inf))
     P = softmax(xp, S, axis=-1)
     Pd = P if keep is None else P * keep * inv_keep
-    O = Pd @ v
+    O = xp.matmul(Pd, v, out=out)                     # O = Pd V
     return P, O
 
 
-def attention_backward(xp, dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0):
+def attention_backward(xp, dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=None):
     """(dQ, dK, dV) from dO (..., T, Dv) and the forward's P, O, qs, k, v (as attention_forward).
 
     Each gradient has the broadcast leading dims; the caller sums them back to its
-    inputs' shapes. dQ is with respect to the unscaled Q.
+    inputs' shapes. dQ is with respect to the unscaled Q. ``out``: three arrays to write
+    them into (e.g. views of the thirds of one buffer), or None.
     """
     Pd = P if keep is None else P * keep * inv_keep
     dV = Pd.swapaxes(-1, -2) @ dO
@@ -90,7 +92,11 @@ def attention_backward(xp, dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0):
     dS = P * (dP - delta)
     dQ = scale * (dS @ k)
     dK = dS.swapaxes(-1, -2) @ qs
-    return dQ, dK, dV
+    if out is None:
+        return dQ, dK, dV
+    for buffer, d in zip(out, (dQ, dK, dV)):
+        buffer[...] = d
+    return out
 
 
 class ScaledDotProductAttention(Function):

@@ -6,10 +6,11 @@ heads costs no extra graph nodes (and no zero-filled gradient buffers). It is a 
 adapter around the attention core of ops/attention.py (``attention_forward`` and
 ``attention_backward``, the same functions ``F.scaled_dot_product_attention`` runs):
 
-    forward:  q, k, v = split heads of qkv          (B, H, T, hd) each
+    forward:  q, k, v = split heads of qkv          (B, H, T, hd) each, views
               P, O = core forward (s q, k, v, causal mask, dropout)
-              y = merge heads of O                   (B, T, C)
-    backward: dO = split heads of dy;  dq, dk, dv = core backward;  dqkv = merge of the three
+              y = O with its heads merged            (B, T, C): the core writes O into a view of y
+    backward: dO = dy with its heads split;  dq, dk, dv = core backward, written into the
+              three thirds of one dqkv buffer        (B, T, 3C)
 """
 from __future__ import annotations
 
@@ -37,14 +38,15 @@ class CausalSelfAttention(Function):
             self.keep = dropout_mask(self.device, (B, H, T, T), dropout_p, qkv.dtype)
             self.inv_keep = 1.0 / (1.0 - dropout_p)
         self.qs, self.k, self.v = q * qkv.dtype.type(self.scale), k, v
+        y = self.xp.empty((B, T, H, hd), dtype=qkv.dtype)
         self.P, self.O = self.core_forward(self.xp, self.qs, k, v, causal_mask(T, T, self.device), None,
-                                           self.keep, self.inv_keep)
-        return self.O.transpose(0, 2, 1, 3).reshape(B, T, C3 // 3)         # merge heads
+                                           self.keep, self.inv_keep, out=y.transpose(0, 2, 1, 3))
+        return y.reshape(B, T, C3 // 3)                                     # heads merged
 
     def backward(self, g):
         B, H, T, hd = self.qs.shape
         dO = g.reshape(B, T, H, hd).transpose(0, 2, 1, 3)                   # split heads
-        grads = self.core_backward(self.xp, dO, self.P, self.O, self.qs, self.k, self.v, self.scale,
-                                   self.keep, self.inv_keep)
-        # dq, dk, dv (B, H, T, hd) each -> (B, T, 3, H, hd): the layout of qkv
-        return self.xp.stack([d.transpose(0, 2, 1, 3) for d in grads], axis=2).reshape(B, T, 3 * H * hd)
+        dqkv = self.xp.empty((B, T, 3, H, hd), dtype=g.dtype)               # the layout of qkv
+        self.core_backward(self.xp, dO, self.P, self.O, self.qs, self.k, self.v, self.scale,
+                           self.keep, self.inv_keep, out=tuple(dqkv.transpose(2, 0, 3, 1, 4)))
+        return dqkv.reshape(B, T, 3 * H * hd)
