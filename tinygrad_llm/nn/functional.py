@@ -249,7 +249,7 @@ def rms_norm(input, normalized_shape=None, weight=None, eps=1e-6):
         normalized_shape, weight = None, normalized_shape
     nd = _normalized_ndim(x, normalized_shape, (weight,), "rms_norm")
     if eps is None:
-        eps = float(np.finfo(x.dtype).eps) if x.dtype.kind == "f" else 0.0
+        eps = float(np.finfo(x.dtype).eps)
     params = (_tensor(weight, "weight"),) if weight is not None else ()
     return RMSNorm.apply(x, *params, has_weight=weight is not None, eps=float(eps), ndim=nd)
 
