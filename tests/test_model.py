@@ -1,13 +1,12 @@
-"""GPT model: config validation, shapes, GPT-2 names and init, the fused attention node."""
+"""GPT model: config validation, shapes, GPT-2 names and init, devices. (The fused attention
+node's own tests are in tests/ops/test_self_attention.py.)"""
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 import tinygrad_llm as tg
-from tinygrad_llm import GPT, GPTConfig, Tensor, gradcheck
+from tinygrad_llm import GPT, GPTConfig
 
 TINY = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
 
@@ -164,7 +163,7 @@ def test_configure_optimizers_decays_only_matrices():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(m.parameters()))
 
 
-# ---------------------------------------------------------------- fused attention node
+# ---------------------------------------------------------------- devices
 
 def test_model_on_gpu_matches_cpu(device):
     if device == "cpu":

@@ -15,9 +15,33 @@ against the float64 answer, not to PyTorch's own float32 rounding.
 """
 import numpy as np
 from conftest import to_np
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 import tinygrad_llm as tg
 from tinygrad_llm import Tensor, gradcheck, reference_tier
+
+#: for @given tests that also take function-scoped fixtures (device, tier)
+fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+seeds = st.integers(0, 2**32 - 1)
+
+
+def leaf(a, device="cpu"):
+    """A tensor that requires grad."""
+    return Tensor(np.asarray(a), requires_grad=True, device=device)
+
+
+def np_softmax(x, axis):
+    """The NumPy reference of softmax (row max subtracted)."""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def np_log_softmax(x, axis):
+    """The NumPy reference of log-softmax."""
+    z = x - x.max(axis=axis, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+
 
 #: (rtol, atol) per dtype: float64 near its rounding, float32 near its own
 TOLERANCE = {np.dtype(np.float64): (1e-10, 1e-12), np.dtype(np.float32): (1e-5, 1e-6),

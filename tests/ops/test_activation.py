@@ -6,19 +6,12 @@ import math
 import numpy as np
 import pytest
 from conftest import to_np
-from helper_op import helper_test_op, tiers_agree
-from hypothesis import HealthCheck, given, settings
+from helper_op import fixture_ok, helper_test_op, leaf, seeds, tiers_agree
+from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_llm.nn.functional as F
 from tinygrad_llm import Tensor
-
-fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-seeds = st.integers(0, 2**32 - 1)
-
-
-def leaf(a, device="cpu"):
-    return Tensor(np.asarray(a), requires_grad=True, device=device)
 
 
 def np_gelu(x, approximate):

@@ -3,20 +3,13 @@ the input times the helper's mask, gradients, seeding, p = 0 and p = 1, float16,
 import numpy as np
 import pytest
 from conftest import to_np
-from helper_op import helper_test_op
-from hypothesis import HealthCheck, given, settings
+from helper_op import fixture_ok, helper_test_op, leaf, seeds
+from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_llm.nn.functional as F
 from tinygrad_llm import Tensor, manual_seed
 from tinygrad_llm.ops.dropout import Dropout, dropout_mask
-
-fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-seeds = st.integers(0, 2**32 - 1)
-
-
-def leaf(a, device="cpu"):
-    return Tensor(np.asarray(a), requires_grad=True, device=device)
 
 
 def test_dropout_identity_cases_record_no_node():

@@ -4,29 +4,12 @@ NumPy, PyTorch and finite differences, stability, the one convention for rows th
 import numpy as np
 import pytest
 from conftest import to_np
-from helper_op import helper_test_op
-from hypothesis import HealthCheck, given, settings
+from helper_op import fixture_ok, helper_test_op, leaf, np_log_softmax, np_softmax, seeds
+from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_llm.nn.functional as F
 from tinygrad_llm import Tensor, gradcheck
-
-fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-seeds = st.integers(0, 2**32 - 1)
-
-
-def leaf(a, device="cpu"):
-    return Tensor(np.asarray(a), requires_grad=True, device=device)
-
-
-def np_softmax(x, axis):
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def np_log_softmax(x, axis):
-    z = x - x.max(axis=axis, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
 
 @fixture_ok
