@@ -525,7 +525,7 @@ def _pieces(batch, per_item_bytes, T, Tk, width):
 
 
 def attention_forward(xp, qs, k, v, allowed=None, bias=None, keep=None, inv_keep=1.0, out=None):
-    """The reference's ``attention_forward``, same arguments and results.
+    """The reference's ``attention_forward``, same arguments (``xp`` is numpy here) and results.
 
     The first leading axis is cut into one chunk per core (unless the GEMMs are big enough
     for BLAS to thread them itself), each chunk worked in pieces whose scores stay in cache;
@@ -569,7 +569,7 @@ def attention_forward(xp, qs, k, v, allowed=None, bias=None, keep=None, inv_keep
     return (P, O) if batch else (P[0], O[0])
 
 
-def attention_backward(xp, dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=None):
+def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=None):
     """The reference's ``attention_backward``, same arguments and results.
 
     Cut into chunks and pieces as the forward; dS is built in place in the buffer of dO V^T,

@@ -76,7 +76,7 @@ def attention_forward(xp, qs, k, v, allowed=None, bias=None, keep=None, inv_keep
     return P, O
 
 
-def attention_backward(xp, dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=None):
+def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=None):
     """(dQ, dK, dV) from dO (..., T, Dv) and the forward's P, O, qs, k, v (as attention_forward).
 
     Each gradient has the broadcast leading dims; the caller sums them back to its
@@ -128,7 +128,7 @@ class ScaledDotProductAttention(Function):
 
     def backward(self, g):
         xp = self.xp
-        dq, dk, dv = self.core_backward(xp, g, self.P, self.O, self.qs, self.k, self.v, self.scale,
+        dq, dk, dv = self.core_backward(g, self.P, self.O, self.qs, self.k, self.v, self.scale,
                                         self.keep, self.inv_keep)
         q_shape, k_shape, v_shape = self.shapes
         return unbroadcast(xp, dq, q_shape), unbroadcast(xp, dk, k_shape), unbroadcast(xp, dv, v_shape)

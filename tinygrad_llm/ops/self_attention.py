@@ -47,6 +47,6 @@ class CausalSelfAttention(Function):
         B, H, T, hd = self.qs.shape
         dO = g.reshape(B, T, H, hd).transpose(0, 2, 1, 3)                   # split heads
         dqkv = self.xp.empty((B, T, 3, H, hd), dtype=g.dtype)               # the layout of qkv
-        self.core_backward(self.xp, dO, self.P, self.O, self.qs, self.k, self.v, self.scale,
+        self.core_backward(dO, self.P, self.O, self.qs, self.k, self.v, self.scale,
                            self.keep, self.inv_keep, out=tuple(dqkv.transpose(2, 0, 3, 1, 4)))
         return dqkv.reshape(B, T, 3 * H * hd)
