@@ -97,7 +97,7 @@ def test_silu_matches_torch(tier, dtype):
        dtype=st.sampled_from([np.float64, np.float32, np.float16]), seed=seeds)
 def test_activation_fast_tier_equals_reference(shape, op, scale, dtype, seed):
     """The same formulas, evaluated in another order (in place, block by block): equal to float
-    rounding (float64 1e-10, float32 1e-5, float16 2e-3 relative)."""
+    rounding (float64 1e-10, float32 1e-5, float16 1e-2 relative)."""
     if dtype == np.float16:
         scale = min(scale, 10.0)        # x * x overflows float16 beyond 255: both tiers give NaN there
     x = (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)

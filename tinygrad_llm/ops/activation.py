@@ -34,8 +34,8 @@ class GELU(Function):
         xp = self.xp
         self.x, self.approximate = x, approximate
         if approximate == "tanh":
-            u = SQRT_2_OVER_PI * (x + GELU_A * x ** 3)
-            with quiet(xp, over="ignore"):          # exp(-2u) = inf for very negative x: s = 0, right
+            with quiet(xp, over="ignore"):    # u or exp(-2u) = inf for large |x|: s = 1 or 0, right
+                u = SQRT_2_OVER_PI * (x + GELU_A * x ** 3)
                 self.s = 1.0 / (1.0 + xp.exp(-2.0 * u))
             return x * self.s
         self.cdf = 0.5 * (1.0 + erf(x * INV_SQRT_2, xp))
