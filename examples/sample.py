@@ -13,7 +13,7 @@ import sys
 from tinygrad_llm import backend, cli
 from tinygrad_llm.checkpoint import CheckpointError, load_for_sampling
 from tinygrad_llm.generate import generate_text
-from tinygrad_llm.parallel import set_blas_threads
+from tinygrad_llm.kernels.parallel import set_blas_threads
 
 #: Below this many parameters one BLAS thread samples faster than several: each token's
 #: GEMMs are too small to share out (docs/benchmarks.md, "Sampling and BLAS threads").

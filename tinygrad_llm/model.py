@@ -35,7 +35,6 @@ from .nn.containers import ModuleDict, ModuleList
 from .nn.kv_cache import KVCache
 from .nn.layers import Dropout, Embedding, LayerNorm, Linear, RMSNorm
 from .nn.module import Module
-from .ops.self_attention import causal_self_attention
 from .optim import AdamW
 from .tensor import Tensor
 
@@ -125,7 +124,7 @@ class CausalSelfAttention(Module):
         qkv = self.c_attn(x)                                          # (B, T, 3C)
         if cache is None:
             p = self.dropout if self.training else 0.0
-            y = causal_self_attention(qkv, H, dropout_p=p)            # (B, T, C)
+            y = F.causal_self_attention(qkv, H, dropout_p=p)            # (B, T, C)
             if attention is not None:
                 heads = qkv.reshape(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)   # (3, B, H, T, hd)
                 attention.append(attention_weights(heads[0], heads[1]))
