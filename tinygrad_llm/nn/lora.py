@@ -105,6 +105,18 @@ class LoRAConfig:
         return cls(d["r"], d["lora_alpha"], d.get("lora_dropout", 0.0), d["target_modules"])
 
 
+def _init_sharing(layer: Linear, base: Linear):
+    """Initialise ``layer`` as a Linear holding ``base``'s own weight and bias Parameters
+    (instead of ``Linear.__init__``, which would draw new ones)."""
+    Module.__init__(layer)
+    layer.in_features, layer.out_features = base.in_features, base.out_features
+    layer.weight = base.weight
+    if base.bias is None:
+        layer.register_parameter("bias", None)
+    else:
+        layer.bias = base.bias
+
+
 class LoRALinear(Linear):
     """A ``Linear`` carrying a low-rank adapter; built from an existing layer, whose weight and
     bias Parameters it shares (and freezes).
@@ -114,14 +126,8 @@ class LoRALinear(Linear):
     """
 
     def __init__(self, base: Linear, r: int = 8, lora_alpha: float = 16.0, lora_dropout: float = 0.0):
-        Module.__init__(self)   # not Linear's: the weights are the base layer's, not new ones
         cfg = LoRAConfig(r, lora_alpha, lora_dropout)
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight = base.weight
-        if base.bias is None:
-            self.register_parameter("bias", None)
-        else:
-            self.bias = base.bias
+        _init_sharing(self, base)
         self.requires_grad_(False)
         self.r, self.lora_alpha, self.scaling = cfg.r, cfg.lora_alpha, cfg.scaling
         w = base.weight
@@ -280,13 +286,7 @@ def unload_lora(model: Module, merge: bool = True) -> Module:
         else:
             m.unmerge()
         plain = Linear.__new__(Linear)
-        Module.__init__(plain)   # Linear's own __init__ would draw new weights
-        plain.in_features, plain.out_features = m.in_features, m.out_features
-        plain.weight = m.weight
-        if m.bias is None:
-            plain.register_parameter("bias", None)
-        else:
-            plain.bias = m.bias
+        _init_sharing(plain, m)
         _set_submodule(model, name, plain)
     model.__dict__.pop("lora_config", None)
     return model
