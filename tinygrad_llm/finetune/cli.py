@@ -22,8 +22,8 @@ from .data import check_lengths, encode_records, load_records, split_records
 from .models import check_out_dir, frozen_copy, load_base, remove_stale, save_finetuned, with_end_of_text
 from .sft import generate_responses
 
-__all__ = ["add_common_arguments", "prepare", "Run", "run_main", "save_outputs", "show_responses",
-           "base_train_config", "best_saver"]
+__all__ = ["add_common_arguments", "prepare", "Run", "run_main", "loop_settings", "train_and_save", "save_outputs",
+           "show_responses", "base_train_config", "best_saver"]
 
 
 def add_common_arguments(p: argparse.ArgumentParser, lr_full: float, lr_lora: float, epochs: int,
@@ -150,6 +150,13 @@ def prepare(args, fields, log=print, reference: bool = False) -> Run:
     return run
 
 
+def loop_settings(run: Run) -> dict:
+    """The FinetuneConfig fields the flags set (for SFTConfig / DPOConfig)."""
+    a = run.args
+    return dict(epochs=a.epochs, lr=run.lr, batch_size=a.batch_size, weight_decay=a.weight_decay,
+                grad_clip=a.grad_clip, seed=a.seed, log_interval=a.log_interval)
+
+
 def save_outputs(run: Run, name: str, train_config: dict, trainer_state: dict, final: bool = False) -> list:
     """Write checkpoint ``out/name`` (and, when ``final`` with LoRA, ``out/adapter``); returns
     what the run has written so far."""
@@ -192,6 +199,19 @@ def show_responses(run: Run, field: str, log=print):
     for rec, resp in zip(recs, responses):
         log(f"### Instruction: {rec['instruction']}" + (f"\n### Input: {rec['input']}" if rec["input"] else ""))
         log(f"expected ({field}): {rec[field]}\ngenerated: {resp}\n")
+
+
+def train_and_save(run: Run, kind: str, cfg, train, val_loss, field: str, log=print) -> int:
+    """Run ``train(on_epoch)`` (a training loop given the callback that saves ``best/``), then
+    save ``latest/`` (and ``adapter/``) and show a few held-out responses. ``kind`` ("sft",
+    "dpo") and ``cfg`` go into the checkpoint's config; ``val_loss(row)`` picks an epoch's
+    validation loss; ``field`` is the record field shown as the expected response."""
+    train_config = base_train_config(run, kind, cfg)
+    history = train(best_saver(run, train_config, val_loss))
+    written = save_outputs(run, "latest", train_config, {"epoch": cfg.epochs, "history": history}, final=True)
+    log(f"wrote {', '.join(f'{run.args.out}/{n}/' for n in written)}")
+    show_responses(run, field, log)
+    return 0
 
 
 def _one_line(message: str) -> str:
