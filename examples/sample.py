@@ -2,9 +2,12 @@
 
     python examples/sample.py --ckpt out/shakespeare-char-cpu --prompt "ROMEO:"
     python examples/sample.py --ckpt out/shakespeare-char-cpu/latest --temperature 0 --max-new-tokens 100
+    python examples/sample.py --ckpt out/finetune --instruction "Name three primary colors." --temperature 0
 
 --ckpt is a checkpoint directory, or a training output directory (its 'best' checkpoint is
-used, else 'latest'). Text is printed as it is generated.
+used, else 'latest'). Text is printed as it is generated. --instruction (with an optional
+--input) renders the prompt with the Alpaca template that fine-tuning uses
+(examples/finetune_instructions.py) and stops at the end-of-text token.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from tinygrad_llm import backend
 from tinygrad_llm.checkpoint import CheckpointError, load_checkpoint
+from tinygrad_llm.finetune import END_OF_TEXT, format_prompt
 from tinygrad_llm.generate import generate_text
 
 
@@ -22,7 +26,10 @@ def parse(argv):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="checkpoint directory (or a training output directory)")
     src.add_argument("--hf", help="a Hugging Face GPT-2 directory (config.json + model.safetensors)")
-    p.add_argument("--prompt", default="\n")
+    text = p.add_mutually_exclusive_group()
+    text.add_argument("--prompt", default="\n")
+    text.add_argument("--instruction", default=None, help="an instruction, in the fine-tuning prompt template")
+    p.add_argument("--input", default="", help="the optional input section of --instruction's template")
     p.add_argument("--max-new-tokens", type=int, default=500)
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=200)
@@ -56,7 +63,13 @@ def main(argv=None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
         args.device = backend.canonical_device(args.device)
+        if args.input and args.instruction is None:
+            raise ValueError("--input is the input section of --instruction's template: give --instruction too")
         model, tokenizer = _load(args)
+        if args.instruction is not None:
+            args.prompt = format_prompt(args.instruction, args.input)
+            if args.stop is None and END_OF_TEXT in getattr(tokenizer, "special_tokens", {}):
+                args.stop = END_OF_TEXT
         for i in range(args.num_samples):
             seed = None if args.seed is None else args.seed + i
             print(args.prompt, end="", flush=True)
