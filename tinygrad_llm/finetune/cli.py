@@ -108,7 +108,6 @@ class Run:
     model: object
     tokenizer: object
     eos_id: int
-    records: list
     train: list           # encoded examples
     val: list
     val_records: list
@@ -139,7 +138,7 @@ def prepare(args, fields, log=print, reference: bool = False) -> Run:
     if lcfg is not None:
         names = lora.apply_lora(model, lcfg.target_modules, lcfg.r, lcfg.lora_alpha, lcfg.lora_dropout)
     lr = args.lr if args.lr is not None else (args.lr_lora if lcfg is not None else args.lr_full)
-    run = Run(args, model, tokenizer, eos, records, [examples[i] for i in train_idx], [examples[i] for i in val_idx],
+    run = Run(args, model, tokenizer, eos, [examples[i] for i in train_idx], [examples[i] for i in val_idx],
               [records[i] for i in val_idx], lcfg, names, ref, lr)
     cfg = model.config
     trainable = sum(p.size for p in model.parameters() if p.requires_grad)
