@@ -189,11 +189,19 @@ def test_apply_errors(kwargs, match):
     assert not lora.lora_layers(model) and all(p.requires_grad for p in model.parameters())
 
 
-def test_apply_twice_is_an_error_and_an_untied_lm_head_can_be_adapted():
+def test_apply_twice_is_an_error_and_an_untied_lm_head_can_be_adapted(tmp_path):
     model = small_gpt()
     lora.apply_lora(model, ["c_fc"])
     with pytest.raises(LoRAError, match="already has a LoRA adapter"):
         lora.apply_lora(model, ["c_fc"])
+    lora.apply_lora(model, ["c_attn"])             # a second call adds layers; all adapters stay trainable
+    assert all(m.lora_A.weight.requires_grad and m.lora_B.weight.requires_grad
+               for m in lora.lora_layers(model).values()) and len(lora.lora_layers(model)) == 4
+    lora.save_lora(model, tmp_path / "a")
+    assert json.loads((tmp_path / "a" / lora.ADAPTER_CONFIG).read_text())["target_modules"] == ["c_fc", "c_attn"]
+    lora.apply_lora(model, ["c_proj"], r=2)        # other settings: one file cannot hold both
+    with pytest.raises(LoRAError, match="differing settings"):
+        lora.save_lora(model, tmp_path / "b")
     untied = small_gpt(tie_weights=False)
     assert lora.apply_lora(untied, ["lm_head"], r=2) == ["lm_head"]
 

@@ -225,6 +225,9 @@ def apply_lora(model: Module, target_modules=DEFAULT_TARGETS, r: int = 8, lora_a
     model.requires_grad_(False)
     for n in chosen:
         _set_submodule(model, n, LoRALinear(linears[n], cfg.r, cfg.lora_alpha, cfg.lora_dropout))
+    for m in lora_layers(model).values():          # adapters of an earlier call stay trainable
+        m.lora_A.requires_grad_(True)
+        m.lora_B.requires_grad_(True)
     before = getattr(model, "lora_config", None)
     if before is not None and (before.r, before.lora_alpha, before.lora_dropout) == (cfg.r, cfg.lora_alpha,
                                                                                       cfg.lora_dropout):
@@ -239,8 +242,11 @@ def _config_of(model: Module) -> LoRAConfig:
     if not layers:
         raise LoRAError("this model has no LoRA adapters (apply_lora or load_lora first)")
     cfg = getattr(model, "lora_config", None)
+    if cfg is None:
+        raise LoRAError("this model's adapters were not added by apply_lora or load_lora, so their "
+                        "target_modules are unknown")
     settings = {(m.r, m.lora_alpha, m.lora_dropout.p) for m in layers.values()}
-    if cfg is None or settings != {(cfg.r, cfg.lora_alpha, cfg.lora_dropout)}:
+    if settings != {(cfg.r, cfg.lora_alpha, cfg.lora_dropout)}:
         raise LoRAError(f"the adapters of this model have differing settings {sorted(settings)}; "
                         "one adapter file holds one (r, lora_alpha, lora_dropout)")
     return cfg
