@@ -1,62 +1,60 @@
 """Sample text from a trained checkpoint.
 
-    python examples/sample.py --ckpt out/shakespeare-char-cpu --prompt "ROMEO:"
-    python examples/sample.py --ckpt out/shakespeare-char-cpu/latest --temperature 0 --max-new-tokens 100
-    python examples/sample.py --ckpt out/finetune --instruction "Name three primary colors." --temperature 0
+    .venv/bin/python examples/sample.py --ckpt out/shakespeare-char-cpu --prompt "ROMEO:"
+    .venv/bin/python examples/sample.py --ckpt out/shakespeare-char-cpu/latest --temperature 0 --max-new-tokens 100
+    .venv/bin/python examples/sample.py --ckpt out/numbers-sft --instruction "Reverse the digits." --input 907 --temperature 0
 
 --ckpt is a checkpoint directory, or a training output directory (its 'best' checkpoint is
-used, else 'latest'). Text is printed as it is generated. --instruction (with an optional
---input) renders the prompt with the Alpaca template that fine-tuning uses
+used, else 'latest'). Text is printed as it is generated; Ctrl-C stops it. --instruction (with
+an optional --input) renders the prompt with the Alpaca template that fine-tuning uses
 (examples/finetune_instructions.py) and stops at the end-of-text token.
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-from tinygrad_llm import backend
-from tinygrad_llm.checkpoint import CheckpointError, load_checkpoint
+from tinygrad_llm import backend, cli
+from tinygrad_llm.checkpoint import CheckpointError, load_for_sampling
 from tinygrad_llm.finetune import END_OF_TEXT, format_prompt
 from tinygrad_llm.generate import generate_text
+from tinygrad_llm.parallel import set_blas_threads
+
+#: Below this many parameters one BLAS thread samples faster than several: each token's
+#: GEMMs are too small to share out (docs/benchmarks.md, "Sampling and BLAS threads").
+SMALL_MODEL_PARAMS = 50_000_000
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="checkpoint directory (or a training output directory)")
     src.add_argument("--hf", help="a Hugging Face GPT-2 directory (config.json + model.safetensors)")
     text = p.add_mutually_exclusive_group()
-    text.add_argument("--prompt", default="\n")
+    text.add_argument("--prompt", default=None, help="default: a newline, or the first token if the vocabulary has none")
     text.add_argument("--instruction", default=None, help="an instruction, in the fine-tuning prompt template")
     p.add_argument("--input", default="", help="the optional input section of --instruction's template")
-    p.add_argument("--max-new-tokens", type=int, default=500)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=200)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=cli.integer(min=0), default=500)
+    p.add_argument("--temperature", type=cli.number(min=0), default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=cli.integer(min=1), default=200)
+    p.add_argument("--top-p", type=cli.number(min=0, max=1, min_open=True), default=None)
+    p.add_argument("--repetition-penalty", type=cli.number(min=0, min_open=True), default=1.0, help="1 = off")
+    p.add_argument("--seed", type=cli.integer(), default=None)
     p.add_argument("--stop", default=None, help="stop when this string is generated")
-    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--num-samples", type=cli.integer(min=1), default=1)
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context every token")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--blas-threads", type=cli.integer(min=1), default=None,
+                   help=f"CPU BLAS threads (default: 1 for models under {SMALL_MODEL_PARAMS // 10**6}M parameters, "
+                   "where it is faster; else the BLAS's own default)")
     return p.parse_args(argv)
 
 
-def _load(args):
-    if args.hf:
-        from tinygrad_llm.hf import load_gpt2, load_gpt2_tokenizer  # noqa: PLC0415
-        return load_gpt2(args.hf, device=args.device), load_gpt2_tokenizer(args.hf)
-    path = Path(args.ckpt)
-    if not (path / "config.json").exists():
-        for name in ("best", "latest"):
-            if (path / name / "config.json").exists():
-                path = path / name
-                break
-    ckpt = load_checkpoint(path, device=args.device)
-    if ckpt.tokenizer is None:
-        raise CheckpointError(f"{ckpt.path} holds no tokenizer.json, so text cannot be encoded")
-    return ckpt.model, ckpt.tokenizer
+def blas_threads_for(n_params: int, given: int | None) -> int | None:
+    """BLAS threads to sample with: ``given``, else 1 for a small model, else None (leave the
+    BLAS's default)."""
+    if given is not None:
+        return given
+    return 1 if n_params < SMALL_MODEL_PARAMS else None
 
 
 def main(argv=None) -> int:
@@ -65,11 +63,24 @@ def main(argv=None) -> int:
         args.device = backend.canonical_device(args.device)
         if args.input and args.instruction is None:
             raise ValueError("--input is the input section of --instruction's template: give --instruction too")
-        model, tokenizer = _load(args)
+        model, tokenizer, _ = load_for_sampling(ckpt=args.ckpt, hf=args.hf, device=args.device)
         if args.instruction is not None:
             args.prompt = format_prompt(args.instruction, args.input)
             if args.stop is None and END_OF_TEXT in getattr(tokenizer, "special_tokens", {}):
                 args.stop = END_OF_TEXT
+        threads = blas_threads_for(model.num_params(), args.blas_threads)
+        if args.device == "cpu" and threads is not None:
+            set_blas_threads(threads)
+        if args.prompt is None:
+            try:
+                args.prompt = "\n" if tokenizer.encode("\n") else tokenizer.decode([0])
+            except (ValueError, KeyError):
+                args.prompt = tokenizer.decode([0])
+        try:
+            if not tokenizer.encode(args.prompt):
+                raise ValueError("it encodes to no tokens: give at least one character")
+        except ValueError as e:
+            raise ValueError(f"--prompt {args.prompt!r} cannot be encoded with this model's tokenizer: {e}") from None
         for i in range(args.num_samples):
             seed = None if args.seed is None else args.seed + i
             print(args.prompt, end="", flush=True)
@@ -79,10 +90,9 @@ def main(argv=None) -> int:
                           use_cache=not args.no_cache, stream=lambda s: print(s, end="", flush=True))
             print("\n---------------")
     except (ValueError, CheckpointError, backend.DeviceError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        cli.fail(e)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

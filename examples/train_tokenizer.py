@@ -1,32 +1,42 @@
 """Train a byte-level BPE tokenizer on a text file and save it.
 
-    python examples/train_tokenizer.py --data ../shared/data/tinyshakespeare.txt --vocab-size 4096 --out out/shakespeare4096.tok
-    python examples/train_tokenizer.py --data input.txt --vocab-size 512 --out tok.txt --pattern gpt2 --special "<|endoftext|>"
-    python examples/train_tokenizer.py --data input.txt --kind char --out chars.txt
+    .venv/bin/python examples/train_tokenizer.py --vocab-size 4096 --out tok.json        # Tiny Shakespeare
+    .venv/bin/python examples/train_tokenizer.py --data input.txt --vocab-size 512 --out tok.json --pattern gpt2 --special "<|endoftext|>"
+    .venv/bin/python examples/train_tokenizer.py --data input.txt --kind char --out chars.json
 
-Prints the training time and the compression on the training text (bytes per
-token). Load the result with tinygrad_llm.tokenizer.load_tokenizer(path).
+Prints the training time and the compression on the training text (bytes per token).
+A BPE tokenizer is saved as a Hugging Face tokenizer.json (tokenizers.Tokenizer.from_file
+loads it and encodes the same); load it with tinygrad_llm.tokenizer.load_tokenizer(path), or
+train a GPT with it: examples/train_shakespeare.py --tokenizer-file tok.json.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
+from tinygrad_llm import cli
+from tinygrad_llm.data import DownloadError, shakespeare_path
 from tinygrad_llm.tokenizer import BPETokenizer, CharTokenizer
+from tinygrad_llm.tokenizer.patterns import resolve_pattern
 
 
-def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="UTF-8 text file to train on")
-    p.add_argument("--vocab-size", type=int, help="number of tokens, with the 256 bytes and the special tokens (bpe)")
-    p.add_argument("--out", required=True, help="where to save the tokenizer")
+def parser() -> cli.ArgumentParser:
+    p = cli.ArgumentParser(description=__doc__)
+    p.add_argument("--data", help="UTF-8 text file to train on (default: Tiny Shakespeare, downloaded once)")
+    p.add_argument("--vocab-size", type=cli.integer(min=1),
+                   help="number of tokens, with the 256 bytes and the special tokens (bpe)")
+    p.add_argument("--out", required=True, help="where to save the tokenizer (JSON)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--kind", choices=["bpe", "char"], default="bpe", help="bpe (default) or char")
     p.add_argument("--pattern", default="gpt4", help="split pattern: gpt4 (default), gpt2, or a regex")
     p.add_argument("--special", action="append", default=[], metavar="TOKEN",
                    help="a special token (repeat for more); they get the last ids")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def parse(argv):
+    p = parser()
     args = p.parse_args(argv)
 
     if args.kind == "bpe":
@@ -36,9 +46,25 @@ def parse(argv):
         if args.vocab_size < need:
             p.error(f"--vocab-size {args.vocab_size} is too small: it must be at least {need} "
                     f"(256 byte tokens + {len(args.special)} special token(s))")
+        try:
+            resolve_pattern(args.pattern)
+        except ValueError as e:
+            p.error(f"--pattern: {e}")
     elif args.vocab_size is not None or args.special:
         p.error("--vocab-size and --special apply to --kind bpe only")
 
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        p.error(f"output folder {str(out.parent)!r} does not exist")
+    if out.is_dir():
+        p.error(f"--out {str(out)!r} is a folder; give a file name such as {str(out / 'tokenizer.json')!r}")
+    if out.exists() and not args.overwrite:
+        p.error(f"{str(out)!r} already exists; pass --overwrite to replace it, or choose another --out")
+    if args.data is None:
+        try:
+            args.data = str(shakespeare_path())
+        except DownloadError as e:
+            cli.fail(e)
     data = Path(args.data)
     if not data.is_file():
         p.error(f"data file {str(data)!r} does not exist" if not data.exists()
@@ -49,9 +75,6 @@ def parse(argv):
         p.error(f"data file {str(data)!r} is not UTF-8 text ({e})")
     if not args.text:
         p.error(f"data file {str(data)!r} is empty")
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        p.error(f"output folder {str(out.parent)!r} does not exist")
     return args
 
 
@@ -69,8 +92,7 @@ def main(argv=None) -> int:
             tok = BPETokenizer.train(text, args.vocab_size, pattern=args.pattern, special_tokens=args.special,
                                      progress=None if args.quiet else True)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        cli.fail(e)
     train_s = time.perf_counter() - t0
     print(f"trained {args.kind} tokenizer: {tok.vocab_size} tokens in {train_s:.2f} s")
 
@@ -86,4 +108,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -8,6 +8,7 @@ Devices: the ``device`` fixture runs a test on "cpu", and also on "gpu" when CuP
 CUDA device are present (skipped cleanly otherwise). TINYGRAD_LLM_TEST_DEVICE=gpu runs
 only the GPU half (for the GPU machine); =cpu only the CPU half.
 """
+import json
 import os
 from pathlib import Path
 
@@ -25,6 +26,8 @@ settings.load_profile(os.environ.get("TINYGRAD_LLM_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
+#: a small text for training tests: 28 distinct characters, no newline
+FOX_TEXT = "the quick brown fox jumps over the lazy dog. " * 60
 
 
 def _gpu_ok() -> bool:
@@ -74,3 +77,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def fox_data(tmp_path, monkeypatch):
+    """FOX_TEXT as a char-tokenized dataset, with the cache in tmp_path."""
+    from tinygrad_llm.data import load_text_dataset
+    monkeypatch.setenv("TINYGRAD_LLM_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "fox.txt"
+    f.write_text(FOX_TEXT)
+    return load_text_dataset(f, "char")
+
+
+def write_tiny_tokenizer(d):
+    """GPT-2 tokenizer files (vocab.json, merges.txt) in folder ``d``: the 256 byte tokens,
+    seven merges (hello, world), and <|endoftext|>; 264 tokens."""
+    from tinygrad_llm.tokenizer import bytes_to_unicode
+    chars = list(bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars)}
+    merges = [("h", "e"), ("l", "l"), ("he", "ll"), ("\u0120", "w"), ("o", "r"), ("\u0120w", "or"), ("hell", "o")]
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (d / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (d / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")

@@ -1,5 +1,6 @@
 """Tests for tinygrad_llm.data: download, cache, split, batches, errors. Never touches the network."""
 import hashlib
+import os
 import shutil
 import socket
 import urllib.error
@@ -60,6 +61,13 @@ def cache_files(sub="ids"):
 def test_cache_dir_from_env(tmp_path, monkeypatch):
     monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "elsewhere"))
     assert cache_dir() == tmp_path / "elsewhere"
+
+
+def test_cache_dir_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "cachefile").write_text("x")
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "cachefile"))
+    with pytest.raises(DataError, match=r"cache folder .*cachefile' is a file \(set by \$TINYGRAD_LLM_CACHE\)"):
+        cache_dir()
 
 
 def test_cache_dir_default_is_under_home(tmp_path, monkeypatch):
@@ -334,6 +342,12 @@ def test_missing_file(tmp_path):
 def test_folder_instead_of_file(tmp_path):
     with pytest.raises(DataError, match="is a folder"):
         load_text_dataset(tmp_path)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_a_device_is_not_read(tmp_path):
+    with pytest.raises(DataError, match="'/dev/zero' is not a regular file"):    # it would never end
+        load_text_dataset("/dev/zero")
 
 
 def test_empty_file(tmp_path):

@@ -154,8 +154,13 @@ def test_generate_text_stop_string_across_tokens_is_never_streamed():
 
 def test_bad_arguments():
     m = model()
+    nan, inf = float("nan"), float("inf")
     for kw, match in [(dict(temperature=-1), "temperature"), (dict(top_k=0), "top_k"),
-                      (dict(top_p=0.0), "top_p"), (dict(repetition_penalty=0), "repetition_penalty")]:
+                      (dict(top_p=0.0), "top_p"), (dict(repetition_penalty=0), "repetition_penalty"),
+                      (dict(temperature=nan), "temperature must be a finite number"),
+                      (dict(temperature=inf), "temperature must be a finite number"),
+                      (dict(top_p=nan), "top_p"),
+                      (dict(repetition_penalty=nan), "repetition_penalty must be a finite number")]:
         with pytest.raises(ValueError, match=match):
             generate(m, [[1]], 3, **kw)
     with pytest.raises(ValueError, match="non-empty"):

@@ -15,13 +15,13 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from conftest import write_tiny_tokenizer  # noqa: E402
 from tinygrad_llm import manual_seed, no_grad  # noqa: E402
 from tinygrad_llm.backend import canonical_device  # noqa: E402
 from tinygrad_llm.hf import (CONV1D_WEIGHTS, GPT2FormatError, load_gpt2,  # noqa: E402
                              load_gpt2_tokenizer, save_gpt2)
 from tinygrad_llm.model import GPT, GPTConfig  # noqa: E402
 from tinygrad_llm.safetensors import load_file, save_file  # noqa: E402
-from tinygrad_llm.tokenizer import bytes_to_unicode  # noqa: E402
 
 SMALL = dict(vocab_size=300, n_positions=32, n_embd=64, n_layer=2, n_head=4)
 ATTN = dict(attn_implementation="eager")   # no SDPA: the plain softmax(q k^T / sqrt(d)) v path
@@ -245,17 +245,6 @@ def test_save_rejects_options_gpt2_lacks(tmp_path, kw, named):
 
 
 # ---------------------------------------------------------------------------- tokenizer
-def write_tiny_tokenizer(d):
-    chars = list(bytes_to_unicode().values())
-    vocab = {c: i for i, c in enumerate(chars)}
-    merges = [("h", "e"), ("l", "l"), ("he", "ll"), ("Ġ", "w"), ("o", "r"), ("Ġw", "or"), ("hell", "o")]
-    for a, b in merges:
-        vocab[a + b] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (d / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (d / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
-
-
 def test_tokenizer_matches_transformers(tmp_path):
     write_tiny_tokenizer(tmp_path)
     tok = load_gpt2_tokenizer(tmp_path)

@@ -30,10 +30,15 @@ def test_constructor_infers_dtypes(device):
 
 
 def test_constructor_bad_input():
-    with pytest.raises(ValueError, match="inhomogeneous"):
-        Tensor([[1.0, 2.0], [3.0]])                 # ragged (NumPy's error)
+    with pytest.raises(ValueError, match=r"ragged nested list: the items of data have lengths \[2, 1\]"):
+        Tensor([[1.0, 2.0], [3.0]])
+    with pytest.raises(ValueError, match=r"the items of data\[1\]\[0\] have lengths \[a number, 2\]"):
+        Tensor([[[1, 2]], [[3, [4, 5]]]])
     with pytest.raises(TypeError, match="cannot make a tensor"):
         Tensor({"a": 1})
+    for text in ("hello", ["a", "b"], [1, "a"], b"xy", np.array(["x"])):   # never an array of strings
+        with pytest.raises(TypeError, match="cannot make a tensor from .*expected a number"):
+            Tensor(text)
     with pytest.raises(ValueError, match="unknown dtype"):
         Tensor([1.0], dtype="float7")
     with pytest.raises(ValueError, match="unknown device"):

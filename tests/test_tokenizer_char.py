@@ -1,4 +1,5 @@
 """Tests for the character-level tokenizer."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -59,17 +60,31 @@ def test_numpy_ids(tok):
 
 
 def test_save_load(tok, tmp_path):
-    path = tmp_path / "chars.txt"
+    path = tmp_path / "chars.json"
     tok.save(path)
     text = path.read_text(encoding="utf-8")
-    assert text.startswith('tinygrad_llm-tokenizer 1\nkind "char"\nchars 18\n0 "\\t"\n1 "\\n"\n')
+    obj = json.loads(text)                    # a file named .json is JSON
+    assert obj["kind"] == "char" and obj["chars"] == tok.chars and obj["tinygrad_llm_tokenizer"] == 2
+    assert "\\ud800" in text                  # written as a JSON escape, as UTF-8 cannot hold it
     back = CharTokenizer.load(path)
     assert back.chars == tok.chars  # lone surrogate included
-    assert '\n16 "\\ud800"\n' in text  # written as a JSON escape, as UTF-8 cannot hold it
     assert isinstance(load_tokenizer(path), CharTokenizer)
     assert back.fingerprint() == tok.fingerprint()
     assert tok.fingerprint().startswith("char-")
     assert CharTokenizer.from_text("abd").fingerprint() != CharTokenizer.from_text("abc").fingerprint()
+
+
+def test_legacy_text_file_still_loads(tok, tmp_path):
+    path = tmp_path / "chars.txt"
+    path.write_text(tok._text(), encoding="utf-8")       # what save() wrote before JSON (format 1)
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith('tinygrad_llm-tokenizer 1\nkind "char"\nchars 18\n0 "\\t"\n1 "\\n"\n')
+    assert '\n16 "\\ud800"\n' in text
+    back = CharTokenizer.load(path)
+    assert back.chars == tok.chars and back.fingerprint() == tok.fingerprint()
+    path.write_text(text.replace('"a"', '"q"'), encoding="utf-8")
+    with pytest.raises(TokenizerFileError, match="checksum mismatch"):
+        CharTokenizer.load(path)
 
 
 def test_corrupt_file(tok, tmp_path):

@@ -51,7 +51,7 @@ def test_char_kind(script, data, tmp_path, capsys):
     (["--data", "{tmp}/input.txt", "--vocab-size", "100"], "--vocab-size 100 is too small: it must be at least 256"),
     (["--data", "{tmp}/input.txt", "--vocab-size", "256", "--special", "<a>"], "at least 257"),
     (["--data", "{tmp}/input.txt"], "--vocab-size is required"),
-    (["--data", "{tmp}/input.txt", "--vocab-size", "many"], "invalid int value: 'many'"),
+    (["--data", "{tmp}/input.txt", "--vocab-size", "many"], "--vocab-size: expected a whole number >= 1, got 'many'"),
     (["--data", "{tmp}/input.txt", "--vocab-size", "300", "--pattern", "gpt3"], "unknown pattern name 'gpt3'"),
 ])
 def test_errors(script, data, tmp_path, capsys, args, match):
@@ -63,5 +63,32 @@ def test_errors(script, data, tmp_path, capsys, args, match):
         raise SystemExit(code)
     assert e.value.code == 2
     import re
-    assert re.search(match, capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert re.search(match, err) and err.startswith("error: ") and err.count("\n") == 1, err
     assert not (tmp_path / "o.txt").exists()
+
+
+def test_out_is_json_and_an_existing_file_is_kept(script, data, tmp_path, capsys):
+    import json
+    out = tmp_path / "tok.json"
+    assert script.main(["--data", str(data), "--vocab-size", "270", "--out", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text(encoding="utf-8"))["model"]["type"] == "BPE"
+    before = out.read_bytes()
+    with pytest.raises(SystemExit) as e:
+        script.main(["--data", str(data), "--vocab-size", "280", "--out", str(out), "--quiet"])
+    assert e.value.code == 2 and "already exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert script.main(["--data", str(data), "--vocab-size", "280", "--out", str(out), "--quiet",
+                        "--overwrite"]) == 0
+    assert load_tokenizer(out).vocab_size == 280
+
+
+def test_data_defaults_to_tiny_shakespeare(script, tmp_path, monkeypatch, capsys, shakespeare_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "tinyshakespeare.txt").write_bytes(shakespeare_path.read_bytes())
+    monkeypatch.setenv("TINYGRAD_LLM_CACHE", str(cache))
+    out = tmp_path / "tok.json"
+    assert script.main(["--vocab-size", "258", "--out", str(out), "--quiet"]) == 0
+    assert "tinyshakespeare.txt (1,115,394 bytes)" in capsys.readouterr().out
+    assert load_tokenizer(out).vocab_size == 258

@@ -1,4 +1,5 @@
-"""Tests for tokenizer files: our format (save/load, corruption), tiktoken and GPT-2 files."""
+"""Tests for tokenizer files: our formats (save/load, corruption), tiktoken and GPT-2 files.
+The Hugging Face tokenizer.json that BPETokenizer.save writes is tested in test_tokenizer_hf_json.py."""
 import base64
 import json
 import os
@@ -58,9 +59,17 @@ def test_bpe_save_load_roundtrip(tok, tmp_path):
     assert isinstance(load_tokenizer(str(path)), BPETokenizer)
 
 
-def test_file_is_readable_text(tok, tmp_path):
+def write_legacy(tok, path):
+    """The file that save() wrote before tokenizer files became JSON (format 1)."""
+    path.write_text(tok._text(), encoding="utf-8")
+
+
+def test_legacy_text_file_still_loads(tok, tmp_path):
     path = tmp_path / "tok.txt"
-    tok.save(path)
+    write_legacy(tok, path)
+    back = load_tokenizer(path)
+    assert back.mergeable_ranks == tok.mergeable_ranks and back.special_tokens == tok.special_tokens
+    assert back.fingerprint() == tok.fingerprint()
     lines = path.read_text(encoding="utf-8").split("\n")
     assert lines[0] == "tinygrad_llm-tokenizer 1"
     assert lines[1] == 'kind "bpe"'
@@ -113,9 +122,9 @@ def corrupt(path, old, new):
      "version 99 is not supported"),
     (lambda p: corrupt(p, "tinygrad_llm-tokenizer 1", "tinygrad_llm-tokenizer one"), "bad first line"),
 ])
-def test_corrupt_files(tok, tmp_path, damage, match):
+def test_corrupt_legacy_files(tok, tmp_path, damage, match):
     path = tmp_path / "tok.txt"
-    tok.save(path)
+    write_legacy(tok, path)
     damage(path)
     for loader in (BPETokenizer.load, load_tokenizer):
         with pytest.raises(TokenizerFileError, match=match):

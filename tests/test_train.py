@@ -11,23 +11,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import FOX_TEXT
 import tinygrad_llm as tg
 from tinygrad_llm import GPT, GPTConfig, backend
-from tinygrad_llm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tinygrad_llm.checkpoint import (CheckpointError, find_checkpoint, load_checkpoint, load_for_sampling,
+                                     save_checkpoint)
 from tinygrad_llm.data import load_text_dataset
 from tinygrad_llm.presets import apply_overrides, preset
 from tinygrad_llm.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
-TEXT = "the quick brown fox jumps over the lazy dog. " * 60
+TEXT = FOX_TEXT
 
 
 @pytest.fixture
-def data(tmp_path, monkeypatch):
-    monkeypatch.setenv("TINYGRAD_LLM_CACHE", str(tmp_path / "cache"))
-    f = tmp_path / "fox.txt"
-    f.write_text(TEXT)
-    return load_text_dataset(f, "char")
+def data(fox_data):
+    return fox_data
 
 
 def small_model(vocab, **kw):
@@ -113,7 +112,7 @@ def test_failed_save_keeps_the_previous_checkpoint(data, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
     monkeypatch.setattr(C.safetensors, "save_file", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="model.safetensors: disk full; the previous checkpoint"):
         save_checkpoint(tmp_path, "latest", m, trainer_state={"iter": 2})
     assert load_checkpoint(tmp_path / "latest").trainer_state["iter"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["latest"]   # no temp dirs left behind
@@ -139,7 +138,7 @@ def test_train_config_and_overrides():
     assert m["n_layer"] == 2 and t["learning_rate"] == 3e-4 and m["bias"] is False
     with pytest.raises(ValueError, match="unknown option --n_layers"):
         apply_overrides(["--n_layers", "2"], m, t)
-    with pytest.raises(ValueError, match="expects a int"):
+    with pytest.raises(ValueError, match="expects an int"):
         apply_overrides(["--n_layer", "two"], m, t)
     with pytest.raises(ValueError, match="unknown preset"):
         preset("tpu")
@@ -186,27 +185,50 @@ def test_train_script_end_to_end_then_resume_and_sample(tmp_path):
     (["--data", "MISSING.txt"], "MISSING.txt"),
 ])
 def test_train_script_bad_input(args, match, tmp_path):
-    r = run_script(["examples/train_shakespeare.py", *args], tmp_path)
+    r = run_script(["examples/train_shakespeare.py", "--out", str(tmp_path / "run"), *args], tmp_path)
     assert r.returncode == 2 and match in r.stderr, r.stderr
 
 
 def test_train_script_empty_data(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    r = run_script(["examples/train_shakespeare.py", "--data", str(empty)], tmp_path)
+    r = run_script(["examples/train_shakespeare.py", "--out", str(tmp_path / "run"), "--data", str(empty)], tmp_path)
     assert r.returncode == 2 and "empty" in r.stderr
 
 
 def test_gpu_without_cupy_is_a_clear_error(tmp_path):
     if backend.gpu_available():
         pytest.skip("a GPU is present")
-    r = run_script(["examples/train_shakespeare.py", "--device", "gpu"], tmp_path)
+    r = run_script(["examples/train_shakespeare.py", "--out", str(tmp_path / "run"), "--device", "gpu"], tmp_path)
     assert r.returncode == 2 and ("CuPy" in r.stderr or "CUDA" in r.stderr), r.stderr
 
 
 def test_sample_script_bad_checkpoint(tmp_path):
     r = run_script(["examples/sample.py", "--ckpt", str(tmp_path / "none")], tmp_path)
     assert r.returncode == 2 and "no checkpoint" in r.stderr
+
+
+def test_find_checkpoint_takes_a_run_directory_best_then_latest(tmp_path):
+    tg.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4))
+    assert find_checkpoint(tmp_path / "none") == tmp_path / "none"       # load_checkpoint names it
+    latest = save_checkpoint(tmp_path, "latest", model)
+    assert find_checkpoint(tmp_path) == latest and find_checkpoint(latest) == latest
+    best = save_checkpoint(tmp_path, "best", model)
+    assert find_checkpoint(tmp_path) == best and find_checkpoint(str(latest)) == latest
+    best.rename(tmp_path / ".best.old")                  # what an interrupted save of best/ leaves
+    assert find_checkpoint(tmp_path) == best and load_checkpoint(best).path == tmp_path / ".best.old"
+
+
+def test_load_for_sampling_needs_one_source_and_a_tokenizer(tmp_path):
+    tg.manual_seed(0)
+    save_checkpoint(tmp_path, "latest", GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4)))
+    with pytest.raises(ValueError, match="exactly one of ckpt"):
+        load_for_sampling(ckpt=tmp_path, hf=tmp_path)
+    with pytest.raises(ValueError, match="exactly one of ckpt"):
+        load_for_sampling()
+    with pytest.raises(CheckpointError, match="holds no tokenizer.json, so text cannot be encoded"):
+        load_for_sampling(ckpt=tmp_path)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")

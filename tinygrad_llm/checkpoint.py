@@ -2,35 +2,76 @@
 
     out/latest/  (and out/best/)
         model.safetensors       the weights (a tied lm_head is stored once, as wte)
-        config.json             {"format": 1, "model": GPTConfig, "train": training settings}
+        config.json             {"format": 1, "model": GPTConfig, "train": training settings,
+                                 "tokenizer": {"fingerprint", "vocab_size"},
+                                 "files": {name: {"bytes", "sha256"}} of every other file}
         optimizer.safetensors   the optimizer's arrays (moments, ...)
         trainer_state.json      iteration, best val loss, RNG state, the optimizer's scalars
         tokenizer.json          the tokenizer (when one is given)
 
-A checkpoint is first written to a temporary directory beside the target, then swapped
-in with renames, so an interruption never leaves a half-written checkpoint: at worst
-the previous one survives under ``.<name>.old`` and :func:`load_checkpoint` finds it.
+Every file is checked against its size and sha256 when it is read, so a damaged or
+truncated file is reported, never used; the tokenizer is checked by what it encodes: it
+must have the fingerprint the model was trained with. Weights holding NaN or inf are never written.
+
+A checkpoint is first written to a temporary directory beside the target, then swapped in
+with renames, and no sequence of crashes leaves neither the previous nor the new one:
+
+    1. write everything into ``.<name>.tmp-XXXX/`` (fsynced)
+    2. settle what an interrupted swap left: if ``<name>/`` is missing, rename
+       ``.<name>.old/`` back to it; else discard ``.<name>.old/``
+    3. rename ``<name>/`` -> ``.<name>.old/``
+    4. rename ``.<name>.tmp-XXXX/`` -> ``<name>/``
+    5. discard ``.<name>.old/``
+
+Discarding renames a directory to ``.trash-...`` first and only then deletes it, so a
+half-deleted directory never has a name that is read. Between 3 and 4 :func:`load_checkpoint`
+finds the previous checkpoint under ``.<name>.old``; :func:`clean_stale` (run by the
+training loop at start, while it holds the folder's lock) removes temporary and trash
+directories that killed runs left and settles interrupted swaps.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
 
 from . import backend, safetensors
+from .atomic import default_mode, fsync_dir
+from .hf import load_gpt2, load_gpt2_tokenizer
 from .model import GPT, GPTConfig
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "Checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "NonFiniteWeightsError", "Checkpoint",
+           "clean_stale", "discard", "CHECKPOINT_NAMES", "find_checkpoint", "load_for_sampling"]
 
 FORMAT = 1
 
 
+CHECKPOINT_NAMES = ("latest", "best")
+
+#: For tests: called with the name of each step of the swap ("restore old", "discard old",
+#: "target -> old", "tmp -> target", "discard replaced", "delete trash") just before it;
+#: raising there simulates a crash at that point.
+fault_hook = None
+
+
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, or does not match what it is loaded into."""
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """The weights hold NaN or inf, so they were not written."""
+
+
+def _step(name: str) -> None:
+    if fault_hook is not None:
+        fault_hook(name)
 
 
 def _is_array(v) -> bool:
@@ -72,8 +113,21 @@ def _join_arrays(obj, arrays: dict):
 
 
 def _write_json(path: Path, obj):
-    """A plain write: it goes into the temporary checkpoint directory, swapped in whole later."""
-    path.write_text(json.dumps(obj, indent=2))
+    """A plain write: it goes into the temporary checkpoint directory, swapped in whole later.
+    Strict JSON: NaN and infinities are an error (store None instead)."""
+    try:
+        text = json.dumps(obj, indent=2, allow_nan=False)
+    except ValueError as e:
+        raise CheckpointError(f"cannot write {path.name}: {e} (store None instead)") from None
+    path.write_text(text)
+
+
+def _file_record(path: Path) -> dict:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
 
 
 def model_weights(model: GPT) -> dict:
@@ -84,36 +138,127 @@ def model_weights(model: GPT) -> dict:
     return sd
 
 
+def _check_finite(weights: dict, target: Path) -> None:
+    for k, a in weights.items():
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise NonFiniteWeightsError(
+                f"not saving {target}: the weights hold NaN or inf (first in {k}); "
+                f"{_kept(target)}")
+
+
+def _kept(target: Path) -> str:
+    return (f"the previous checkpoint {target} is kept" if (target / "config.json").exists()
+            or (target.parent / f".{target.name}.old" / "config.json").exists() else "nothing was saved")
+
+
+def discard(path: Path) -> None:
+    """Delete a directory so that it never exists half-deleted under its own name: rename it
+    to ``.trash-...`` in the same folder, then delete that."""
+    trash = path.parent / f".trash-{path.name.lstrip('.')}-{uuid.uuid4().hex[:8]}"
+    os.replace(path, trash)
+    _step("delete trash")
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _settle(out_dir: Path, name: str) -> None:
+    """Finish what an interrupted swap of ``out_dir/name`` left (step 2 of the swap)."""
+    target, old = out_dir / name, out_dir / f".{name}.old"
+    if not old.exists():
+        return
+    if not target.exists() and (old / "config.json").exists():
+        _step("restore old")
+        os.replace(old, target)
+    else:
+        _step("discard old")
+        discard(old)
+
+
+def _is_stale(name: str) -> bool:
+    return name.startswith(".") and (".tmp-" in name or name.endswith(".tmp") or name.startswith(".trash-"))
+
+
+def clean_stale(out_dir) -> list:
+    """Remove what killed runs left in ``out_dir`` (temporary and trash directories, temporary
+    files of atomic writes) and settle interrupted checkpoint swaps. Only call it while no
+    other process writes there (the training loop holds the folder's lock). Returns the
+    names removed."""
+    out_dir = Path(out_dir)
+    removed = []
+    if not out_dir.is_dir():
+        return removed
+    for p in sorted(out_dir.iterdir()):
+        if _is_stale(p.name):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p.name)
+    for p in sorted(out_dir.iterdir()):
+        if p.name.startswith(".") and p.name.endswith(".old") and p.is_dir():
+            _settle(out_dir, p.name[1:-len(".old")])
+    return removed
+
+
+def _io_error(e: OSError, what: Path, target: Path) -> CheckpointError:
+    reason = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
+    return CheckpointError(f"cannot write {what}: {reason}; {_kept(target)}")
+
+
 def save_checkpoint(out_dir, name: str, model: GPT, optimizer=None, trainer_state: dict | None = None,
                     train_config: dict | None = None, tokenizer=None) -> Path:
-    """Write ``out_dir/name/`` atomically and return its path."""
+    """Write ``out_dir/name/`` atomically and return its path.
+
+    Raises NonFiniteWeightsError (weights with NaN/inf) or CheckpointError (a file cannot be
+    written, e.g. a full disk), and then the previous checkpoint is left as it was."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out_dir))
+    weights = model_weights(model)
+    _check_finite(weights, target)
     try:
-        safetensors.save_file(model_weights(model), tmp / "model.safetensors", metadata={"format": "tinygrad_llm"})
-        _write_json(tmp / "config.json", {"format": FORMAT, "model": model.config.to_dict(),
-                                           "train": train_config or {}})
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out_dir))
+    except OSError as e:
+        raise _io_error(e, out_dir, target) from None
+    current = target
+    try:
+        os.chmod(tmp, default_mode(directory=True))       # as a directory made by mkdir
+        current = target / "model.safetensors"
+        safetensors.save_file(weights, tmp / "model.safetensors", metadata={"format": "tinygrad_llm"})
         state = dict(trainer_state or {})
         if optimizer is not None:
             arrays: dict = {}
             state["optimizer"] = _split_arrays(optimizer.state_dict(), arrays)
+            current = target / "optimizer.safetensors"
             safetensors.save_file(arrays, tmp / "optimizer.safetensors")
+        current = target / "trainer_state.json"
         _write_json(tmp / "trainer_state.json", state)
+        meta = {"format": FORMAT, "model": model.config.to_dict(), "train": train_config or {}}
         if tokenizer is not None:
+            current = target / "tokenizer.json"
             tokenizer.save(tmp / "tokenizer.json")
+            meta["tokenizer"] = {"fingerprint": tokenizer.fingerprint(), "vocab_size": tokenizer.vocab_size}
+        meta["files"] = {f.name: _file_record(f) for f in sorted(tmp.iterdir())}
+        current = target / "config.json"
+        _write_json(tmp / "config.json", meta)
         for f in tmp.iterdir():  # make the contents durable before the swap
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+        fsync_dir(tmp)
+        current = target
+        _settle(out_dir, name)
         old = out_dir / f".{name}.old"
-        if old.exists():
-            shutil.rmtree(old)
         if target.exists():
+            _step("target -> old")
             os.replace(target, old)
+        _step("tmp -> target")
         os.replace(tmp, target)
+        fsync_dir(out_dir)
         if old.exists():
-            shutil.rmtree(old)
+            _step("discard replaced")
+            discard(old)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _io_error(e, current, target) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -123,23 +268,28 @@ def save_checkpoint(out_dir, name: str, model: GPT, optimizer=None, trainer_stat
 class Checkpoint:
     """What :func:`load_checkpoint` returns: the model, and what is needed to resume."""
 
-    def __init__(self, path, model, config, train_config, trainer_state, tokenizer):
+    def __init__(self, path, model, config, train_config, trainer_state, tokenizer, meta=None):
         self.path, self.model, self.config = path, model, config
         self.train_config, self.trainer_state, self.tokenizer = train_config, trainer_state, tokenizer
+        self.meta = meta or {}
 
     def load_optimizer(self, optimizer):
         """Restore the optimizer's state into ``optimizer`` (built for the same model)."""
         state = self.trainer_state.get("optimizer")
         if state is None:
-            raise CheckpointError(f"{self.path} holds no optimizer state")
+            raise CheckpointError(f"{self.path} holds no optimizer state (trainer_state.json has none), "
+                                  "so training cannot resume from it")
         f = self.path / "optimizer.safetensors"
+        listed = "optimizer.safetensors" in self.meta.get("files", {})
+        if listed or f.exists():
+            _verify(self.path, "optimizer.safetensors", self.meta)
         try:
             arrays = safetensors.load_file(f, mmap=False) if f.exists() else {}
-        except ValueError as e:
+        except (ValueError, OSError) as e:
             raise CheckpointError(f"optimizer state in {f} is corrupt: {e}") from None
         try:
             optimizer.load_state_dict(_join_arrays(state, arrays))
-        except (ValueError, KeyError, IndexError) as e:
+        except (ValueError, KeyError, IndexError, TypeError) as e:
             raise CheckpointError(f"optimizer state in {self.path} does not match this optimizer: {e}") from None
 
 
@@ -152,28 +302,66 @@ def _resolve(path: Path) -> Path:
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path} (expected a directory with config.json "
                               "and model.safetensors, as written by save_checkpoint)")
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a checkpoint: it is a file, expected a directory "
+                              "with config.json and model.safetensors")
     raise CheckpointError(f"{path} is not a checkpoint: config.json is missing")
+
+
+def _verify(path: Path, name: str, meta: dict) -> None:
+    """CheckpointError unless ``path/name`` has the size and sha256 that config.json lists
+    (files of checkpoints from before the list are only checked to exist)."""
+    f = path / name
+    rec = meta.get("files", {}).get(name)
+    if not f.is_file():
+        raise CheckpointError(f"checkpoint {path} is damaged: {name} is missing")
+    if rec is None:
+        return
+    got = _file_record(f)
+    if got["bytes"] != rec.get("bytes"):
+        raise CheckpointError(f"checkpoint {path} is damaged: {name} has {got['bytes']:,} bytes, "
+                              f"{rec.get('bytes'):,} were written (truncated or changed)")
+    if got["sha256"] != rec.get("sha256"):
+        raise CheckpointError(f"checkpoint {path} is damaged: {name} does not match its sha256 "
+                              f"(changed or corrupted since it was written)")
+
+
+def _read_json(path: Path, name: str, meta: dict):
+    _verify(path, name, meta)
+    try:
+        return json.loads((path / name).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"corrupt JSON in checkpoint {path}/{name}: {e}") from None
 
 
 def load_checkpoint(path, device: str = "cpu", model: GPT | None = None) -> Checkpoint:
     """Read a checkpoint directory. Builds the GPT from its config (or loads into ``model``,
-    which must have the same config) and places it on ``device``."""
+    which must have the same config) and places it on ``device``. Every file read is
+    checked against the size and sha256 in config.json; the tokenizer against the
+    fingerprint the model was trained with."""
     path = _resolve(Path(path))
     try:
-        meta = json.loads((path / "config.json").read_text())
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
-            raise CheckpointError(f"{path}/config.json: not a tinygrad_llm checkpoint config "
-                                  f"(format {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT})")
-        config = GPTConfig.from_dict(meta["model"])
-        trainer_state = json.loads((path / "trainer_state.json").read_text()) \
-            if (path / "trainer_state.json").exists() else {}
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"corrupt JSON in checkpoint {path}: {e}") from None
+        meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"corrupt JSON in checkpoint {path}/config.json: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
+        looks_hf = isinstance(meta, dict) and ("n_embd" in meta or "model_type" in meta)
+        hint = " (it looks like a Hugging Face GPT-2 folder: load it with tinygrad_llm.hf.load_gpt2)" if looks_hf else ""
+        raise CheckpointError(f"{path}/config.json: not a tinygrad_llm checkpoint config "
+                              f"(format {meta.get('format') if isinstance(meta, dict) else None!r}, "
+                              f"expected {FORMAT}){hint}")
+    files = meta.get("files", {})
+    config = GPTConfig.from_dict(meta["model"])
+    trainer_state = _read_json(path, "trainer_state.json", meta) \
+        if "trainer_state.json" in files or (path / "trainer_state.json").exists() else {}
+    if not isinstance(trainer_state, dict):
+        raise CheckpointError(f"{path}/trainer_state.json: expected a JSON object")
     if model is None:
         model = GPT(config)
     elif model.config != config:
         raise CheckpointError(f"checkpoint {path} was saved for config {config.to_dict()}, "
                               f"not this model's {model.config.to_dict()}")
+    _verify(path, "model.safetensors", meta)
     try:
         weights = safetensors.load_file(path / "model.safetensors", mmap=False)
     except (ValueError, OSError) as e:
@@ -186,7 +374,74 @@ def load_checkpoint(path, device: str = "cpu", model: GPT | None = None) -> Chec
         raise CheckpointError(f"weights in {path} do not match the model: {e}") from None
     model.to(device)
     tokenizer = None
-    if (path / "tokenizer.json").exists():
+    if "tokenizer.json" in files or (path / "tokenizer.json").exists():
+        if not (path / "tokenizer.json").is_file():
+            raise CheckpointError(f"checkpoint {path} is damaged: tokenizer.json is missing")
+        # checked by its fingerprint (what it encodes), not its bytes
         from .tokenizer import load_tokenizer  # noqa: PLC0415
-        tokenizer = load_tokenizer(path / "tokenizer.json")
-    return Checkpoint(path, model, config, meta.get("train", {}), trainer_state, tokenizer)
+        try:
+            tokenizer = load_tokenizer(path / "tokenizer.json")
+        except ValueError as e:
+            raise CheckpointError(f"tokenizer of checkpoint {path} cannot be read: {e}") from None
+        _check_tokenizer(path, tokenizer, meta, config)
+    return Checkpoint(path, model, config, meta.get("train", {}), trainer_state, tokenizer, meta)
+
+
+def _check_tokenizer(path: Path, tokenizer, meta: dict, config: GPTConfig) -> None:
+    """The tokenizer must be the one the model was trained with."""
+    want = meta.get("tokenizer", {}).get("fingerprint")
+    got = tokenizer.fingerprint()
+    if want is not None and got != want:
+        raise CheckpointError(f"{path}/tokenizer.json does not belong to this model: it is {got}, the model "
+                              f"was trained with {want}; copy back the tokenizer.json saved with it")
+    if tokenizer.vocab_size > config.vocab_size:
+        raise CheckpointError(f"{path}/tokenizer.json does not belong to this model: it has "
+                              f"{tokenizer.vocab_size} tokens, the model only {config.vocab_size}")
+
+
+# ---------------------------------------------------------------------------- for sampling
+def _config_json(folder: Path):
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _is_ours(meta) -> bool:
+    return isinstance(meta, dict) and "format" in meta and "model" in meta
+
+
+def find_checkpoint(path) -> Path:
+    """``path`` if it holds a checkpoint; else a training output folder's ``best/``, else its
+    ``latest/`` (either also when only the copy an interrupted save keeps, ``.best.old``,
+    is left); else ``path`` unchanged, so that :func:`load_checkpoint` names what is missing."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        for name in ("best", "latest"):
+            if (path / name / "config.json").exists() or (path / f".{name}.old" / "config.json").exists():
+                return path / name
+    return path
+
+
+def load_for_sampling(ckpt=None, hf=None, device: str = "cpu"):
+    """(model, tokenizer, checkpoint) to generate text with, from exactly one of ``ckpt`` (a
+    checkpoint, or a training output folder: see :func:`find_checkpoint`) and ``hf`` (a
+    Hugging Face GPT-2 folder with its tokenizer files; ``checkpoint`` is then None).
+    CheckpointError for the one given in place of the other, or a checkpoint without a
+    tokenizer."""
+    if (ckpt is None) == (hf is None):
+        raise ValueError("give exactly one of ckpt (a tinygrad_llm checkpoint) and hf (a GPT-2 folder)")
+    if hf is not None:
+        folder = Path(hf)
+        if _is_ours(_config_json(folder)) or any(_is_ours(_config_json(folder / n)) for n in ("best", "latest")):
+            raise CheckpointError(f"{folder} is a tinygrad_llm checkpoint, not a Hugging Face GPT-2 folder: "
+                                  f"use --ckpt {folder}")
+        return load_gpt2(folder, device=device), load_gpt2_tokenizer(folder), None
+    path = Path(ckpt)
+    meta = _config_json(path)
+    if meta is not None and not _is_ours(meta) and ("n_embd" in meta or "model_type" in meta):
+        raise CheckpointError(f"{path} is a Hugging Face GPT-2 folder, not a tinygrad_llm checkpoint: use --hf {path}")
+    loaded = load_checkpoint(find_checkpoint(path), device=device)
+    if loaded.tokenizer is None:
+        raise CheckpointError(f"{loaded.path} holds no tokenizer.json, so text cannot be encoded")
+    return loaded.model, loaded.tokenizer, loaded

@@ -61,9 +61,14 @@ class DownloadError(RuntimeError):
 # ----------------------------------------------------------------------------- files
 
 def cache_dir() -> Path:
-    """``$TINYGRAD_LLM_CACHE`` if set, else ``~/.cache/tinygrad_llm`` (not created here)."""
+    """``$TINYGRAD_LLM_CACHE`` if set, else ``~/.cache/tinygrad_llm`` (not created here).
+    DataError if that path exists but is not a folder."""
     env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "tinygrad_llm"
+    path = Path(env).expanduser() if env else Path.home() / ".cache" / "tinygrad_llm"
+    if path.exists() and not path.is_dir():
+        raise DataError(f"the cache folder {str(path)!r} is a file" + (f" (set by ${CACHE_ENV})" if env else "")
+                        + f"; point ${CACHE_ENV} at a folder, or move the file away")
+    return path
 
 
 def _sha256(data: bytes) -> str:
@@ -120,6 +125,8 @@ def read_text(path) -> tuple[str, str]:
     path = Path(path)
     if path.is_dir():
         raise DataError(f"data path {str(path)!r} is a folder, expected a UTF-8 text file")
+    if path.exists() and not path.is_file():   # a device (/dev/zero never ends), a pipe, a socket
+        raise DataError(f"data path {str(path)!r} is not a regular file, expected a UTF-8 text file")
     try:
         data = path.read_bytes()
     except FileNotFoundError:

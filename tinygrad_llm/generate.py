@@ -14,6 +14,7 @@ the cropped context each step, which gives exactly the tokens uncached generatio
 from __future__ import annotations
 
 import codecs
+import math
 
 import numpy as np
 
@@ -60,14 +61,14 @@ def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float
 def _check(temperature, top_k, top_p, repetition_penalty, max_new_tokens):
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if not (math.isfinite(temperature) and temperature >= 0):       # NaN would sample nothing sensible
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be a positive integer or None, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
+    if top_p is not None and not 0.0 < top_p <= 1.0:          # (also False for NaN)
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if repetition_penalty <= 0:
-        raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {repetition_penalty}")
+    if not (math.isfinite(repetition_penalty) and repetition_penalty > 0):
+        raise ValueError(f"repetition_penalty must be a finite number > 0 (1 = off), got {repetition_penalty}")
 
 
 @no_grad()

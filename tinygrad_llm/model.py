@@ -12,6 +12,12 @@ Layout (names as GPT-2's, so checkpoints map one to one)::
                              ln_2 -> mlp (c_fc: 4x, activation, c_proj) -> residual
     transformer.ln_f  final norm
     lm_head           (vocab_size, n_embd), tied to wte by default
+
+Attention read-out: ``logits, loss, att = model(idx, return_attention=True)`` also
+returns each layer's attention weights, ``att[i]`` of shape (B, n_head, T, T_keys):
+row t is the softmax over the keys query t may see (see :func:`attention_weights`).
+They are computed only when asked, from the layer's own Q and K, beside the fused
+attention node, which is left as it is: the normal forward pays nothing for it.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ from .nn.module import Module
 from .ops.self_attention import causal_self_attention
 from .tensor import Tensor
 
-__all__ = ["GPTConfig", "GPT", "KVCache", "PEAK_FLOPS"]
+__all__ = ["GPTConfig", "GPT", "KVCache", "PEAK_FLOPS", "attention_weights"]
 
 #: Peak float32 FLOP/s used for MFU when the user gives none (documented estimates:
 #: 'cpu' is a 2-core AVX2 laptop-class machine, 'cuda' an H100 SXM's dense TF32 rate).
@@ -112,6 +118,18 @@ class KVCache:
         self.capacity = cfg.block_size
 
 
+def attention_weights(q: Tensor, k: Tensor, start: int = 0) -> Tensor:
+    """softmax(q k^T / sqrt(hd) + causal mask): q (B, H, T, hd), k (B, H, S, hd) -> (B, H, T, S).
+
+    Query t sits at absolute position ``start + t`` and sees keys 0 .. start + t; later
+    keys get weight exactly 0. Built from public tensor ops.
+    """
+    T, S, hd = q.shape[2], k.shape[2], q.shape[3]
+    future = np.arange(S)[None, :] > np.arange(start, start + T)[:, None]     # (T, S): key after query
+    scores = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(hd))
+    return F.softmax(scores.masked_fill(future, float("-inf")), axis=-1)
+
+
 class CausalSelfAttention(Module):
     """Multi-head causal self-attention with one fused QKV projection (``c_attn``)."""
 
@@ -122,13 +140,18 @@ class CausalSelfAttention(Module):
         self.c_proj = Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0,
+                attention: list | None = None) -> Tensor:
+        """``attention``: a list to append this layer's weights (B, H, T, T_keys) to, or None."""
         B, T, C = x.shape
         H = self.n_head
         qkv = self.c_attn(x)                                          # (B, T, 3C)
         if cache is None:
             p = self.dropout if self.training else 0.0
             y = causal_self_attention(qkv, H, dropout_p=p)            # (B, T, C)
+            if attention is not None:
+                heads = qkv.reshape(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)   # (3, B, H, T, hd)
+                attention.append(attention_weights(heads[0], heads[1]))
         else:
             qkv = qkv.reshape(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)   # (3, B, H, T, hd)
             start, end = cache.length, cache.length + T
@@ -138,6 +161,8 @@ class CausalSelfAttention(Module):
             v = Tensor._from_op(cache.v[layer][:, :, :end], x.device)
             y = F.scaled_dot_product_attention(qkv[0], k, v, is_causal=True)  # (B, H, T, hd)
             y = y.permute(0, 2, 1, 3).reshape(B, T, C)
+            if attention is not None:
+                attention.append(attention_weights(qkv[0], k, start))
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -168,11 +193,12 @@ class Block(Module):
         self.ln_2 = _norm(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0,
+                attention: list | None = None) -> Tensor:
         if self.prenorm:
-            x = x + self.attn(self.ln_1(x), cache, layer)
+            x = x + self.attn(self.ln_1(x), cache, layer, attention)
             return x + self.mlp(self.ln_2(x))
-        x = self.ln_1(x + self.attn(x, cache, layer))
+        x = self.ln_1(x + self.attn(x, cache, layer, attention))
         return self.ln_2(x + self.mlp(x))
 
 
@@ -225,11 +251,14 @@ class GPT(Module):
                     p.data[...] = 0
 
     # ------------------------------------------------------------------ forward
-    def forward(self, idx, targets=None, cache: KVCache | None = None):
+    def forward(self, idx, targets=None, cache: KVCache | None = None, return_attention: bool = False):
         """idx: int (B, T) with T <= block_size -> logits (B, T, vocab_size), loss or None.
 
         With ``targets`` (B, T) the loss is the mean cross-entropy (targets of -100 are
         ignored). With a ``cache`` the tokens continue the cached ones (generation).
+        With ``return_attention`` a third value is returned: a list with each layer's
+        attention weights, Tensors (B, n_head, T, T_keys) (T_keys = cached + T), the
+        softmax before attention dropout; rows sum to 1, keys after the query get 0.
         """
         cfg = self.config
         idx = idx if isinstance(idx, Tensor) else Tensor(np.asarray(idx), device=self.device)
@@ -251,8 +280,9 @@ class GPT(Module):
         else:
             x = x + self.pos_table[start:start + T]
         x = tr.drop(x)
+        attention = [] if return_attention else None
         for i, block in enumerate(tr.h):
-            x = block(x, cache, i)
+            x = block(x, cache, i, attention)
         x = tr.ln_f(x)
         if cache is not None:
             cache.length += T
@@ -263,6 +293,8 @@ class GPT(Module):
             if targets.shape != (B, T):
                 raise ValueError(f"targets must have the shape of idx {(B, T)}, got {targets.shape}")
             loss = F.cross_entropy(logits.reshape(B * T, cfg.vocab_size), targets.reshape(B * T))
+        if return_attention:
+            return logits, loss, attention
         return logits, loss
 
     # ------------------------------------------------------------------ accounting

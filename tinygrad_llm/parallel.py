@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 __all__ = ["num_threads", "chunk_bounds", "parallel_for", "tune_allocator", "ENV_VAR", "MIN_WORK",
-           "BLAS_THREADED_MNK"]
+           "BLAS_THREADED_MNK", "blas_threads", "set_blas_threads"]
 
 ENV_VAR = "TINYGRAD_LLM_NUM_THREADS"
 #: elements of work per chunk below which a call runs inline. Measured on the 2-core VM:
@@ -175,3 +175,53 @@ def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 30)
     ok = mallopt(_M_MMAP_THRESHOLD, min(int(mmap_threshold), limit))
     ok &= mallopt(_M_TRIM_THRESHOLD, min(int(trim_threshold), limit))
     return bool(ok)
+
+
+# OpenBLAS's thread-count functions, as NumPy's own wheels (scipy-openblas, 64-bit ints) and
+# system builds name them
+_BLAS_SYMBOLS = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+                 ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+                 ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+                 ("openblas_set_num_threads", "openblas_get_num_threads"))
+
+
+@functools.cache
+def _openblas():
+    """(set, get) of the OpenBLAS that NumPy loaded, or None (another BLAS, or not Linux)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            libs = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        return None
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for set_name, get_name in _BLAS_SYMBOLS:
+            if hasattr(lib, set_name) and hasattr(lib, get_name):
+                setter, getter = getattr(lib, set_name), getattr(lib, get_name)
+                setter.argtypes, setter.restype = [ctypes.c_int], None
+                getter.argtypes, getter.restype = [], ctypes.c_int
+                return setter, getter
+    return None
+
+
+def blas_threads() -> int | None:
+    """Threads NumPy's BLAS (OpenBLAS) uses now, or None where that cannot be asked."""
+    fns = _openblas()
+    return None if fns is None else int(fns[1]())
+
+
+def set_blas_threads(n: int) -> int | None:
+    """Make NumPy's BLAS (OpenBLAS) use ``n`` threads from now on; returns the previous count,
+    or None (and changes nothing) where the BLAS cannot be told (another BLAS, not Linux).
+    Like ``tune_allocator`` this changes the whole process, so only scripts call it."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"BLAS threads must be a whole number >= 1, got {n!r}")
+    fns = _openblas()
+    if fns is None:
+        return None
+    before = int(fns[1]())
+    fns[0](n)
+    return before

@@ -8,21 +8,58 @@ biases; docs/benchmarks.md has the measured validation loss of both choices.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 
 from .model import GPTConfig
 from .train import TrainConfig
 
-__all__ = ["PRESETS", "preset", "apply_overrides", "config_fields"]
+__all__ = ["PRESETS", "preset", "apply_overrides", "config_fields", "describe_fields", "FIELD_HELP"]
 
-_COMMON_TRAIN = dict(learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, beta1=0.9, beta2=0.99,
+# warmup_iters and lr_decay_iters are left to TrainConfig: 100 and max_iters, as nanoGPT's
+# recipes set them, and they follow --max_iters when it is changed
+_COMMON_TRAIN = dict(learning_rate=1e-3, min_lr=1e-4, beta1=0.9, beta2=0.99,
                      weight_decay=0.1, grad_clip=1.0, eval_interval=250, log_interval=10)
 
 PRESETS = {
     "cpu": {"model": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0),
-            "train": dict(_COMMON_TRAIN, batch_size=12, max_iters=2000, lr_decay_iters=2000, eval_iters=20)},
+            "train": dict(_COMMON_TRAIN, batch_size=12, max_iters=2000, eval_iters=20)},
     "gpu": {"model": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2),
-            "train": dict(_COMMON_TRAIN, batch_size=64, max_iters=5000, lr_decay_iters=5000, eval_iters=200)},
+            "train": dict(_COMMON_TRAIN, batch_size=64, max_iters=5000, eval_iters=200)},
+}
+
+#: One line per config field, for --help.
+FIELD_HELP = {
+    "vocab_size": "number of tokens (set by the tokenizer)",
+    "block_size": "context length in tokens",
+    "n_layer": "transformer blocks",
+    "n_head": "attention heads per block",
+    "n_embd": "width of the residual stream (a multiple of n_head)",
+    "dropout": "dropout probability in [0, 1)",
+    "bias": "biases in linear layers and LayerNorm",
+    "norm": "layernorm or rmsnorm",
+    "prenorm": "norm before attention/MLP (GPT-2); false: after (Post-LN)",
+    "activation": "gelu (GPT-2's tanh approximation) or relu",
+    "pos": "learned or sinusoidal position embedding",
+    "tie_weights": "lm_head shares the token embedding's weights",
+    "batch_size": "sequences per forward/backward pass",
+    "max_iters": "optimizer steps in the whole run",
+    "learning_rate": "peak learning rate (after warmup)",
+    "min_lr": "learning rate at the end of the cosine decay",
+    "warmup_iters": "linear warmup steps; none: 100, at most a tenth of the run",
+    "lr_decay_iters": "step where the cosine reaches min_lr; none: max_iters",
+    "decay_lr": "false: constant learning_rate (no warmup, no decay)",
+    "weight_decay": "AdamW weight decay (matrices and embeddings only)",
+    "beta1": "AdamW beta1, in [0, 1)",
+    "beta2": "AdamW beta2, in [0, 1)",
+    "grad_clip": "clip the gradient norm to this (0: off)",
+    "grad_accum_steps": "batches per step (gradient accumulation)",
+    "eval_interval": "evaluate and save every this many steps",
+    "eval_iters": "batches per split in each evaluation",
+    "log_interval": "print a progress line every this many steps",
+    "always_save_checkpoint": "save latest/ at every evaluation (false: best/ only)",
+    "seed": "random seed (weights, batches, dropout)",
+    "peak_flops": "peak FLOP/s of the device, for MFU; none: from the machine when known",
 }
 
 
@@ -51,19 +88,21 @@ def _convert(name: str, value: str, typ):
         if v in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"--{name} expects true or false, got {value!r}")
-    if typing.get_origin(typ) is typing.Union:  # Optional[float]
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):  # float | None, Optional[int]
         if value.lower() == "none":
             return None
         typ = next(t for t in typing.get_args(typ) if t is not type(None))
     try:
         return typ(value)
     except ValueError:
-        raise ValueError(f"--{name} expects a {typ.__name__}, got {value!r}") from None
+        raise ValueError(f"--{name} expects {'an' if typ.__name__[0] in 'aeiou' else 'a'} {typ.__name__}, "
+                         f"got {value!r}") from None
 
 
-def apply_overrides(args: list[str], model: dict, train: dict) -> tuple[dict, dict]:
-    """Apply ``--field value`` / ``--field=value`` flags (dashes or underscores) to the two dicts."""
-    fields = config_fields()
+def apply_overrides(args: list[str], model: dict, train: dict, exclude=()) -> tuple[dict, dict]:
+    """Apply ``--field value`` / ``--field=value`` flags (dashes or underscores) to the two dicts.
+    Fields named in ``exclude`` are not accepted."""
+    fields = {k: v for k, v in config_fields().items() if k not in exclude}
     i = 0
     while i < len(args):
         a = args[i]
@@ -82,3 +121,32 @@ def apply_overrides(args: list[str], model: dict, train: dict) -> tuple[dict, di
         (model if kind == "model" else train)[key] = _convert(key, value, typ)
         i += 1
     return model, train
+
+
+def _type_name(typ) -> str:
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        return "|".join("none" if t is type(None) else t.__name__ for t in typing.get_args(typ))
+    return typ.__name__
+
+
+def describe_fields(preset_name: str, exclude=()) -> str:
+    """Every config field as a --help table, grouped (model, training): its type, its value
+    under the preset, the dataclass default, and what it means."""
+    model_fields, train_fields = preset(preset_name)
+    resolved = {**GPTConfig(**{"vocab_size": 65, **model_fields}).to_dict(),
+                **dataclasses.asdict(TrainConfig(**train_fields))}
+    given = {**model_fields, **train_fields}
+    fields = config_fields()
+    lines = []
+    for kind, cls, title in (("model", GPTConfig, "model"), ("train", TrainConfig, "training")):
+        lines.append(f"{title} ({cls.__name__}): --field VALUE, or --field=VALUE")
+        lines.append(f"  {'flag':<26} {'type':<10} {'preset ' + preset_name:<12} {'default':<10} meaning")
+        for f in dataclasses.fields(cls):
+            if f.name in exclude:
+                continue
+            value = resolved[f.name]
+            shown = f"{value}" if f.name in given or value == f.default else f"{value} (auto)"
+            lines.append(f"  --{f.name:<24} {_type_name(fields[f.name][1]):<10} {shown:<12} "
+                         f"{str(f.default):<10} {FIELD_HELP.get(f.name, '')}")
+        lines.append("")
+    return "\n".join(lines)

@@ -38,6 +38,35 @@ def _axis_arg(axis, dim, default=None):
     return default if axis is None else axis
 
 
+def _check_numeric(dtype, data) -> None:
+    """TypeError unless ``dtype`` holds numbers (bool, int, float)."""
+    if dtype.kind not in "biuf":
+        what = f"{type(data).__name__} {data!r:.60}" if not hasattr(data, "dtype") else f"an array of dtype {dtype}"
+        raise TypeError(f"cannot make a tensor from {what}: expected a number, a (nested) list of "
+                        "numbers, or a numeric array")
+
+
+def _ragged_message(data) -> str:
+    """Where a nested list is not rectangular, for the error message."""
+    def find(x, path):
+        if isinstance(x, (list, tuple)):
+            lens = [len(e) if isinstance(e, (list, tuple)) else None for e in x]
+            if len(set(lens)) > 1:
+                return path, lens
+            for i, e in enumerate(x):
+                r = find(e, path + f"[{i}]")
+                if r:
+                    return r
+        return None
+    found = find(data, "")
+    if found is None:
+        return "cannot make a tensor from this nested list: it is not rectangular"
+    path, lens = found
+    shown = ", ".join("a number" if n is None else f"{n}" for n in lens[:8]) + (", ..." if len(lens) > 8 else "")
+    return (f"cannot make a tensor from a ragged nested list: the items of data{path} have lengths "
+            f"[{shown}]; every list at one depth must have the same length")
+
+
 class Tensor:
     __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "_vbox", "__weakref__")
 
@@ -60,11 +89,14 @@ class Tensor:
         if isinstance(data, (np.ndarray, np.generic)) or hasattr(data, "__cuda_array_interface__"):
             if device == "cpu" and not isinstance(data, (np.ndarray, np.generic)):
                 data = data.get()
+            _check_numeric(data.dtype, data)
             arr = xp.asarray(data, dtype=dtype)
         else:  # Python scalars and (nested) lists: floats default to float32, as in PyTorch
-            host = np.asarray(data)
-            if host.dtype == object:
-                raise TypeError(f"cannot make a tensor from {type(data).__name__} {data!r:.80}")
+            try:
+                host = np.asarray(data)
+            except ValueError:
+                raise ValueError(_ragged_message(data)) from None
+            _check_numeric(host.dtype, data)
             if dtype is None and host.dtype.kind == "f":
                 dtype = backend.default_dtype
             arr = xp.asarray(host, dtype=dtype)

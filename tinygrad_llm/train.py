@@ -7,7 +7,13 @@ forward/backward passes on random batches; clip the gradient norm; take an AdamW
 Resuming (``resume=True``) restores weights, optimizer, RNG and iteration, so the run
 continues exactly as if it had never stopped. Evaluation draws its batches from its own
 fixed-seed generator, so it neither disturbs the training stream nor varies between evals.
-Ctrl-C finishes the current iteration, saves ``latest`` and returns.
+
+The output folder is locked while the loop runs (a second run into it is refused), and a
+new run refuses a folder that holds a previous one unless ``overwrite=True``. Ctrl-C or
+SIGTERM finishes the current iteration (or stops an evaluation), saves ``latest`` and
+returns; a second one stops at once, without saving (KeyboardInterrupt). A loss or gradient
+that is NaN or inf stops the run with NonFiniteLossError before the step is taken, and
+nothing from it is saved.
 """
 from __future__ import annotations
 
@@ -20,27 +26,35 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend
+from . import backend, hardware
 from .atomic import atomic_open
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, clean_stale, load_checkpoint, save_checkpoint
 from .data import get_batch
 from .function import no_grad
 from .model import config_from_dict
 from .optim import clip_grad_norm_, get_lr
+from .rundir import check_fresh, lock_run_dir
 
-__all__ = ["TrainConfig", "train", "estimate_loss"]
+__all__ = ["TrainConfig", "train", "estimate_loss", "NonFiniteLossError", "training_memory"]
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Optimisation and bookkeeping settings (nanoGPT's names)."""
+    """Optimisation and bookkeeping settings (nanoGPT's names).
+
+    The learning rate warms up linearly for ``warmup_iters``, then follows a cosine from
+    ``learning_rate`` down to ``min_lr`` at ``lr_decay_iters`` (then stays there). Left as
+    None, ``lr_decay_iters`` is ``max_iters`` (the schedule follows the run) and
+    ``warmup_iters`` is 100, but at most a tenth of the run (and of ``lr_decay_iters``); the values are
+    filled in when the config is made, so a checkpoint stores the schedule it ran.
+    """
 
     batch_size: int = 12
     max_iters: int = 2000
     learning_rate: float = 1e-3
     min_lr: float = 1e-4
-    warmup_iters: int = 100
-    lr_decay_iters: int = 2000
+    warmup_iters: int | None = None
+    lr_decay_iters: int | None = None
     decay_lr: bool = True
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -55,57 +69,132 @@ class TrainConfig:
     peak_flops: float | None = None
 
     def __post_init__(self):
-        for name in ("batch_size", "max_iters", "grad_accum_steps", "eval_interval", "eval_iters", "log_interval"):
+        def is_int(v):
+            return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+        def bad(name, want):
+            raise ValueError(f"TrainConfig.{name} must be {want}, got {getattr(self, name)!r}")
+
+        for name in ("batch_size", "grad_accum_steps", "eval_interval", "eval_iters", "log_interval"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
+                bad(name, "a positive integer")
+        for name in ("max_iters", "warmup_iters"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "max_iters" else 1):
-                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
-        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+            if not (v is None and name == "warmup_iters") and (not is_int(v) or v < 0):
+                bad(name, "an integer >= 0")
+        if self.lr_decay_iters is not None and (not is_int(self.lr_decay_iters) or self.lr_decay_iters < 1):
+            bad("lr_decay_iters", "a positive integer (or None: max_iters)")
+        if not is_int(self.seed):
+            bad("seed", "an integer")
+        for name in ("decay_lr", "always_save_checkpoint"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                bad(name, "true or false")
+        ranges = {"learning_rate": (0.0, None), "min_lr": (0.0, None), "weight_decay": (0.0, None),
+                  "grad_clip": (0.0, None), "beta1": (0.0, 1.0), "beta2": (0.0, 1.0)}
+        for name, (lo, hi) in ranges.items():
+            v = getattr(self, name)
+            if not isinstance(v, (int, float, np.number)) or isinstance(v, bool) or not math.isfinite(v) \
+                    or v < lo or (hi is not None and v >= hi):
+                bad(name, f"a finite number >= {lo:g}" + (f" and < {hi:g}" if hi is not None else "")
+                    + (" (0 turns clipping off)" if name == "grad_clip" else ""))
+        if self.peak_flops is not None and (not isinstance(self.peak_flops, (int, float)) or isinstance(
+                self.peak_flops, bool) or not math.isfinite(self.peak_flops) or self.peak_flops <= 0):
+            bad("peak_flops", "a finite number > 0 in FLOP/s (or None: from the machine, when known)")
+        if self.min_lr > self.learning_rate:
+            raise ValueError(f"TrainConfig.min_lr ({self.min_lr:g}) must not exceed learning_rate "
+                             f"({self.learning_rate:g})")
+        # the schedule follows the run unless given, and the warmup never outlasts it
+        if self.lr_decay_iters is None:
+            self.lr_decay_iters = max(self.max_iters, 1)
+        if self.warmup_iters is None:
+            self.warmup_iters = min(100, min(self.lr_decay_iters, self.max_iters) // 10)
+        elif self.decay_lr:
+            if self.warmup_iters > self.lr_decay_iters:
+                raise ValueError(f"TrainConfig.warmup_iters ({self.warmup_iters}) must not exceed "
+                                 f"lr_decay_iters ({self.lr_decay_iters}): the warmup would outlast the decay")
+            if self.warmup_iters > self.max_iters:
+                raise ValueError(f"TrainConfig.warmup_iters ({self.warmup_iters}) must not exceed max_iters "
+                                 f"({self.max_iters}): the warmup would outlast the run")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         return config_from_dict(cls, d)
 
 
+def training_memory(config, batch_size: int) -> dict:
+    """A lower bound of the float32 memory one training step needs, in bytes, without
+    building the model: ``params`` (weights, gradients and AdamW's two moments: 16 bytes per
+    parameter), ``activations`` (kept for the backward pass: about 16 * n_embd values per
+    token and layer, the attention scores, and the logits with their gradient), ``total``;
+    and ``n_params``. Measured peaks are 1.15-1.7 times this (docs/nn.md)."""
+    C, T, V, L, H = config.n_embd, config.block_size, config.vocab_size, config.n_layer, config.n_head
+    n_params = V * C * (1 if config.tie_weights else 2) + (T * C if config.pos == "learned" else 0) \
+        + L * (12 * C * C + 13 * C) + 2 * C
+    params = 16 * n_params
+    activations = 4 * (L * batch_size * T * (16 * C + H * T) + 2 * batch_size * T * V)
+    return {"n_params": n_params, "params": params, "activations": activations, "total": params + activations}
+
+
 @no_grad()
-def estimate_loss(model, data, batch_size: int, eval_iters: int, seed: int) -> dict:
-    """Mean loss over ``eval_iters`` batches of each split, from a generator seeded with ``seed``."""
+def estimate_loss(model, data, batch_size: int, eval_iters: int, seed: int, should_stop=None,
+                  progress=None) -> dict | None:
+    """Mean loss over ``eval_iters`` batches of each split, from a generator seeded with ``seed``.
+
+    ``should_stop()`` is asked before each batch: True ends the evaluation and returns None.
+    ``progress(done, total)`` is called after each batch."""
     was_training = model.training
     model.eval()
     out = {}
-    for split, ids in (("train", data.train), ("val", data.val)):
-        rng = np.random.default_rng(seed)
-        losses = [float(model(*get_batch(ids, batch_size, model.config.block_size, model.device, rng=rng))[1].item())
-                  for _ in range(eval_iters)]
-        out[split] = float(np.mean(losses))
-    model.train(was_training)
+    try:
+        for k, (split, ids) in enumerate((("train", data.train), ("val", data.val))):
+            rng = np.random.default_rng(seed)
+            losses = []
+            for i in range(eval_iters):
+                if should_stop is not None and should_stop():
+                    return None
+                x, y = get_batch(ids, batch_size, model.config.block_size, model.device, rng=rng)
+                losses.append(float(model(x, y)[1].item()))
+                if progress is not None:
+                    progress(k * eval_iters + i + 1, 2 * eval_iters)
+            out[split] = float(np.mean(losses))
+    finally:
+        model.train(was_training)
     return out
 
 
-class _StopFlag:
-    """First Ctrl-C: ask the loop to stop at the end of the iteration. Second: stop now."""
+class NonFiniteLossError(RuntimeError):
+    """The loss (or the gradient norm) became NaN or inf; the run stopped before the step."""
 
-    def __init__(self):
+
+class _StopFlag:
+    """First Ctrl-C or SIGTERM: ask the loop to stop (it saves first). Second: stop now."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s)
+
+    def __init__(self, log=print):
         self.stop = False
+        self.log = log
+        self.prev = {}
 
     def __enter__(self):
-        self.prev = signal.getsignal(signal.SIGINT)
-        try:
-            signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self.prev = None
+        for sig in self.SIGNALS:
+            try:
+                self.prev[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                break
         return self
 
     def _handle(self, signum, frame):
         if self.stop:
             raise KeyboardInterrupt
         self.stop = True
-        print("\ninterrupt: finishing this iteration, saving a checkpoint (Ctrl-C again to abort)", flush=True)
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.log(f"\n{name}: stopping after this iteration and saving a checkpoint (Ctrl-C again to stop "
+                 "at once, without saving)")
 
     def __exit__(self, *exc):
-        if self.prev is not None:
-            signal.signal(signal.SIGINT, self.prev)
+        for sig, prev in self.prev.items():
+            signal.signal(sig, prev)
         return False
 
 
@@ -145,36 +234,76 @@ def _fmt_eta(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+#: seconds between progress lines of one evaluation
+EVAL_PROGRESS_S = 2.0
+_now = time.perf_counter     # the loop's clock (tests replace it)
+
+
+def _finite_or_none(v):
+    return v if v is not None and math.isfinite(v) else None
+
+
 def train(model, data, cfg: TrainConfig, out_dir, tokenizer=None, resume: bool = False,
-          log=print, extra_config: dict | None = None) -> dict:
-    """Train ``model`` on ``data`` (``.train``/``.val`` id arrays). Returns a summary dict
-    with ``iter``, ``best_val_loss``, ``history`` (eval rows) and ``interrupted``."""
+          log=print, extra_config: dict | None = None, overwrite: bool = False) -> dict:
+    """Train ``model`` on ``data`` (``.train``/``.val`` id arrays).
+
+    Returns a summary dict: ``iter``; ``best_val_loss`` and ``best_iter`` of the ``best``
+    checkpoint written (None if none was); ``history`` (eval rows); ``interrupted``;
+    ``latest`` (its path). Raises RunExistsError (a new run into a folder that holds one,
+    without ``overwrite``), RunDirError (the folder is in use or unusable),
+    NonFiniteLossError, CheckpointError (a checkpoint cannot be written or read)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     T = model.config.block_size
     for split in ("train", "val"):
         n = len(getattr(data, split))
         if n <= T:
             raise ValueError(f"the {split} split has {n} tokens; it needs more than block_size={T} "
                              "for even one batch: use more data or a smaller block_size")
+    with lock_run_dir(out_dir):
+        clean_stale(out_dir)
+        if not resume:
+            check_fresh(out_dir, overwrite)
+        return _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_config)
+
+
+def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_config) -> dict:
+    T = model.config.block_size
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
-    iter_num, best_val, history = 0, float("inf"), []
+    iter_num, best_val, best_iter, history, elapsed0 = 0, None, None, [], 0.0
     if resume:
         ckpt = load_checkpoint(out_dir / "latest", device=model.device, model=model)
-        ckpt.load_optimizer(optimizer)
         st = ckpt.trainer_state
-        iter_num, best_val = int(st["iter"]), float(st["best_val_loss"])
+        if not isinstance(st.get("iter"), int) or "rng" not in st:
+            raise CheckpointError(f"{ckpt.path} cannot be resumed: its trainer_state.json has no iteration "
+                                  "or RNG state")
+        ckpt.load_optimizer(optimizer)
+        iter_num = st["iter"]
+        best_val, best_iter = _finite_or_none(st.get("best_val_loss")), st.get("best_iter")
         backend.set_rng_state(st["rng"])
         history = list(st.get("history", []))
-        log(f"resumed from {ckpt.path} at iteration {iter_num} (best val loss {best_val:.4f})")
+        elapsed0 = float(st.get("elapsed_s", history[-1]["time_s"] if history else 0.0))
+        best = "" if best_val is None else f" (best val loss {best_val:.4f}" + \
+            ("" if best_iter is None else f" at iteration {best_iter}") + ")"
+        log(f"resumed from {ckpt.path} at iteration {iter_num}{best}")
     else:
         backend.manual_seed(cfg.seed)
     train_config = dataclasses.asdict(cfg) | (extra_config or {})
     tokens_per_iter = cfg.batch_size * T * cfg.grad_accum_steps
     eval_seed = cfg.seed + 1_000_003
+    peak = cfg.peak_flops or hardware.peak_flops(model.device)
+    t_start = _now()
+    saved = {}                                   # checkpoint name -> iteration written this run
+
+    def elapsed():
+        return elapsed0 + (_now() - t_start)
 
     def state(it):
-        return {"iter": it, "best_val_loss": best_val, "rng": backend.get_rng_state(), "history": history}
+        return {"iter": it, "best_val_loss": best_val, "best_iter": best_iter, "rng": backend.get_rng_state(),
+                "history": history, "elapsed_s": round(elapsed(), 3)}
+
+    def save(name, it):
+        save_checkpoint(out_dir, name, model, optimizer, state(it), train_config, tokenizer)
+        saved[name] = it
 
     def lr_at(it):
         if not cfg.decay_lr:
@@ -182,11 +311,18 @@ def train(model, data, cfg: TrainConfig, out_dir, tokenizer=None, resume: bool =
         return get_lr(it, lr=cfg.learning_rate, min_lr=cfg.min_lr, warmup_iters=cfg.warmup_iters,
                       lr_decay_iters=cfg.lr_decay_iters)
 
+    def stopped_by_nonfinite(what, value, it):
+        last = saved.get("latest", iter_num if resume else None)
+        where = (f"the last checkpoint, {out_dir / 'latest'} (iteration {last}), is kept" if last is not None
+                 else "no checkpoint was written")
+        return NonFiniteLossError(f"training stopped: the {what} is {value} at iteration {it}; nothing from "
+                                  f"that step was saved and {where}. Try a lower learning_rate "
+                                  f"(now {cfg.learning_rate:g}) or grad_clip > 0")
+
     model.train()
-    t_start = time.perf_counter()
-    t_last, it_last = t_start, iter_num
+    window_s, window_steps, timed = 0.0, 0, False
     interrupted = False
-    with _StopFlag() as flag:
+    with _StopFlag(log) as flag:
         it = iter_num
         while True:
             lr = lr_at(it)
@@ -194,24 +330,41 @@ def train(model, data, cfg: TrainConfig, out_dir, tokenizer=None, resume: bool =
                 group["lr"] = lr
             if it % cfg.eval_interval == 0 or it == cfg.max_iters:
                 if not (history and history[-1]["iter"] == it):  # (a resumed run already has it)
-                    losses = estimate_loss(model, data, cfg.batch_size, cfg.eval_iters, eval_seed)
+                    t_eval = [_now()]
+
+                    def progress(done, total, t_eval=t_eval, it=it):
+                        if _now() - t_eval[0] >= EVAL_PROGRESS_S:
+                            t_eval[0] = _now()
+                            log(f"  evaluating step {it}: {done}/{total} batches")
+                    losses = estimate_loss(model, data, cfg.batch_size, cfg.eval_iters, eval_seed,
+                                           should_stop=lambda: flag.stop, progress=progress)
+                    if losses is None:               # Ctrl-C during the evaluation
+                        interrupted = True
+                        break
+                    for split in ("train", "val"):
+                        if not math.isfinite(losses[split]):
+                            raise stopped_by_nonfinite(f"{split} loss", losses[split], it)
                     history.append({"iter": it, "train_loss": losses["train"], "val_loss": losses["val"],
                                     "val_ppl": math.exp(min(losses["val"], 50.0)), "lr": lr,
-                                    "time_s": round(time.perf_counter() - t_start, 3)})
+                                    "time_s": round(elapsed(), 3)})
                     log(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
                         f"val ppl {math.exp(min(losses['val'], 50.0)):.2f}")
-                    _write_history(out_dir / "history.csv", history)
-                    _plot(out_dir / "loss.png", history)
-                    if losses["val"] < best_val:
-                        best_val = losses["val"]
-                        if it > 0:
-                            save_checkpoint(out_dir, "best", model, optimizer, state(it), train_config, tokenizer)
+                    for name, write in (("history.csv", _write_history), ("loss.png", _plot)):
+                        try:
+                            write(out_dir / name, history)
+                        except OSError as e:
+                            raise CheckpointError(f"cannot write {out_dir / name}: {e.strerror or e}; the "
+                                                  f"checkpoints in {out_dir} are as they were") from None
+                    if it > 0 and (best_val is None or losses["val"] < best_val):
+                        best_val, best_iter = losses["val"], it
+                        save("best", it)
                     if it > 0 and cfg.always_save_checkpoint:
-                        save_checkpoint(out_dir, "latest", model, optimizer, state(it), train_config, tokenizer)
+                        save("latest", it)
             if it >= cfg.max_iters or flag.stop:
                 interrupted = flag.stop and it < cfg.max_iters
                 break
             # ---- one optimisation step
+            t_step = _now()
             loss_value = 0.0
             for _ in range(cfg.grad_accum_steps):
                 x, y = get_batch(data.train, cfg.batch_size, T, model.device)
@@ -220,22 +373,32 @@ def train(model, data, cfg: TrainConfig, out_dir, tokenizer=None, resume: bool =
                     loss = loss * (1.0 / cfg.grad_accum_steps)
                 loss.backward()
                 loss_value += float(loss.item())
+            if not math.isfinite(loss_value):
+                raise stopped_by_nonfinite("loss", loss_value, it + 1)
             if cfg.grad_clip > 0:
-                clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                norm = clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if not math.isfinite(norm):
+                    raise stopped_by_nonfinite("gradient norm", norm, it + 1)
             optimizer.step()
             optimizer.zero_grad(set_to_none=False)  # grads accumulate straight into the flat buffer
             it += 1
+            if timed:                     # the first step after a (re)start warms up: not timed
+                window_s += _now() - t_step
+                window_steps += 1
+            timed = True
             if it % cfg.log_interval == 0:
-                now = time.perf_counter()
-                dt = (now - t_last) / max(it - it_last, 1)
-                t_last, it_last = now, it
-                mfu = model.estimate_mfu(tokens_per_iter, dt, peak_flops=cfg.peak_flops)
-                log(f"iter {it}: loss {loss_value:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
-                    f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.2f}%, "
-                    f"eta {_fmt_eta(dt * (cfg.max_iters - it))}")
-    just_saved = cfg.always_save_checkpoint and it > 0 and history and history[-1]["iter"] == it
-    if not just_saved:
-        save_checkpoint(out_dir, "latest", model, optimizer, state(it), train_config, tokenizer)
+                line = f"iter {it}: loss {loss_value:.4f}, lr {lr:.2e}"
+                if window_steps:
+                    dt = window_s / window_steps
+                    mfu = "n/a" if peak is None else \
+                        f"{model.estimate_mfu(tokens_per_iter, dt, peak_flops=peak) * 100:.2f}%"
+                    line += (f", {dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s, mfu {mfu}, "
+                             f"eta {_fmt_eta(dt * (cfg.max_iters - it))}")
+                log(line)
+                window_s, window_steps = 0.0, 0
+    if saved.get("latest") != it and not (resume and it == iter_num and not saved):
+        save("latest", it)
     if interrupted:
-        log(f"stopped at iteration {it}; resume with --resume")
-    return {"iter": it, "best_val_loss": best_val, "history": history, "interrupted": interrupted}
+        log(f"stopped at iteration {it}; continue with --resume")
+    return {"iter": it, "best_val_loss": best_val, "best_iter": best_iter, "history": history,
+            "interrupted": interrupted, "latest": out_dir / "latest"}

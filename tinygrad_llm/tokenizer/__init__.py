@@ -3,7 +3,7 @@
     from tinygrad_llm.tokenizer import BPETokenizer, load_tokenizer
     tok = BPETokenizer.train(text, vocab_size=4096)
     ids = tok.encode("hello world")
-    tok.save("tok.txt"); tok = load_tokenizer("tok.txt")
+    tok.save("tok.json"); tok = load_tokenizer("tok.json")   # a Hugging Face tokenizer.json
 
 See docs/tokenizer.md.
 """

@@ -407,29 +407,19 @@ class BPETokenizer:
         return tio.serialize("bpe", fields, rows)
 
     def save(self, path) -> None:
-        """Save ranks, pattern and special tokens to our versioned text format (atomically)."""
-        tio.write_atomic(path, self._text())
+        """Save as a Hugging Face ``tokenizer.json`` (atomically): ``tokenizers.Tokenizer.from_file``
+        loads it and encodes to the same ids; :meth:`load` reads it back exactly."""
+        tio.write_atomic(path, tio.hf_json_text(self._ranks, self._pattern, self._specials))
 
     @classmethod
     def load(cls, path) -> "BPETokenizer":
-        """Load a file written by save(); clear error if it is corrupt or of another kind."""
-        _, fields, rows, _ = tio.read_file(path, expected_kind="bpe")
-        where = repr(str(path))
-        pattern = tio.get_field(fields, "pattern", str, where)
-        specials = tio.get_field(fields, "special_tokens", dict, where)
-        ranks = {}
-        for r, v in rows:
-            try:
-                t = tio.token_from_json(v)
-            except ValueError as e:
-                raise tio.TokenizerFileError(f"{where}: rank {r}: {e}") from None
-            if t in ranks:
-                raise tio.TokenizerFileError(f"{where}: token {t!r} appears twice (ranks {ranks[t]} and {r})")
-            ranks[t] = r
+        """Load a file written by save() (or by an older version, or a Hugging Face byte-level
+        BPE tokenizer.json); clear error if it is corrupt or of another kind."""
+        _, contents = tio.read_file(path, expected_kind="bpe")
         try:
-            return cls(ranks, pattern, specials)
+            return cls(**contents)
         except (ValueError, TypeError) as e:
-            raise tio.TokenizerFileError(f"{where}: {e}") from None
+            raise tio.TokenizerFileError(f"{str(path)!r}: {e}") from None
 
     def fingerprint(self) -> str:
         """Short stable identity: the first 16 hex digits of the saved file's sha256."""

@@ -76,23 +76,18 @@ class CharTokenizer:
         return tio.serialize("char", {}, list(enumerate(self.chars)))
 
     def save(self, path) -> None:
-        """Save to our versioned text format (atomically)."""
-        tio.write_atomic(path, self._text())
+        """Save as a small JSON file (atomically); see :mod:`tinygrad_llm.tokenizer.io`."""
+        tio.write_atomic(path, tio.char_json_text(self.chars))
 
     @classmethod
     def load(cls, path) -> "CharTokenizer":
-        """Load a tokenizer written by save(); clear error if the file is corrupt or not a char file."""
-        _, fields, rows, _ = tio.read_file(path, expected_kind="char")
-        where = repr(str(path))
-        for n, (i, c) in enumerate(rows):
-            if i != n:
-                raise tio.TokenizerFileError(f"{where}: row {n} has id {i}, expected {n}")
-            if not isinstance(c, str) or len(c) != 1:
-                raise tio.TokenizerFileError(f"{where}: id {i} should be a single character, got {c!r}")
+        """Load a tokenizer written by save() (any format version); clear error if the file is
+        corrupt or not a char file."""
+        _, contents = tio.read_file(path, expected_kind="char")
         try:
-            return cls([c for _, c in rows])
+            return cls(contents["chars"])
         except ValueError as e:
-            raise tio.TokenizerFileError(f"{where}: {e}") from None
+            raise tio.TokenizerFileError(f"{str(path)!r}: {e}") from None
 
     def fingerprint(self) -> str:
         """Short stable identity: the first 16 hex digits of the saved file's sha256."""

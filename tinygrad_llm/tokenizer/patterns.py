@@ -33,6 +33,24 @@ _GPT4_PLAIN = (
 )
 _FASTER_TWIN = {GPT4_SPLIT_PATTERN: _GPT4_PLAIN}
 
+# Hugging Face `tokenizers` splits with Oniguruma, where `{n,m}+` is not possessive but
+# "then repeat the whole": `\p{N}{1,3}+` would take any run of digits. Without the `+` it
+# splits the same as the original here (that part ends its alternative, so the greedy first
+# try is kept anyway). Files for `tokenizers` hold the twin; reading one maps it back.
+_HF_TWIN = {GPT4_SPLIT_PATTERN: GPT4_SPLIT_PATTERN.replace(r"\p{N}{1,3}+", r"\p{N}{1,3}")}
+_FROM_HF = {v: k for k, v in _HF_TWIN.items()}
+
+
+def to_hf_pattern(pattern: str) -> str:
+    """The split regex to write in a Hugging Face tokenizer.json for ``pattern``."""
+    return _HF_TWIN.get(pattern, pattern)
+
+
+def from_hf_pattern(pattern: str) -> str:
+    """Inverse of :func:`to_hf_pattern`."""
+    return _FROM_HF.get(pattern, pattern)
+
+
 PATTERNS = {
     "gpt2": GPT2_SPLIT_PATTERN,
     "gpt4": GPT4_SPLIT_PATTERN,
