@@ -1,7 +1,7 @@
 """Preference tuning with DPO (direct preference optimization): no reward model, just pairs.
 
-    python examples/dpo.py --data prefs.jsonl --ckpt out/sft --beta 0.1 --out out/dpo
-    python examples/dpo.py --data prefs.json --hf path/to/gpt2 --lora-rank 8 --lr 1e-5
+    .venv/bin/python examples/dpo.py --data prefs.jsonl --ckpt out/sft --beta 0.1 --out out/dpo
+    .venv/bin/python examples/dpo.py --data prefs.json --hf path/to/gpt2 --lora-rank 8 --lr 1e-5
 
 --data holds records {"instruction": ..., "input": ... (optional), "chosen": ...,
 "rejected": ...} as a JSON list or JSON Lines. The policy starts as the given model; a
@@ -14,18 +14,17 @@ with --lora-rank, out/adapter/. See docs/finetune.md.
 """
 from __future__ import annotations
 
-import argparse
-import math
 import sys
 
-from tinygrad_llm.finetune import DPO_FIELDS, DPOConfig, train_dpo
-from tinygrad_llm.finetune.cli import add_common_arguments, loop_settings, prepare, run_main, train_and_save
+from tinygrad_llm import cli
+from tinygrad_llm.finetune import DPO_FIELDS, DPOConfig, scripts, train_dpo
+from tinygrad_llm.finetune.scripts import add_common_arguments, loop_settings, prepare, train_and_save
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__)
     add_common_arguments(p, lr_full=1e-6, lr_lora=1e-5, epochs=1, batch_size=4, out="out/dpo")
-    p.add_argument("--beta", type=float, default=0.1,
+    p.add_argument("--beta", type=cli.number(min=0, min_open=True), default=0.1,
                    help="how strongly the policy is held to the reference (default 0.1; > 0)")
     p.add_argument("--logprob", choices=["sum", "mean"], default="sum",
                    help="a response's log-probability: the sum over its tokens (DPO's, default) or the mean")
@@ -36,8 +35,6 @@ def main(argv=None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
 
     def setup():
-        if not (math.isfinite(args.beta) and args.beta > 0):
-            raise ValueError(f"--beta must be a finite number > 0, got {args.beta}")
         run = prepare(args, DPO_FIELDS, reference=True)
         cfg = DPOConfig(**loop_settings(run), beta=args.beta, average_logprobs=args.logprob == "mean")
         return run, cfg
@@ -52,8 +49,8 @@ def main(argv=None) -> int:
             lambda on_epoch: train_dpo(run.model, run.reference, run.train, run.val, cfg, run.eos_id, on_epoch=on_epoch),
             val_loss=lambda row: row["val"]["loss"] if row["val"] else None, field="chosen")
 
-    return run_main(setup, work)
+    return scripts.main(args, setup, work)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -1,8 +1,8 @@
 """Instruction fine-tuning (SFT): teach a GPT to follow instructions in the Alpaca format.
 
-    python examples/finetune_instructions.py --data instructions.json --hf path/to/gpt2 --out out/sft
-    python examples/finetune_instructions.py --data instructions.jsonl --ckpt out/try --lora-rank 8
-    python examples/sample.py --ckpt out/sft --instruction "Name three primary colors." --temperature 0
+    .venv/bin/python examples/finetune_instructions.py --data instructions.json --hf path/to/gpt2 --out out/sft
+    .venv/bin/python examples/finetune_instructions.py --data instructions.jsonl --ckpt out/try --lora-rank 8
+    .venv/bin/python examples/sample.py --ckpt out/sft --instruction "Name three primary colors." --temperature 0
 
 --data holds records {"instruction": ..., "input": ... (optional), "output": ...} as a JSON
 list or JSON Lines. Each becomes the Alpaca prompt followed by the output and an
@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tinygrad_llm.finetune import SFT_FIELDS, SFTConfig, train_sft
-from tinygrad_llm.finetune.cli import add_common_arguments, loop_settings, prepare, run_main, train_and_save
+from tinygrad_llm import cli
+from tinygrad_llm.finetune import SFT_FIELDS, SFTConfig, scripts, train_sft
+from tinygrad_llm.finetune.scripts import add_common_arguments, loop_settings, prepare, train_and_save
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__)
     add_common_arguments(p, lr_full=5e-5, lr_lora=2e-4, epochs=3, batch_size=8, out="out/finetune")
     p.add_argument("--mask-prompt", action=argparse.BooleanOptionalAction, default=True,
                    help="count only the response tokens in the loss (default); --no-mask-prompt: the whole text")
@@ -46,8 +47,8 @@ def main(argv=None) -> int:
             lambda on_epoch: train_sft(run.model, run.train, run.val, cfg, run.eos_id, on_epoch=on_epoch),
             val_loss=lambda row: row["val_loss"], field="output")
 
-    return run_main(setup, work)
+    return scripts.main(args, setup, work)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -9,12 +9,12 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, write_tiny_tokenizer
 from finetune_data import pairs, records, template_tokenizer, words
 
 from tinygrad_llm import GPT, GPTConfig, manual_seed
 from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
-from tinygrad_llm.finetune import END_OF_TEXT
+from tinygrad_llm.finetune import DPO_FIELDS, END_OF_TEXT, load_records
 from tinygrad_llm.nn import lora
 from tinygrad_llm.tokenizer import BPETokenizer, CharTokenizer
 
@@ -26,11 +26,15 @@ def script(name):
     return mod
 
 
-SFT, DPO, SAMPLE = script("finetune_instructions"), script("dpo"), script("sample")
+SFT, DPO, SAMPLE, TASKS = script("finetune_instructions"), script("dpo"), script("sample"), script("make_number_tasks")
 
 
 def run(mod, args, capsys):
-    code = mod.main([str(a) for a in args])
+    """(exit code, stdout, stderr) of a script's main(args), run in this process."""
+    try:
+        code = mod.main([str(a) for a in args])
+    except SystemExit as e:              # cli.fail and argparse errors exit
+        code = e.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -60,7 +64,6 @@ def hf_dir(tmp_path_factory):
     """A GPT-2 folder written by transformers, with GPT-2 style vocab.json + merges.txt."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from test_hf import write_tiny_tokenizer
     d = tmp_path_factory.mktemp("hf")
     write_tiny_tokenizer(d)
     n = len(json.loads((d / "vocab.json").read_text()))
@@ -94,7 +97,7 @@ def test_sft_from_our_checkpoint_then_sample_with_instruction(ckpt, data, tmp_pa
     assert "### Input:\nCDE\n\n### Response:\n" in stdout
     # a second run into the same folder is refused, then allowed with --overwrite (and stale best/ goes)
     code, _, err = run(SFT, ["--data", data / "sft.json", "--ckpt", ckpt, "--out", out, *FAST], capsys)
-    assert code == 2 and "already holds a run (best/, latest/)" in err and "--overwrite" in err
+    assert code == 2 and "already holds a run (latest, best)" in err and "--overwrite" in err
     code, _, err = run(SFT, ["--data", data / "sft.json", "--ckpt", ckpt, "--out", out, "--overwrite",
                              "--val-fraction", "0", *FAST], capsys)
     assert code == 0, err
@@ -146,17 +149,17 @@ def write(tmp_path, name, text):
 
 
 @pytest.mark.parametrize("mod, args, match", [
-    (SFT, ["--epochs", "0"], "--epochs must be a positive integer"),
-    (SFT, ["--lora-rank", "0"], "--lora-rank must be a positive integer, got 0"),
-    (SFT, ["--lora-rank", "-3"], "--lora-rank must be a positive integer, got -3"),
+    (SFT, ["--epochs", "0"], "argument --epochs: expected a whole number >= 1, got '0'"),
+    (SFT, ["--lora-rank", "0"], "argument --lora-rank: expected a whole number >= 1, got '0'"),
+    (SFT, ["--lora-rank", "-3"], "argument --lora-rank: expected a whole number >= 1, got '-3'"),
     (SFT, ["--lora-alpha", "8"], "--lora-alpha given without --lora-rank"),
     (SFT, ["--lora-rank", "2", "--lora-targets", "c_atn"], "target 'c_atn' matches no Linear layer"),
-    (SFT, ["--val-fraction", "1"], "--val-fraction must be in [0, 1)"),
-    (SFT, ["--lr", "nan"], "--lr must be a finite number > 0"),
+    (SFT, ["--val-fraction", "1"], "argument --val-fraction: expected a finite number >= 0 and < 1, got '1'"),
+    (SFT, ["--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
     (SFT, ["--device", "tpu"], "unknown device 'tpu'"),
-    (DPO, ["--beta", "0"], "--beta must be a finite number > 0, got 0.0"),
-    (DPO, ["--beta", "-1"], "--beta must be a finite number > 0, got -1.0"),
-    (DPO, ["--lora-rank", "0"], "--lora-rank must be a positive integer"),
+    (DPO, ["--beta", "0"], "argument --beta: expected a finite number > 0, got '0'"),
+    (DPO, ["--beta", "-1"], "argument --beta: expected a finite number > 0, got '-1'"),
+    (DPO, ["--lora-rank", "0"], "argument --lora-rank: expected a whole number >= 1, got '0'"),
 ])
 def test_bad_flags(mod, args, match, ckpt, data, tmp_path, capsys):
     d = "dpo.jsonl" if mod is DPO else "sft.json"
@@ -197,7 +200,8 @@ def test_tokenizer_that_does_not_match_the_model(hf_dir, data, tmp_path, capsys)
     (bigger / "vocab.json").write_text(json.dumps(vocab))
     for mod, d in ((SFT, "sft.json"), (DPO, "dpo.jsonl")):
         code, _, err = run(mod, ["--data", data / d, "--hf", bigger, "--out", tmp_path / "o"], capsys)
-        assert code == 2 and "has 265 tokens but the model's vocabulary has 264" in err and err.count("\n") == 1, err
+        assert code == 2 and "do not belong to this model: they have 265 tokens, the model only 264" in err, err
+        assert err.count("\n") == 1
 
 
 def test_a_char_checkpoint_cannot_be_instruction_tuned(data, tmp_path, capsys):
@@ -234,3 +238,21 @@ def test_bpe_tokenizer_with_other_special_tokens_keeps_them(tmp_path):
     m, t, eos = with_end_of_text(model, tok)
     assert eos == 261 and t.special_tokens == {"<|pad|>": 260, END_OF_TEXT: 261}
     assert m is model                                    # a spare row: no growing
+
+
+def test_make_number_tasks(tmp_path, capsys):
+    """The worked example's data: valid records for both scripts, the same every time, never overwritten unasked."""
+    out = tmp_path / "numbers"
+    code, stdout, err = run(TASKS, ["--out", out, "--count", "5"], capsys)
+    assert code == 0, err
+    sft, prefs = load_records(out / "instructions.json"), load_records(out / "preferences.json", DPO_FIELDS)
+    assert len(sft) == 10 and len(prefs) == 200
+    for r in sft:
+        assert r["output"] == (r["input"][::-1] if r["instruction"] == "Reverse the digits." else f"{r['input']} {r['input']}")
+    assert all(p["chosen"] == p["input"][::-1] and p["rejected"] == p["input"] for p in prefs)
+    assert not {r["input"] for r in sft} & {p["input"] for p in prefs}          # different numbers
+    first = (out / "instructions.json").read_bytes()
+    code, _, err = run(TASKS, ["--out", out, "--count", "5"], capsys)
+    assert code == 2 and "already exist" in err and err.count("\n") == 1
+    code, _, err = run(TASKS, ["--out", out, "--count", "5", "--overwrite"], capsys)
+    assert code == 0 and (out / "instructions.json").read_bytes() == first

@@ -1,29 +1,35 @@
-"""The command-line side shared by examples/finetune_instructions.py and examples/dpo.py:
-their common flags, the checks and loading done before any training (every bad input
-is found there and reported as one ``error:`` line with exit code 2), and the outputs.
+"""What examples/finetune_instructions.py and examples/dpo.py share: their common flags, the
+checks and loading done before any training (every bad input is found there; the scripts
+answer it with one ``error:`` line and exit code 2, see ``tinygrad_llm.cli``), and the outputs.
 
     out/best/      the checkpoint of the epoch with the lowest validation loss (with validation data)
     out/latest/    the checkpoint after the last epoch (both load in examples/sample.py;
                    with LoRA the adapters are merged into their weights)
     out/adapter/   with LoRA: the final adapter alone (adapter_model.safetensors + adapter_config.json)
+
+The output folder is a run folder (``tinygrad_llm.rundir``): locked while a run writes to
+it, and one that holds a run is refused unless ``--overwrite`` (which deletes that run first).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-import sys
 from pathlib import Path
 
-from .. import backend
+from .. import backend, cli
 from ..backend import DeviceError
+from ..checkpoint import CheckpointError, discard, load_for_sampling
 from ..nn import lora
+from ..rundir import RunDirError, RunExistsError, check_fresh, lock_run_dir, run_files
 from .data import check_lengths, encode_records, load_records, split_records
-from .models import check_out_dir, frozen_copy, load_base, remove_stale, save_finetuned, with_end_of_text
+from .models import frozen_copy, save_finetuned, with_end_of_text
 from .sft import generate_responses
 
-__all__ = ["add_common_arguments", "prepare", "Run", "run_main", "loop_settings", "train_and_save", "save_outputs",
-           "show_responses", "base_train_config", "best_saver"]
+__all__ = ["add_common_arguments", "prepare", "main", "Run", "loop_settings", "train_and_save", "save_outputs",
+           "show_responses", "base_train_config", "best_saver", "check_out_dir", "clear_out_dir", "ADAPTER_DIR"]
+
+#: the folder inside --out that holds the final LoRA adapter
+ADAPTER_DIR = "adapter"
 
 
 def add_common_arguments(p: argparse.ArgumentParser, lr_full: float, lr_lora: float, epochs: int,
@@ -33,71 +39,84 @@ def add_common_arguments(p: argparse.ArgumentParser, lr_full: float, lr_lora: fl
     src.add_argument("--hf", help="a Hugging Face GPT-2 directory (config.json, model.safetensors, vocab.json, "
                                   "merges.txt) to start from")
     p.add_argument("--data", required=True, help="JSON list or JSON Lines file of records")
-    p.add_argument("--epochs", type=int, default=epochs, help=f"passes over the training records (default {epochs})")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--epochs", type=cli.integer(min=1), default=epochs,
+                   help=f"passes over the training records (default {epochs})")
+    p.add_argument("--lr", type=cli.number(min=0, min_open=True), default=None,
                    help=f"AdamW learning rate, constant (default {lr_full}, or {lr_lora} with --lora-rank)")
-    p.add_argument("--batch-size", type=int, default=batch_size, help=f"records per step (default {batch_size})")
-    p.add_argument("--val-fraction", type=float, default=0.1,
+    p.add_argument("--batch-size", type=cli.integer(min=1), default=batch_size,
+                   help=f"records per step (default {batch_size})")
+    p.add_argument("--val-fraction", type=cli.number(min=0, max=1, max_open=True), default=0.1,
                    help="share of the records held out for validation and the samples shown at the end "
                         "(default 0.1; 0: none)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay on matrices (default 0)")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip (default 1; 0: off)")
-    p.add_argument("--seed", type=int, default=1337, help="seeds the split, the batch order and LoRA's init")
+    p.add_argument("--weight-decay", type=cli.number(min=0), default=0.0,
+                   help="AdamW weight decay on matrices (default 0)")
+    p.add_argument("--grad-clip", type=cli.number(min=0), default=1.0, help="gradient norm clip (default 1; 0: off)")
+    p.add_argument("--seed", type=cli.integer(), default=1337, help="seeds the split, the batch order and LoRA's init")
     p.add_argument("--out", default=out, help=f"output directory (default {out})")
-    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
+    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run (deletes it)")
     p.add_argument("--device", default="cpu", help="cpu (default), gpu, cuda or cuda:N")
-    p.add_argument("--log-interval", type=int, default=10, help="steps between progress lines (0: none)")
-    p.add_argument("--show", type=int, default=3, help="held-out records whose generated response is printed "
-                                                       "at the end (default 3)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="length limit of those responses (default 64)")
+    p.add_argument("--log-interval", type=cli.integer(min=0), default=10, help="steps between progress lines (0: none)")
+    p.add_argument("--show", type=cli.integer(min=0), default=3,
+                   help="held-out records whose generated response is printed at the end (default 3)")
+    p.add_argument("--max-new-tokens", type=cli.integer(min=1), default=64,
+                   help="length limit of those responses (default 64)")
     g = p.add_argument_group("LoRA (train low-rank adapters instead of every weight)")
-    g.add_argument("--lora-rank", type=int, default=None, help="adapter rank r; turns LoRA on")
-    g.add_argument("--lora-alpha", type=float, default=None, help="scale alpha (the update is alpha/r B A; "
-                                                                  "default 2 * rank)")
+    g.add_argument("--lora-rank", type=cli.integer(min=1), default=None, help="adapter rank r; turns LoRA on")
+    g.add_argument("--lora-alpha", type=cli.number(min=0, min_open=True), default=None,
+                   help="scale alpha (the update is alpha/r B A; default 2 * rank)")
     g.add_argument("--lora-targets", default=None,
                    help=f"comma-separated Linear layer names (default {','.join(lora.DEFAULT_TARGETS)})")
-    g.add_argument("--lora-dropout", type=float, default=None, help="dropout on the adapter's input (default 0)")
+    g.add_argument("--lora-dropout", type=cli.number(min=0, max=1, max_open=True), default=None,
+                   help="dropout on the adapter's input (default 0)")
     p.set_defaults(lr_full=lr_full, lr_lora=lr_lora)
 
 
-def _check_args(args):
-    """ValueError naming the first bad flag."""
-    def positive(flag, v):
-        if v < 1:
-            raise ValueError(f"{flag} must be a positive integer, got {v}")
-
-    positive("--epochs", args.epochs)
-    positive("--batch-size", args.batch_size)
-    if args.max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens must be a positive integer, got {args.max_new_tokens}")
-    for flag, v in (("--show", args.show), ("--log-interval", args.log_interval)):
-        if v < 0:
-            raise ValueError(f"{flag} must be >= 0, got {v}")
-    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
-        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
-    for flag, v in (("--weight-decay", args.weight_decay), ("--grad-clip", args.grad_clip)):
-        if not (math.isfinite(v) and v >= 0):
-            raise ValueError(f"{flag} must be a finite number >= 0, got {v}")
-    if not 0.0 <= args.val_fraction < 1.0:
-        raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+def _lora_config(args):
+    """The LoRAConfig the flags ask for, or None; ValueError for LoRA flags without --lora-rank."""
     if args.lora_rank is None:
         given = [f for f, v in (("--lora-alpha", args.lora_alpha), ("--lora-targets", args.lora_targets),
                                 ("--lora-dropout", args.lora_dropout)) if v is not None]
         if given:
             raise ValueError(f"{', '.join(given)} given without --lora-rank (which turns LoRA on)")
         return None
-    if args.lora_rank < 1:
-        raise ValueError(f"--lora-rank must be a positive integer, got {args.lora_rank}")
-    if args.lora_alpha is not None and not (math.isfinite(args.lora_alpha) and args.lora_alpha > 0):
-        raise ValueError(f"--lora-alpha must be a finite number > 0, got {args.lora_alpha}")
-    if args.lora_dropout is not None and not 0.0 <= args.lora_dropout < 1.0:
-        raise ValueError(f"--lora-dropout must be in [0, 1), got {args.lora_dropout}")
     targets = lora.DEFAULT_TARGETS if args.lora_targets is None else \
         tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
     if not targets:
         raise ValueError(f"--lora-targets names no layer: {args.lora_targets!r}")
     alpha = 2.0 * args.lora_rank if args.lora_alpha is None else args.lora_alpha
     return lora.LoRAConfig(args.lora_rank, alpha, args.lora_dropout or 0.0, targets)
+
+
+def check_out_dir(out, overwrite: bool):
+    """RunExistsError if ``out`` holds a run (checkpoints, history, an adapter), unless ``overwrite``."""
+    out = Path(out)
+    names = run_files(out) + ([ADAPTER_DIR] if (out / ADAPTER_DIR).exists() else [])
+    if names and not overwrite:
+        raise RunExistsError(f"{str(out)!r} already holds a run ({', '.join(names)}); nothing was changed. "
+                             "Start over with --overwrite (deletes it), or choose another --out")
+
+
+def clear_out_dir(out):
+    """Delete the run in ``out`` (what --overwrite asked for), once every input has been checked."""
+    check_fresh(out, overwrite=True)
+    if (Path(out) / ADAPTER_DIR).exists():
+        discard(Path(out) / ADAPTER_DIR)
+
+
+def main(args, setup, work) -> int:
+    """``work(setup())`` with ``args.out`` locked for this run (``rundir.lock_run_dir``). Bad input
+    found by ``setup`` (ValueError, OSError, DeviceError), a busy or unusable output folder, and a
+    checkpoint that cannot be written during ``work`` end in one ``error:`` line and exit code 2
+    (``cli.fail``); Ctrl-C is ``cli.run``'s."""
+    try:
+        with lock_run_dir(args.out):
+            try:
+                state = setup()
+            except (ValueError, OSError, DeviceError) as e:
+                cli.fail(e)
+            return work(state)
+    except (CheckpointError, RunDirError, OSError) as e:
+        cli.fail(e)
 
 
 @dataclasses.dataclass
@@ -120,15 +139,15 @@ class Run:
 
 def prepare(args, fields, log=print, reference: bool = False) -> Run:
     """Check the flags, the output directory, the data, the model and tokenizer, and every
-    record's length; then (DPO) copy the frozen reference and apply LoRA. Raises ValueError,
-    OSError or DeviceError with a one-line message on any bad input."""
-    lcfg = _check_args(args)
+    record's length; then (DPO) copy the frozen reference, apply LoRA, and (--overwrite)
+    delete the earlier run in --out. Raises ValueError, OSError or DeviceError on bad input."""
+    lcfg = _lora_config(args)
     args.device = backend.canonical_device(args.device)
     backend.xp_for(args.device)                     # a clear error now if CuPy or the GPU is missing
     check_out_dir(args.out, args.overwrite)
     records = load_records(args.data, fields)
     train_idx, val_idx = split_records(len(records), args.val_fraction, args.seed)
-    model, tokenizer = load_base(ckpt=args.ckpt, hf=args.hf, device=args.device)
+    model, tokenizer, _ = load_for_sampling(ckpt=args.ckpt, hf=args.hf, device=args.device)
     model, tokenizer, eos = with_end_of_text(model, tokenizer)
     examples = encode_records(records, tokenizer, eos, fields)
     check_lengths(examples, model.config.block_size, fields)
@@ -138,6 +157,8 @@ def prepare(args, fields, log=print, reference: bool = False) -> Run:
     if lcfg is not None:
         names = lora.apply_lora(model, lcfg.target_modules, lcfg.r, lcfg.lora_alpha, lcfg.lora_dropout)
     lr = args.lr if args.lr is not None else (args.lr_lora if lcfg is not None else args.lr_full)
+    if args.overwrite:
+        clear_out_dir(args.out)
     run = Run(args, model, tokenizer, eos, [examples[i] for i in train_idx], [examples[i] for i in val_idx],
               [records[i] for i in val_idx], lcfg, names, ref, lr)
     cfg = model.config
@@ -163,10 +184,8 @@ def save_outputs(run: Run, name: str, train_config: dict, trainer_state: dict, f
     save_finetuned(out, name, run.model, run.tokenizer, train_config, trainer_state)
     run.written.add(name)
     if final and run.lora is not None:
-        lora.save_lora(run.model, out / "adapter", base_model=run.args.ckpt or run.args.hf, overwrite=True)
-        run.written.add("adapter")
-    if final and run.args.overwrite:
-        remove_stale(out, run.written)
+        lora.save_lora(run.model, out / ADAPTER_DIR, base_model=run.args.ckpt or run.args.hf)
+        run.written.add(ADAPTER_DIR)
     return sorted(run.written)
 
 
@@ -211,29 +230,3 @@ def train_and_save(run: Run, kind: str, cfg, train, val_loss, field: str, log=pr
     log(f"wrote {', '.join(f'{run.args.out}/{n}/' for n in written)}")
     show_responses(run, field, log)
     return 0
-
-
-def _one_line(message: str) -> str:
-    """A multi-line error message (a list of problems) as one line."""
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    return " ".join(a if a.endswith(":") else a + (";" if i < len(lines) - 1 else "")
-                    for i, a in enumerate(lines))
-
-
-def run_main(setup, work) -> int:
-    """``work(setup())``. Bad input found by ``setup`` (ValueError, OSError, DeviceError) becomes
-    one ``error:`` line on stderr and exit code 2; a file that cannot be written during
-    ``work`` one ``error:`` line and exit code 1; Ctrl-C exits with 130 and says what is kept."""
-    try:
-        state = setup()
-    except (ValueError, OSError, DeviceError) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    try:
-        return work(state)
-    except OSError as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted: the checkpoints of finished epochs (if any) are kept", file=sys.stderr)
-        return 130
