@@ -59,14 +59,11 @@ def _read_json_or_jsonl(path: Path):
         raise DataError(f"{path} is not UTF-8 text ({e})") from None
     if not text.strip():
         raise DataError(f"{path} is empty; expected a JSON list of records or JSON Lines")
-    if text.lstrip().startswith("["):
+    if text.lstrip().startswith("["):       # a JSON list (valid JSON starting with "[" is one)
         try:
-            data = json.loads(text)
+            return json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"{path} is not valid JSON: {e}") from None
-        if not isinstance(data, list):
-            raise DataError(f"{path} must hold a JSON list of records")
-        return data
     data = []
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
