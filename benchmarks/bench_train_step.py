@@ -49,7 +49,7 @@ class Ours:
         loss.backward()
         clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
-        self.opt.zero_grad(set_to_none=False)  # grads accumulate into the flat buffer, as train.py does
+        self.opt.zero_grad()   # as train.py (and PyTorch's default)
         return loss.item()
 
 

@@ -6,7 +6,7 @@ import pytest
 
 import tinygrad_llm as tg
 from tinygrad_llm import GPT, GPTConfig, Tensor, no_grad
-from tinygrad_llm.model import KVCache
+from tinygrad_llm.nn import KVCache
 
 CFG = dict(vocab_size=13, block_size=8, n_layer=3, n_head=2, n_embd=8)
 

@@ -132,7 +132,7 @@ def test_mixing_devices_in_one_op_names_both(fake_second_device):
     with pytest.raises(DeviceError, match=r"'cuda:1'.*'cpu'"):
         Tensor([0.0, 0.0]).copy_(fake_second_device)
     with pytest.raises(DeviceError, match=r"'cuda:1'.*'cpu'"):
-        x[Tensor._from_op(np.array([0]), "cuda:1")]
+        x[Tensor.wrap(np.array([0]), "cuda:1")]
 
 
 def test_same_device_passes_the_check(fake_second_device):

@@ -176,7 +176,7 @@ def test_heatmap_figure_masks_the_future_and_labels_the_tokens(demo, demo_mod):
 def test_hf_directory_with_a_byte_level_tokenizer(demo_mod, tmp_path):
     """--hf: GPT-2's files; tokens that are part of a character show as U+FFFD, the bytes add up."""
     tg.manual_seed(0)
-    GPT(GPTConfig(vocab_size=264, block_size=16, n_layer=1, n_head=2, n_embd=8)).save_pretrained(tmp_path)
+    tg.save_gpt2(GPT(GPTConfig(vocab_size=264, block_size=16, n_layer=1, n_head=2, n_embd=8)), tmp_path)
     write_tiny_tokenizer(tmp_path)
     model, tok, source = demo_mod.load(demo_mod.parse(["--hf", str(tmp_path)]))
     assert isinstance(tok, BPETokenizer) and source == {"source": f"Hugging Face GPT-2 directory {tmp_path}"}

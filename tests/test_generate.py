@@ -73,7 +73,7 @@ def test_kv_cache_gives_identical_tokens(kw):
 
 def test_cached_logits_match_full_forward():
     m = model()
-    from tinygrad_llm.model import KVCache
+    from tinygrad_llm.nn import KVCache
     idx = np.random.default_rng(1).integers(0, 13, (1, 6))
     with tg.no_grad():
         full, _ = m(idx)

@@ -91,6 +91,42 @@ def test_grad_is_a_private_copy(device):
     np.testing.assert_array_equal(seed, [1.0, 1.0])
 
 
+def test_grad_storage_is_filled_when_grad_is_none_and_added_to_after(device):
+    w = leaf(np.array([1.0, 2.0]), device)
+    storage = w.xp.full(2, 99.0)                    # stale contents must not leak into .grad
+    assert w.set_grad_storage(storage) is w and w.grad_storage is storage
+    (w * w).sum().backward()
+    assert w.grad is storage
+    close(storage, [2.0, 4.0])
+    (w * w).sum().backward()                         # accumulates in place, as always
+    assert w.grad is storage
+    close(storage, [4.0, 8.0])
+    w.zero_grad()                                    # None again: the next gradient is copied in
+    (w * 3.0).sum().backward()
+    assert w.grad is storage
+    close(storage, [3.0, 3.0])
+    w.set_grad_storage(None)
+    w.grad = None
+    (w * 5.0).sum().backward()                       # back to a fresh array
+    assert w.grad is not storage
+    close(w.grad, [5.0, 5.0])
+    close(storage, [3.0, 3.0])
+
+
+def test_grad_storage_must_match_a_leaf_that_requires_grad(device):
+    w = leaf(np.zeros((2, 3)), device)
+    xp = w.xp
+    with pytest.raises(ValueError, match=r"shape \(3, 2\).*\(2, 3\)"):
+        w.set_grad_storage(xp.zeros((3, 2)))
+    with pytest.raises(ValueError, match="float32"):
+        w.set_grad_storage(xp.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(RuntimeError, match="leaf tensor that requires grad"):
+        (w * 2).set_grad_storage(xp.zeros((2, 3)))
+    with pytest.raises(RuntimeError, match="leaf tensor that requires grad"):
+        leaf(np.zeros(2), device, requires_grad=False).set_grad_storage(xp.zeros(2))
+    assert w.grad_storage is None
+
+
 # ------------------------------------------------------------------------------ release
 def test_graph_is_released_after_backward(device):
     x = leaf(np.ones(1000), device)
@@ -206,6 +242,18 @@ def test_in_place_change_of_a_saved_input_is_detected(device):
     loss = (a * w).sum()             # Mul saved a for dw = g * a
     a.add_(1.0)
     assert a._version == 1
+    with pytest.raises(RuntimeError, match=r"input of Mul.*modified in place.*version 0 -> 1"):
+        loss.backward()
+
+
+def test_bump_version_marks_a_change_made_outside_the_in_place_ops(device):
+    a = leaf(np.array([[1.0, 2.0], [3.0, 4.0]]), device, requires_grad=False)
+    w = leaf(np.ones((2, 2)), device)
+    loss = (a * w).sum()
+    view = a.reshape(4)              # shares a's memory and version counter
+    view.data[0] = 5.0               # a raw write (what an optimizer's update is) ...
+    view.bump_version()              # ... announced through the view
+    assert a._version == view._version == 1
     with pytest.raises(RuntimeError, match=r"input of Mul.*modified in place.*version 0 -> 1"):
         loss.backward()
 

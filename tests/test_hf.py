@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+import tinygrad_llm as tg  # noqa: E402
 from conftest import write_tiny_tokenizer  # noqa: E402
 from tinygrad_llm import manual_seed, no_grad  # noqa: E402
 from tinygrad_llm.backend import canonical_device  # noqa: E402
@@ -205,7 +206,7 @@ def perturbed_model(**kw):
                          ids=["gpt2", "relu", "untied"])
 def test_save_then_transformers_loads_same_logits(tmp_path, tokens, kw):
     model = perturbed_model(**kw)
-    model.save_pretrained(tmp_path)
+    tg.save_gpt2(model, tmp_path)                              # the package's top-level names
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["model_type"] == "gpt2" and cfg["architectures"] == ["GPT2LMHeadModel"]
     m = transformers.GPT2LMHeadModel.from_pretrained(tmp_path, **ATTN).eval()
@@ -216,7 +217,7 @@ def test_save_then_transformers_loads_same_logits(tmp_path, tokens, kw):
     print(f"\n[hf] save_gpt2 {kw or 'gpt2'} -> transformers, float32 logits max abs error: {err:.2e}")
     assert err < 1e-5
 
-    back = GPT.from_pretrained(tmp_path)                       # and back into ours, bit for bit
+    back = tg.load_gpt2(tmp_path)                              # and back into ours, bit for bit
     assert back.config == model.config
     for (n1, p1), (n2, p2) in zip(model.state_dict().items(), back.state_dict().items()):
         assert n1 == n2

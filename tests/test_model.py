@@ -1,4 +1,5 @@
 """GPT model: config validation, shapes, GPT-2 names and init, the fused attention node."""
+import copy
 import math
 
 import numpy as np
@@ -8,6 +9,7 @@ from hypothesis import strategies as st
 
 import tinygrad_llm as tg
 from tinygrad_llm import GPT, GPTConfig, Tensor, gradcheck
+from tinygrad_llm.nn import KVCache
 from tinygrad_llm.ops.self_attention import CausalSelfAttention, causal_self_attention
 
 TINY = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
@@ -146,6 +148,85 @@ def test_whole_model_gradients_match_finite_differences_float64():
             minus = m(idx, idx)[1].item()
             flat[e] = old
             assert abs((plus - minus) / 2e-6 - g[e]) < 1e-7, (name, e)
+
+
+# ---------------------------------------------------------------- the KV cache with gradients
+
+def _grads(m):
+    return {n: p.grad.copy() for n, p in m.named_parameters()}
+
+
+@pytest.mark.parametrize("kw", [{}, dict(prenorm=False, pos="sinusoidal")])
+def test_cached_forward_from_empty_gives_the_uncached_gradients(kw):
+    """An empty cache changes nothing: the same loss and the same gradient for every weight
+    (c_attn's key and value rows included, which a detached cache would miss)."""
+    m = tiny(**kw)
+    m.to(np.float64)
+    idx = np.random.default_rng(3).integers(0, 11, (2, 6))
+    _, plain = m(idx, idx)
+    plain.backward()
+    want = _grads(m)
+    m.zero_grad()
+    _, cached = m(idx, idx, cache=KVCache(m.config, 2, dtype=np.float64))
+    cached.backward()
+    np.testing.assert_allclose(cached.item(), plain.item(), rtol=1e-12)
+    for name, g in _grads(m).items():
+        np.testing.assert_allclose(g, want[name], rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_cached_forward_gradients_match_finite_differences_with_the_prefix_held():
+    """After a cached prefix, the continuation's loss is differentiated through the new
+    positions (their queries, keys and values); the cached keys and values are constants."""
+    m = tiny(n_layer=2)
+    m.to(np.float64)
+    ids = np.random.default_rng(4).integers(0, 11, (1, 7))
+    prefix = KVCache(m.config, 1, dtype=np.float64)
+    with tg.no_grad():
+        m(ids[:, :4], cache=prefix)
+
+    def loss():
+        return m(ids[:, 4:], ids[:, 4:], cache=copy.deepcopy(prefix))[1]
+
+    loss().backward()
+    C = m.config.n_embd
+    rs = np.random.default_rng(0)
+    for layer in range(2):
+        w = m.transformer.h[layer].attn.c_attn.weight
+        flat, g = w.data.reshape(-1), w.grad.reshape(-1)
+        for part in range(3):                       # rows of q, of k and of v
+            for e in rs.choice(np.arange(part * C * C, (part + 1) * C * C), 3, replace=False):
+                old = flat[e]
+                flat[e] = old + 1e-6
+                plus = loss().item()
+                flat[e] = old - 1e-6
+                minus = loss().item()
+                flat[e] = old
+                assert abs((plus - minus) / 2e-6 - g[e]) < 1e-7, (layer, part, e)
+
+
+def test_two_cached_chunks_backpropagate_together():
+    """The second chunk's writes into the cache leave the first chunk's graph valid."""
+    m = tiny()
+    ids = np.random.default_rng(5).integers(0, 11, (2, 8))
+    cache = KVCache(m.config, 2)
+    _, first = m(ids[:, :5], ids[:, :5], cache=cache)
+    _, second = m(ids[:, 5:], ids[:, 5:], cache=cache)
+    (first + second).backward()
+    g = m.transformer.h[0].attn.c_attn.weight.grad
+    assert cache.length == 8 and np.isfinite(g).all() and np.abs(g).sum() > 0
+
+
+def test_kv_cache_rejects_what_does_not_fit():
+    m = tiny()
+    cache = KVCache(m.config, 1)
+    k = Tensor(np.zeros((1, 2, 3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"k has shape \(1, 2, 3, 4\), dtype float64"):
+        cache.update(0, k.double(), k)
+    with pytest.raises(ValueError, match=r"\(B, H, positions, hd\) = \(1, 2, 8, 4\)"):
+        cache.update(0, Tensor(np.zeros((1, 3, 3, 4), np.float32)), k)
+    cache.length = 6
+    with pytest.raises(ValueError, match="3 new positions .* after 6 do not fit the cache's 8"):
+        cache.update(0, k, k)
 
 
 def test_flops_and_mfu():

@@ -203,6 +203,26 @@ def test_fast_path_zero_grad_accumulates_into_the_flat_buffer():
     assert not m.w.grad.any() and np.shares_memory(m.w.grad, flat_grad)
 
 
+def test_default_zero_grad_drops_grads_and_backward_writes_into_the_flat_buffer():
+    m, ref = Quad(), Quad()
+    opt = AdamW(m.parameters(), lr=0.1)
+    flat_grad = opt._buckets[0][0].grad
+    x = Tensor(_arrays(6, [(4, 3)])[0])
+    for _ in range(3):
+        opt.zero_grad()
+        assert all(p.grad is None for p in m.parameters())          # PyTorch's semantics
+        m(x).backward()
+        for p in (m.w, m.b):                                         # the optimizer's memory, no copy
+            assert p.grad is p.grad_storage and np.shares_memory(p.grad, flat_grad)
+        ref.load_state_dict(m.state_dict())                          # the same weights, no optimizer
+        ref.zero_grad()
+        ref(x).backward()
+        np.testing.assert_array_equal(m.w.grad, ref.w.grad)          # nothing stale from the last step
+        np.testing.assert_array_equal(m.b.grad, ref.b.grad)
+        opt.step()
+    assert m.unused.grad is None                                     # never got a gradient
+
+
 def test_fast_and_default_zero_grad_give_the_same_training():
     a, b, c = Quad(), Quad(), Quad()
     ra = _train(a, AdamW(a.parameters(), lr=0.1), set_to_none=False)
@@ -236,6 +256,7 @@ def test_replaced_data_is_taken_back_but_moved_dtype_is_an_error():
     assert np.shares_memory(m.w.data, opt._buckets[0][0].data)
     np.testing.assert_allclose(m.w.numpy(), 2.0 * (1 - 0.1 * 0.01))
     m.to(tg.float64)
+    assert m.w.grad_storage is None          # the optimizer's float32 buffer stays behind
     m.w.grad = np.zeros((3, 2))
     with pytest.raises(RuntimeError, match="create the optimizer after model.to"):
         opt.step()

@@ -6,6 +6,7 @@ from conftest import to_np
 
 import tinygrad_llm as tg
 from tinygrad_llm import Tensor
+from tinygrad_llm.nn import Parameter
 
 
 # ------------------------------------------------------------------------------ construction
@@ -113,6 +114,18 @@ def test_detach_and_requires_grad_(device):
         y.requires_grad_(False)
     with pytest.raises(TypeError, match="floating-point"):
         Tensor([1, 2], device=device).requires_grad_()
+
+
+def test_wrap_makes_a_plain_tensor_around_the_array_as_it_is(device):
+    like = Tensor([0.0], device=device)
+    arr = like.xp.arange(6, dtype=np.float64).reshape(2, 3)
+    t = Tensor.wrap(arr, like.device)
+    assert t.data is arr and t.dtype == np.float64 and t.device == like.device
+    assert type(t) is Tensor and t.is_leaf and not t.requires_grad and t.grad is None and t._version == 0
+    assert Tensor.wrap(arr, like.device, requires_grad=True).requires_grad
+    # op outputs are made by wrap: plain Tensors, also from a Parameter input
+    p = Parameter(np.ones(3, np.float32), device=device)
+    assert type(p * 2) is Tensor and type(p.sum()) is Tensor
 
 
 # ------------------------------------------------------------------------------ backward

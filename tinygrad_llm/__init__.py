@@ -4,6 +4,9 @@
     x = Tensor([[1.0, 2.0]], requires_grad=True)
     (x * x).sum().backward()
     x.grad            # array([[2., 4.]], dtype=float32)
+
+Also here: ``GPT``/``GPTConfig`` (tinygrad_llm.model), and ``load_gpt2``/``save_gpt2``
+(tinygrad_llm.hf) to read and write Hugging Face GPT-2 folders.
 """
 import numpy as _np
 
@@ -12,6 +15,8 @@ from .creation import (arange, eye, full, full_like, ones, ones_like, rand, rand
                        randn_like, zeros, zeros_like)
 from .function import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .gradcheck import GradcheckError, gradcheck
+from .hf import load_gpt2, save_gpt2
+from .model import GPT, GPTConfig
 from .tensor import Tensor, cat, maximum, minimum, stack, where
 
 float16 = _np.float16
@@ -22,17 +27,9 @@ bool_ = _np.bool_
 
 __version__ = "0.1.0"
 
-
-def __getattr__(name):
-    # the model pulls in nn, optim and friends: import it on first use only
-    if name in ("GPT", "GPTConfig"):
-        from . import model
-        return getattr(model, name)
-    raise AttributeError(f"module 'tinygrad_llm' has no attribute {name!r}")
-
-
 __all__ = [
-    "Tensor", "Function", "GPT", "GPTConfig", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
+    "Tensor", "Function", "GPT", "GPTConfig", "load_gpt2", "save_gpt2",
+    "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "gradcheck", "GradcheckError", "manual_seed", "gpu_available", "DeviceError",
     "zeros", "ones", "full", "randn", "rand", "arange", "eye",
     "zeros_like", "ones_like", "full_like", "randn_like", "rand_like",

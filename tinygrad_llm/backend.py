@@ -128,7 +128,7 @@ def scatter_add(xp, target, index, values):
     if xp is np:
         np.add.at(target, index, values)
     else:
-        import cupyx  # noqa: PLC0415
+        import cupyx  # noqa: PLC0415 (optional dependency: CuPy, only on a GPU device)
         cupyx.scatter_add(target, index, values)
     return target
 

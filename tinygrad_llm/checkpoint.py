@@ -46,6 +46,8 @@ from . import backend, safetensors
 from .atomic import default_mode, fsync_dir
 from .hf import load_gpt2, load_gpt2_tokenizer
 from .model import GPT, GPTConfig
+from .tensor import Tensor
+from .tokenizer import load_tokenizer
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "NonFiniteWeightsError", "Checkpoint",
            "clean_stale", "discard", "CHECKPOINT_NAMES", "find_checkpoint", "load_for_sampling"]
@@ -80,7 +82,6 @@ def _is_array(v) -> bool:
 
 def _split_arrays(obj, arrays: dict, path: str = "s"):
     """Replace arrays in a nested dict/list by {"__array__": key}; collect them in ``arrays``."""
-    from .tensor import Tensor  # noqa: PLC0415
     if isinstance(obj, Tensor):
         obj = obj.data
     if _is_array(obj):
@@ -378,7 +379,6 @@ def load_checkpoint(path, device: str = "cpu", model: GPT | None = None) -> Chec
         if not (path / "tokenizer.json").is_file():
             raise CheckpointError(f"checkpoint {path} is damaged: tokenizer.json is missing")
         # checked by its fingerprint (what it encodes), not its bytes
-        from .tokenizer import load_tokenizer  # noqa: PLC0415
         try:
             tokenizer = load_tokenizer(path / "tokenizer.json")
         except ValueError as e:

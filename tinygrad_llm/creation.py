@@ -22,8 +22,7 @@ def _setup(shape, device, dtype):
 
 
 def _make(arr, device, requires_grad):
-    return Tensor._from_op(arr, device).requires_grad_(requires_grad) if requires_grad \
-        else Tensor._from_op(arr, device)
+    return Tensor.wrap(arr, device).requires_grad_(requires_grad)   # requires_grad_ checks the dtype
 
 
 def zeros(*shape, device="cpu", dtype=None, requires_grad=False) -> Tensor:

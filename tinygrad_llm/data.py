@@ -32,6 +32,7 @@ import numpy as np
 from . import backend
 from .atomic import write_bytes_atomic
 from .tensor import Tensor
+from .tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
 
 __all__ = [
     "DataError", "DownloadError", "SHAKESPEARE_URL", "SHAKESPEARE_SHA256", "CACHE_ENV",
@@ -148,7 +149,6 @@ def build_tokenizer(kind: str, text: str, vocab_size: int | None = None):
     """A tokenizer trained on text: "char" (its sorted characters) or "bpe" (default 512 tokens)."""
     if kind not in TOKENIZER_KINDS:
         raise DataError(f"unknown tokenizer kind {kind!r}: expected one of {', '.join(TOKENIZER_KINDS)}")
-    from .tokenizer import BPETokenizer, CharTokenizer  # noqa: PLC0415 (only the kind asked for is trained)
     if kind == "char":
         if vocab_size is not None:
             raise DataError(f"vocab_size={vocab_size} was given for the char tokenizer, whose vocabulary "
@@ -161,7 +161,6 @@ def _trained_tokenizer(kind: str, text: str, text_sha: str, vocab_size, cache: b
     """build_tokenizer, with trained BPE tokenizers kept in the cache (training is the slow part)."""
     if kind != "bpe" or not cache:
         return build_tokenizer(kind, text, vocab_size)
-    from .tokenizer import load_tokenizer  # noqa: PLC0415
     n = DEFAULT_BPE_VOCAB if vocab_size is None else vocab_size
     path = cache_dir() / "tokenizers" / f"bpe{n}-{text_sha[:32]}.tok"
     if path.is_file():
@@ -354,4 +353,4 @@ def get_batch(ids, batch_size: int, block_size: int, device="cpu", rng=None):
         rows = xp.asarray(rows)                                       # one host -> device copy
     x = xp.ascontiguousarray(rows[:, :-1], dtype=xp.int64)
     y = xp.ascontiguousarray(rows[:, 1:], dtype=xp.int64)
-    return Tensor._from_op(x, device), Tensor._from_op(y, device)
+    return Tensor.wrap(x, device), Tensor.wrap(y, device)

@@ -30,7 +30,6 @@ class _GradMode(threading.local):
 
 
 _state = _GradMode()
-_Tensor = None       # tinygrad_llm.tensor.Tensor, bound on first use (the modules import each other)
 
 
 def is_grad_enabled() -> bool:
@@ -84,8 +83,6 @@ class Function:
     input tensors, in order), ``released`` (True once backward has freed it).
     """
 
-    #: set to False on ops whose output shares memory with an input only by accident
-    differentiable = True
     #: an op whose output lives on another device than its inputs sets this in forward
     out_device = None
 
@@ -116,11 +113,11 @@ class Function:
     # ------------------------------------------------------------------ running a node
     @classmethod
     def apply(cls, *inputs, **kwargs):
-        """Run the op on Tensors; record it in the graph when a gradient is needed."""
-        global _Tensor
-        if _Tensor is None:
-            from .tensor import Tensor as _Tensor  # noqa: PLC0415 (circular)
+        """Run the op on Tensors; record it in the graph when a gradient is needed.
 
+        This module never imports ``Tensor`` (tensor.py imports it): the output is made by
+        the inputs' own ``Tensor.wrap``.
+        """
         device = inputs[0].device
         for t in inputs[1:]:
             if t.device != device:
@@ -133,8 +130,8 @@ class Function:
         if not isinstance(out, xp.ndarray):  # numpy reductions may return scalars
             out = xp.asarray(out)
         needs = tuple([t.requires_grad for t in inputs])
-        record = cls.differentiable and True in needs and _state.enabled
-        result = _Tensor._from_op(out, node.out_device or device, requires_grad=record)
+        record = True in needs and _state.enabled
+        result = inputs[0].wrap(out, node.out_device or device, requires_grad=record)
         # a view shares its base's version counter, so in-place writes through either are seen
         for t in inputs:
             if out is t.data or (out.base is not None and xp.may_share_memory(out, t.data)):
@@ -237,9 +234,14 @@ def _accumulate_leaf(t, g):
     if not t.requires_grad:
         return
     if t.grad is None:
-        # a copy: the same array may also flow to other nodes, and .grad is added to in place;
-        # xp.array, not g.astype: NumPy math on 0-d arrays returns scalars, .grad is an array
-        t.grad = backend.xp_for(t.device).array(g, dtype=t.dtype)
+        # a copy: the same array may also flow to other nodes, and .grad is added to in place
+        storage = t.grad_storage
+        if storage is None:
+            # xp.array, not g.astype: NumPy math on 0-d arrays returns scalars, .grad is an array
+            t.grad = backend.xp_for(t.device).array(g, dtype=t.dtype)
+        else:                       # memory the tensor was given (an optimizer's flat buffer)
+            storage[...] = g
+            t.grad = storage
     else:
         t.grad += g
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import backend
 from .function import no_grad
-from .model import KVCache
+from .nn.kv_cache import KVCache
 from .tensor import Tensor
 
 __all__ = ["generate", "sample_next", "generate_text"]
@@ -103,7 +103,7 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
                 step_in = ids[:, -T_max:]                   # (re)fill from the cropped context
                 cache = KVCache(model.config, ids.shape[0], device, model.transformer.wte.weight.dtype) \
                     if use_cache else None
-            logits, _ = model(Tensor._from_op(xp.asarray(step_in), device), cache=cache)
+            logits, _ = model(Tensor.wrap(xp.asarray(step_in), device), cache=cache)
             last = backend.to_numpy(logits.data[:, -1, :])
             nxt = sample_next(last, rng, temperature, top_k, top_p, repetition_penalty, seen=ids)
             ids = np.concatenate([ids, nxt[:, None]], axis=1)

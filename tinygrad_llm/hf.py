@@ -33,6 +33,8 @@ from .atomic import write_bytes_atomic
 from .function import no_grad
 from .model import GPT, GPTConfig
 from .nn.layers import LayerNorm
+from .safetensors import SafetensorsFile, save_file
+from .tokenizer import BPETokenizer
 
 __all__ = ["GPT2FormatError", "load_gpt2", "save_gpt2", "load_gpt2_tokenizer",
            "config_from_gpt2", "config_to_gpt2"]
@@ -208,7 +210,6 @@ def _our_name(key: str) -> str:
 
 
 def _open_safetensors(path: Path):
-    from .safetensors import SafetensorsFile  # noqa: PLC0415
     try:
         return SafetensorsFile(path)
     except (ValueError, OSError, KeyError, TypeError) as e:
@@ -308,7 +309,6 @@ def save_gpt2(model: GPT, path) -> None:
     written to a temporary name and renamed into place. GPT2FormatError for options
     GPT-2 lacks (RMSNorm, Post-LN, sinusoidal positions, bias=False).
     """
-    from .safetensors import save_file  # noqa: PLC0415
     cfg = model.config
     state = model.state_dict()
     dtype = state["transformer.wte.weight"].dtype
@@ -329,7 +329,6 @@ def save_gpt2(model: GPT, path) -> None:
 # ---------------------------------------------------------------------------- tokenizer
 def load_gpt2_tokenizer(path):
     """The GPT-2 BPE tokenizer from ``vocab.json`` + ``merges.txt`` in folder ``path``."""
-    from .tokenizer import BPETokenizer  # noqa: PLC0415
     d = Path(path)
     if not d.is_dir():
         raise FileNotFoundError(f"{str(d)!r} is not a folder; expected one holding vocab.json and merges.txt")

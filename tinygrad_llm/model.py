@@ -28,28 +28,22 @@ import math
 import numpy as np
 
 from . import backend
+from .config import config_from_dict
 from .function import no_grad
 from .nn import functional as F
 from .nn.containers import ModuleDict, ModuleList
+from .nn.kv_cache import KVCache
 from .nn.layers import Dropout, Embedding, LayerNorm, Linear, RMSNorm
 from .nn.module import Module
 from .ops.self_attention import causal_self_attention
+from .optim import AdamW
 from .tensor import Tensor
 
-__all__ = ["GPTConfig", "GPT", "KVCache", "PEAK_FLOPS", "attention_weights"]
+__all__ = ["GPTConfig", "GPT", "KVCache", "PEAK_FLOPS", "attention_weights"]   # KVCache: nn/kv_cache.py
 
 #: Peak float32 FLOP/s used for MFU when the user gives none (documented estimates:
 #: 'cpu' is a 2-core AVX2 laptop-class machine, 'cuda' an H100 SXM's dense TF32 rate).
 PEAK_FLOPS = {"cpu": 1.0e11, "cuda": 4.95e14}
-
-
-def config_from_dict(cls, d: dict):
-    """Build dataclass ``cls`` from ``d``; unknown keys are an error that lists the known ones."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; known keys: {sorted(known)}")
-    return cls(**d)
 
 
 @dataclasses.dataclass
@@ -101,23 +95,6 @@ def _norm(cfg: GPTConfig):
     return LayerNorm(cfg.n_embd, bias=cfg.bias)
 
 
-class KVCache:
-    """Keys and values of every layer for the tokens seen so far (generation only).
-
-    ``k[i]``, ``v[i]``: arrays (B, n_head, block_size, head_dim) preallocated on the device;
-    ``length``: how many positions are filled.
-    """
-
-    def __init__(self, cfg: GPTConfig, batch: int, device: str, dtype):
-        xp = backend.xp_for(device)
-        hd = cfg.n_embd // cfg.n_head
-        shape = (batch, cfg.n_head, cfg.block_size, hd)
-        self.k = [xp.zeros(shape, dtype=dtype) for _ in range(cfg.n_layer)]
-        self.v = [xp.zeros(shape, dtype=dtype) for _ in range(cfg.n_layer)]
-        self.length = 0
-        self.capacity = cfg.block_size
-
-
 def attention_weights(q: Tensor, k: Tensor, start: int = 0) -> Tensor:
     """softmax(q k^T / sqrt(hd) + causal mask): q (B, H, T, hd), k (B, H, S, hd) -> (B, H, T, S).
 
@@ -154,12 +131,10 @@ class CausalSelfAttention(Module):
                 attention.append(attention_weights(heads[0], heads[1]))
         else:
             qkv = qkv.reshape(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)   # (3, B, H, T, hd)
-            start, end = cache.length, cache.length + T
-            cache.k[layer][:, :, start:end] = qkv.data[1]
-            cache.v[layer][:, :, start:end] = qkv.data[2]
-            k = Tensor._from_op(cache.k[layer][:, :, :end], x.device)
-            v = Tensor._from_op(cache.v[layer][:, :, :end], x.device)
-            y = F.scaled_dot_product_attention(qkv[0], k, v, is_causal=True)  # (B, H, T, hd)
+            start = cache.length
+            k, v = cache.update(layer, qkv[1], qkv[2])                      # (B, H, start + T, hd)
+            p = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(qkv[0], k, v, dropout_p=p, is_causal=True)  # (B, H, T, hd)
             y = y.permute(0, 2, 1, 3).reshape(B, T, C)
             if attention is not None:
                 attention.append(attention_weights(qkv[0], k, start))
@@ -246,16 +221,18 @@ class GPT(Module):
                 if p.ndim >= 2:
                     std = std_proj if name.endswith("c_proj.weight") else 0.02
                     g.standard_normal(dtype=p.dtype, out=p.data)   # in place: no temporaries
-                    p.data *= p.dtype.type(std)
+                    p.mul_(p.dtype.type(std))                      # (and the version is bumped)
                 elif name.endswith(".bias"):
-                    p.data[...] = 0
+                    p.zero_()
 
     # ------------------------------------------------------------------ forward
     def forward(self, idx, targets=None, cache: KVCache | None = None, return_attention: bool = False):
         """idx: int (B, T) with T <= block_size -> logits (B, T, vocab_size), loss or None.
 
         With ``targets`` (B, T) the loss is the mean cross-entropy (targets of -100 are
-        ignored). With a ``cache`` the tokens continue the cached ones (generation).
+        ignored). With a ``cache`` (:class:`~tinygrad_llm.nn.KVCache`) the tokens continue
+        the cached ones (generation); gradients then reach the new positions' computation,
+        while the cached keys and values, from earlier calls, are constants.
         With ``return_attention`` a third value is returned: a list with each layer's
         attention weights, Tensors (B, n_head, T, T_keys) (T_keys = cached + T), the
         softmax before attention dropout; rows sum to 1, keys after the query get 0.
@@ -275,7 +252,7 @@ class GPT(Module):
         tr = self.transformer
         x = tr.wte(idx)                                                       # (B, T, C)
         if cfg.pos == "learned":
-            pos = Tensor._from_op(xp.arange(start, start + T), idx.device)
+            pos = Tensor.wrap(xp.arange(start, start + T), idx.device)
             x = x + tr.wpe(pos)
         else:
             x = x + self.pos_table[start:start + T]
@@ -328,7 +305,6 @@ class GPT(Module):
                              eps: float = 1e-8):
         """AdamW over the parameters that require grad, with weight decay on matrices and embeddings
         (dim >= 2) only."""
-        from .optim import AdamW  # noqa: PLC0415
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
@@ -336,15 +312,3 @@ class GPT(Module):
                   {"params": no_decay, "weight_decay": 0.0}]
         # a group can be empty when parameters are frozen (LoRA trains only its matrices)
         return AdamW([g for g in groups if g["params"]], lr=learning_rate, betas=betas, eps=eps)
-
-    # ------------------------------------------------------------------ Hugging Face GPT-2 format
-    @classmethod
-    def from_pretrained(cls, path, device: str = "cpu") -> "GPT":
-        """Load a Hugging Face GPT-2 directory (config.json + model.safetensors); see ``hf.py``."""
-        from .hf import load_gpt2  # noqa: PLC0415
-        return load_gpt2(path, device=device)
-
-    def save_pretrained(self, path) -> None:
-        """Write config.json (GPT-2 keys) + model.safetensors that transformers can load."""
-        from .hf import save_gpt2  # noqa: PLC0415
-        save_gpt2(self, path)

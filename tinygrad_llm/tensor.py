@@ -68,7 +68,7 @@ def _ragged_message(data) -> str:
 
 
 class Tensor:
-    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "_vbox", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "_vbox", "_grad_storage", "__weakref__")
 
     # NumPy operands on the left (``np.float32(2) * t``, ``arr @ t``) defer to our reflected
     # ops instead of building an object array of Tensors element by element
@@ -105,15 +105,24 @@ class Tensor:
         self.grad_fn = None
         self.device = device
         self._vbox = [0]
+        self._grad_storage = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
 
-    @classmethod
-    def _from_op(cls, arr, device, requires_grad=False):
-        t = cls.__new__(cls)
-        t.data, t.grad, t.grad_fn, t.device, t._vbox = arr, None, None, device, [0]
-        t.requires_grad = requires_grad
+    @staticmethod
+    def wrap(array, device: str, requires_grad: bool = False) -> "Tensor":
+        """A plain Tensor around ``array`` as it is: no copy, no conversion, no checks.
+
+        The package's way to turn an array it made into a tensor (ops' outputs, batches,
+        positions): ``device`` must already be the array's canonical device name
+        (``"cpu"`` or ``"cuda:N"``) and ``requires_grad`` may be True only for a floating
+        array. The tensor gets a version counter of its own. Use ``Tensor(...)`` for
+        anything that needs checking or converting.
+        """
+        t = Tensor.__new__(Tensor)
+        t.data, t.grad, t.grad_fn, t.device, t._vbox = array, None, None, device, [0]
+        t._grad_storage, t.requires_grad = None, requires_grad
         return t
 
     # ------------------------------------------------------------------ properties
@@ -143,7 +152,17 @@ class Tensor:
 
     @property
     def _version(self) -> int:
+        """How many times this tensor (or a view sharing its memory) was changed in place."""
         return self._vbox[0]
+
+    def bump_version(self) -> None:
+        """Record that ``self.data`` was changed in place by code other than the in-place ops
+        below (e.g. an optimizer's update, or a module copying in new values).
+
+        The counter is shared with views, and every recorded node compares it with the
+        value at its forward pass, so a backward that would read the old values raises.
+        """
+        self._vbox[0] += 1
 
     def __len__(self):
         if self.ndim == 0:
@@ -202,7 +221,7 @@ class Tensor:
 
     def detach(self) -> "Tensor":
         """A tensor sharing this data, outside the graph."""
-        t = Tensor._from_op(self.data, self.device)
+        t = Tensor.wrap(self.data, self.device)
         t._vbox = self._vbox
         return t
 
@@ -240,6 +259,35 @@ class Tensor:
     def zero_grad(self):
         self.grad = None
 
+    @property
+    def grad_storage(self):
+        """The array backward fills as this leaf's ``.grad`` (see :meth:`set_grad_storage`), or None."""
+        return self._grad_storage
+
+    def set_grad_storage(self, array) -> "Tensor":
+        """Have backward put this leaf's gradient into ``array``, a preallocated array of its
+        shape, dtype and device (``None``: a fresh array each time, the default). Returns self.
+
+        When backward reaches the tensor while ``.grad`` is None, it copies the gradient
+        into ``array`` and makes ``.grad`` that array instead of allocating one; while
+        ``.grad`` is set, later gradients add into it in place, as always. ``.grad = None``
+        and ``zero_grad()`` keep their meaning (no gradient yet), and the same memory is
+        filled again by the next backward: keep a copy of a ``.grad`` you want to keep.
+        Optimizers use this to own the gradients (views into one flat array; docs/nn.md).
+        """
+        if array is not None:
+            if self.grad_fn is not None or not self.requires_grad:
+                raise RuntimeError("set_grad_storage: only a leaf tensor that requires grad receives a .grad")
+            shape, dtype = tuple(array.shape), array.dtype
+            if shape != self.shape or dtype != self.dtype:
+                raise ValueError(f"set_grad_storage: the array has shape {shape} and dtype {dtype}, "
+                                 f"the tensor {self.shape} and {self.dtype}")
+            if backend.device_of_array(array) != self.device:
+                raise backend.DeviceError(f"set_grad_storage: the array is on {backend.device_of_array(array)!r}, "
+                                          f"the tensor on {self.device!r}")
+        self._grad_storage = array
+        return self
+
     # ------------------------------------------------------------------ helpers
     def _lift(self, other) -> "Tensor":
         """``other`` as a tensor on this device; Python scalars take this tensor's float dtype."""
@@ -252,7 +300,7 @@ class Tensor:
                     dtype = backend.default_dtype
                 elif isinstance(other, bool) and dtype != np.bool_:
                     dtype = np.int64
-            return Tensor._from_op(backend.xp_for(self.device).asarray(other, dtype=dtype), self.device)
+            return Tensor.wrap(backend.xp_for(self.device).asarray(other, dtype=dtype), self.device)
         return Tensor(other, device=self.device)
 
     def _operands(self, o, reverse=False, true_div=False):
@@ -320,7 +368,7 @@ class Tensor:
     # comparisons: plain boolean tensors, no gradient
     def _compare(self, o, op):
         o = self._lift(o)
-        return Tensor._from_op(self.xp.asarray(op(self.data, o.data)), self.device)
+        return Tensor.wrap(self.xp.asarray(op(self.data, o.data)), self.device)
 
     def __eq__(self, o):  # noqa: D105 (elementwise, as in NumPy / PyTorch)
         return self._compare(o, lambda a, b: a == b)
@@ -416,10 +464,10 @@ class Tensor:
         return R.LogSumExp.apply(self, axis=_axis_arg(axis, dim), keepdims=keepdims)
 
     def argmax(self, axis=None, keepdims=False):
-        return Tensor._from_op(self.xp.asarray(self.data.argmax(axis=axis, keepdims=keepdims)), self.device)
+        return Tensor.wrap(self.xp.asarray(self.data.argmax(axis=axis, keepdims=keepdims)), self.device)
 
     def argmin(self, axis=None, keepdims=False):
-        return Tensor._from_op(self.xp.asarray(self.data.argmin(axis=axis, keepdims=keepdims)), self.device)
+        return Tensor.wrap(self.xp.asarray(self.data.argmin(axis=axis, keepdims=keepdims)), self.device)
 
     # ------------------------------------------------------------------ movement
     def reshape(self, *shape):
@@ -523,7 +571,7 @@ class Tensor:
         if is_grad_enabled() and self.requires_grad:
             raise RuntimeError(f"{what}: in-place ops are not recorded in the graph; on a tensor that "
                                "requires grad use them inside no_grad() (as optimisers do)")
-        self._vbox[0] += 1
+        self.bump_version()
 
     def _value(self, v):
         return v.data if isinstance(v, Tensor) else v

@@ -29,9 +29,9 @@ import numpy as np
 from . import backend, hardware
 from .atomic import atomic_open
 from .checkpoint import CheckpointError, clean_stale, load_checkpoint, save_checkpoint
+from .config import config_from_dict
 from .data import get_batch
 from .function import no_grad
-from .model import config_from_dict
 from .optim import clip_grad_norm_, get_lr
 from .rundir import check_fresh, lock_run_dir
 
@@ -208,9 +208,9 @@ def _write_history(path: Path, rows: list[dict]):
 
 def _plot(path: Path, rows: list[dict]):
     try:
-        import matplotlib  # noqa: PLC0415
+        import matplotlib  # noqa: PLC0415 (optional dependency: the plot is skipped without it)
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.pyplot as plt  # noqa: PLC0415 (optional dependency)
     except ImportError:
         return
     its = [r["iter"] for r in rows]
@@ -380,7 +380,7 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                 if not math.isfinite(norm):
                     raise stopped_by_nonfinite("gradient norm", norm, it + 1)
             optimizer.step()
-            optimizer.zero_grad(set_to_none=False)  # grads accumulate straight into the flat buffer
+            optimizer.zero_grad()   # the next backward writes into the optimizer's flat buffer
             it += 1
             if timed:                     # the first step after a (re)start warms up: not timed
                 window_s += _now() - t_step

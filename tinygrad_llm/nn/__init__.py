@@ -3,11 +3,12 @@ passes) and modules built on them."""
 from . import functional  # noqa: F401
 from . import utils  # noqa: F401
 from .containers import ModuleDict, ModuleList, Sequential
+from .kv_cache import KVCache
 from .layers import GELU, Dropout, Embedding, Identity, LayerNorm, Linear, ReLU, RMSNorm, SiLU
 from .module import IncompatibleKeys, Module, Parameter
 
 __all__ = [
     "functional", "utils", "Module", "Parameter", "IncompatibleKeys",
     "Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "GELU", "ReLU", "SiLU", "Identity",
-    "Sequential", "ModuleList", "ModuleDict",
+    "Sequential", "ModuleList", "ModuleDict", "KVCache",
 ]

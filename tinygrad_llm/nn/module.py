@@ -329,7 +329,8 @@ class Module:
                 if new is not t.data:
                     t.data = new
                     t.grad = convert(t.grad)
-                    t._vbox[0] += 1
+                    t.set_grad_storage(None)   # an optimizer's buffer stays on the old device/dtype
+                    t.bump_version()
                     if device is not None:
                         t.device = device
         return self
@@ -399,7 +400,7 @@ class Module:
             for k, target in own.items():
                 if k in state_dict:
                     target.data[...] = _host_or_device_array(state_dict[k], target.device, target.dtype)
-                    target._vbox[0] += 1
+                    target.bump_version()
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ printing

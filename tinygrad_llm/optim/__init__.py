@@ -2,7 +2,7 @@
 
     opt = AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     for it in range(max_iters):
-        opt.zero_grad(set_to_none=False)   # fast path: grads accumulate into one flat buffer
+        opt.zero_grad()                    # backward then writes into the optimizer's flat buffer
         loss = model(x, y); loss.backward()
         clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

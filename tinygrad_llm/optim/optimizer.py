@@ -6,14 +6,17 @@ Parameter groups work as in PyTorch: pass a list of Parameters, or a list of dic
 
 Flat buffers (the speed trick). The parameters of a group that share a device and dtype
 (a "bucket") are copied into ONE contiguous array, and each ``p.data`` is re-pointed to a
-view into it (the Parameter objects stay the same). Gradients get the same treatment: after
-the first step each ``p.grad`` is a view into one flat gradient array. The update is then a
-dozen in-place NumPy/CuPy calls over the whole bucket instead of a dozen per parameter.
+view into it (the Parameter objects stay the same). The optimizer owns the gradients too:
+each parameter gets a view into one flat gradient array as its grad storage
+(``p.set_grad_storage(view)``), so ``backward()`` writes every gradient straight into that
+array. The update is then a dozen in-place NumPy/CuPy calls over the whole bucket instead of
+a dozen per parameter.
 
-* ``zero_grad(set_to_none=False)`` zeroes the flat gradient array with one call and keeps the
-  views, so the next ``backward()`` accumulates straight into it (``p.grad += g``): the fast path.
-* ``zero_grad()`` (``set_to_none=True``, PyTorch's default) drops the gradients; ``step()``
-  then copies each new ``p.grad`` into the flat array (one extra pass) and re-points it.
+* ``zero_grad()`` (``set_to_none=True``, PyTorch's default) sets every ``p.grad`` to None, as
+  in PyTorch; the next ``backward()`` copies each gradient into the flat array (no zeroing pass).
+* ``zero_grad(set_to_none=False)`` zeroes the flat array with one call and keeps the views.
+* A gradient that is not a view (assigned by hand, or from before the optimizer existed) is
+  copied into the flat array by ``step()``.
 * A parameter whose ``.grad`` is None at ``step()`` is skipped, as in PyTorch (no decay, no
   moment update, its step count stays); parameters then update one by one (still vectorised).
 
@@ -68,6 +71,8 @@ class _Bucket:
                 self.data_views.append(view)
         self.grad = xp.zeros(off, dtype=self.dtype)
         self.grad_views = [self.grad[sl].reshape(p.shape) for p, sl in zip(params, self.slices)]
+        for p, view in zip(params, self.grad_views):
+            p.set_grad_storage(view)   # backward writes p's gradient straight into self.grad
         self.tmp = xp.empty(min(off, CPU_CHUNK) if self.device == "cpu" else off, dtype=self.dtype)
         self.state = {name: xp.zeros(off, dtype=self.dtype) for name in state_names}
         self.steps = [0] * len(params)
@@ -169,10 +174,11 @@ class Optimizer:
 
     # ------------------------------------------------------------------ grads
     def zero_grad(self, set_to_none: bool = True):
-        """Drop every gradient (``set_to_none``, the default) or zero them in place.
+        """Drop every gradient (``set_to_none``, the default, as PyTorch) or zero them in place.
 
-        ``set_to_none=False`` is the fast path: one fill per flat buffer, and the next
-        ``backward()`` adds its gradients straight into the flat buffer.
+        Either way the next ``backward()`` puts the gradients straight into the flat buffer:
+        after ``set_to_none`` it copies the first one in (the parameters' grad storage),
+        after ``set_to_none=False`` (one fill per buffer) it adds into the zeros.
         """
         for buckets in self._buckets:
             for b in buckets:
@@ -238,7 +244,7 @@ class Optimizer:
                             self._update_range(b, sl.start, sl.stop, b.steps[i], group)
                 for p, h in zip(b.params, has):
                     if h:
-                        p._vbox[0] += 1  # an in-place change: stale graphs that saved p now raise
+                        p.bump_version()  # an in-place change: stale graphs that saved p now raise
         return loss
 
     def _update_range(self, b: _Bucket, lo: int, hi: int, step: int, group: dict):

@@ -7,9 +7,11 @@
 
 See docs/tokenizer.md.
 """
+from pathlib import Path
+
 from .bpe import BPETokenizer
 from .char import CharTokenizer
-from .io import TokenizerFileError, bytes_to_unicode, load_tokenizer
+from .io import TokenizerFileError, bytes_to_unicode, read_file
 from .patterns import GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN
 
 __all__ = [
@@ -21,3 +23,16 @@ __all__ = [
     "bytes_to_unicode",
     "load_tokenizer",
 ]
+
+
+def load_tokenizer(path):
+    """Load a tokenizer saved by either tokenizer's .save() (any format version), or a
+    Hugging Face byte-level BPE ``tokenizer.json``.
+
+    A folder holding vocab.json and merges.txt loads as a GPT-2 style
+    BPETokenizer (see BPETokenizer.from_pretrained).
+    """
+    if Path(path).is_dir():
+        return BPETokenizer.from_pretrained(path)
+    kind, _ = read_file(path)
+    return {"bpe": BPETokenizer, "char": CharTokenizer}[kind].load(path)

@@ -459,7 +459,7 @@ class BPETokenizer:
     def to_tiktoken(self, name: str = "tinygrad_llm"):
         """A tiktoken.Encoding with the same ranks, pattern and special tokens (needs tiktoken)."""
         try:
-            import tiktoken
+            import tiktoken  # noqa: PLC0415 (optional dependency, only for this conversion)
         except ImportError:
             raise ImportError("to_tiktoken() needs the tiktoken package (pip install tiktoken)") from None
         return tiktoken.Encoding(name, pat_str=self._pattern, mergeable_ranks=self.mergeable_ranks,

@@ -235,22 +235,6 @@ def get_field(fields: dict, key: str, typ, where: str):
     return v
 
 
-def load_tokenizer(path):
-    """Load a tokenizer saved by either tokenizer's .save() (any format version), or a
-    Hugging Face byte-level BPE ``tokenizer.json``.
-
-    A folder holding vocab.json and merges.txt loads as a GPT-2 style
-    BPETokenizer (see BPETokenizer.from_pretrained).
-    """
-    from .bpe import BPETokenizer
-    from .char import CharTokenizer
-
-    if Path(path).is_dir():
-        return BPETokenizer.from_pretrained(path)
-    kind, _ = read_file(path)
-    return {"bpe": BPETokenizer, "char": CharTokenizer}[kind].load(path)
-
-
 # ---------------------------------------------------------------- JSON files
 
 def _dumps(obj) -> str:
