@@ -64,4 +64,4 @@ def optimizer_step(model, optimizer, grad_clip: float):
     if grad_clip > 0:
         clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
     optimizer.step()
-    optimizer.zero_grad(set_to_none=False)   # grads accumulate straight into the flat buffer
+    optimizer.zero_grad()   # the next backward writes into the optimizer's flat buffer
