@@ -29,6 +29,7 @@ LAYERS = [
     ("optim", ["optim"]),
     ("model", ["model"]),
     ("apps", ["generate", "train", "checkpoint", "rundir", "hf", "presets"]),
+    ("finetune", ["finetune"]),
     ("package", [""]),                       # tinygrad_llm/__init__.py: the public names
 ]
 

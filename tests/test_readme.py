@@ -40,7 +40,7 @@ def test_the_quickstart_is_two_commands_and_everything_else_uses_the_venv():
 
 
 @pytest.mark.parametrize("name", ["train_shakespeare", "sample", "train_tokenizer", "attention_backprop_by_hand",
-                                  "demo"])
+                                  "demo", "finetune_instructions", "dpo", "make_number_tasks"])
 def test_every_readme_command_of_a_script_gives_flags_it_accepts(name):
     parts = [re.sub(r"^([A-Z_]+=\S*\s+)+", "", p) for c in commands() for p in re.split(r"\s*&&\s*", c)]
     runs = [shlex.split(p)[2:] for p in parts if shlex.split(p)[:2] == [".venv/bin/python", f"examples/{name}.py"]]
@@ -52,7 +52,7 @@ def test_every_readme_command_of_a_script_gives_flags_it_accepts(name):
     for argv in runs:
         if name == "train_shakespeare":
             mod.parse(argv)                        # exits 2 with one line on a bad flag
-        elif name in ("sample", "demo"):
+        elif name in ("sample", "demo", "finetune_instructions", "dpo"):
             mod.parse(argv)
         else:
             mod.parser().parse_args(argv)

@@ -302,10 +302,12 @@ class GPT(Module):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self, weight_decay: float, learning_rate: float, betas=(0.9, 0.99),
                              eps: float = 1e-8):
-        """AdamW with weight decay on matrices and embeddings (dim >= 2) only."""
+        """AdamW over the parameters that require grad, with weight decay on matrices and embeddings
+        (dim >= 2) only."""
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         groups = [{"params": decay, "weight_decay": weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        return AdamW(groups, lr=learning_rate, betas=betas, eps=eps)
+        # a group can be empty when parameters are frozen (LoRA trains only its matrices)
+        return AdamW([g for g in groups if g["params"]], lr=learning_rate, betas=betas, eps=eps)

@@ -19,6 +19,7 @@ from ..function import is_grad_enabled
 from ..ops.activation import GELU_APPROXIMATIONS, GELU, SiLU
 from ..ops.attention import ScaledDotProductAttention
 from ..ops.cross_entropy import REDUCTIONS, CrossEntropy
+from ..ops.dpo import DPOLoss
 from ..ops.dropout import Dropout
 from ..ops.elementwise import ReLU
 from ..ops.embedding import Embedding
@@ -32,6 +33,7 @@ from ..tensor import Tensor
 __all__ = [
     "linear", "softmax", "log_softmax", "cross_entropy", "layer_norm", "rms_norm",
     "gelu", "relu", "silu", "embedding", "dropout", "scaled_dot_product_attention", "causal_self_attention",
+    "dpo_loss",
 ]
 
 
@@ -432,3 +434,36 @@ def causal_self_attention(qkv, n_head: int, dropout_p: float = 0.0):
         raise ValueError(f"{name}: last dim {C3} must be 3 * n_head * head_dim (n_head={n_head})")
     dropout_p = _probability(dropout_p, f"{name}: dropout_p", hi_open=True)
     return CausalSelfAttention.apply(qkv, n_head=int(n_head), dropout_p=dropout_p)
+
+
+# ----------------------------------------------------------------------------- DPO loss
+DPO_REDUCTIONS = ("mean", "sum", "none")
+
+def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+             beta=0.1, reduction="mean"):
+    """The DPO loss of a batch of preference pairs, one graph node (see ops/dpo.py).
+
+    Each argument holds one sequence log-probability per pair (any shape, the same for all
+    four): the policy's and the frozen reference model's, of the chosen and of the
+    rejected response. Per pair, ``-log sigmoid(beta * ((policy_chosen - reference_chosen)
+    - (policy_rejected - reference_rejected)))``; ``reduction`` "mean" (0 for no pairs),
+    "sum" or "none". The policy arguments are Tensors; the reference ones may also be
+    arrays or lists (constants). ``beta`` > 0 sets how far the policy may move from the
+    reference (DPO's KL weight).
+    """
+    pi_c = _tensor(policy_chosen_logps, "policy_chosen_logps")
+    pi_r = _tensor(policy_rejected_logps, "policy_rejected_logps")
+    refs = [r if isinstance(r, Tensor) else Tensor(_at_logits_precision(r, pi_c), device=pi_c.device)
+            for r in (reference_chosen_logps, reference_rejected_logps)]
+    names = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps")
+    for name, t in zip(names, (pi_c, pi_r, *refs)):
+        if t.dtype.kind != "f":
+            raise TypeError(f"dpo_loss: {name} must be floating point (log-probabilities), got {t.dtype}")
+        if t.shape != pi_c.shape:
+            raise ValueError(f"dpo_loss: {name} has shape {t.shape}, but policy_chosen_logps has {pi_c.shape}; "
+                             "give one log-probability per pair in each argument")
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0.0 < float(beta) < float("inf"):
+        raise ValueError(f"dpo_loss: beta must be a finite number > 0, got {beta!r}")
+    if reduction not in DPO_REDUCTIONS:
+        raise ValueError(f"dpo_loss: reduction must be one of {DPO_REDUCTIONS}, got {reduction!r}")
+    return DPOLoss.apply(pi_c, pi_r, *refs, beta=float(beta), reduction=reduction)
