@@ -25,10 +25,11 @@ import threading
 
 from . import backend, tiers
 
-__all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"]
+__all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "recorded_nodes"]
 
 class _GradMode(threading.local):
     enabled = True   # the default in every thread (a class attribute: no per-call getattr fallback)
+    recorded = None  # a list that collects every node recorded in this thread, or None (recorded_nodes)
 
 
 _state = _GradMode()
@@ -76,6 +77,20 @@ class enable_grad(set_grad_enabled):
 
     def __init__(self):
         super().__init__(True)
+
+
+class recorded_nodes:
+    """``with recorded_nodes() as nodes:`` collects, in ``nodes``, every node recorded in the block
+    (in this thread), in the order they were made. Activation checkpointing uses it to tell
+    the nodes its function made from those that existed before (nn/utils.py)."""
+
+    def __enter__(self):
+        self.prev, _state.recorded = _state.recorded, []
+        return _state.recorded
+
+    def __exit__(self, *exc):
+        _state.recorded = self.prev
+        return False
 
 
 class Function:
@@ -146,6 +161,8 @@ class Function:
             # many nodes save their output too (exp, sqrt, tanh, max, ...): watch it as well
             node.out_vbox, node.out_version = result._vbox, result._vbox[0]
             result.grad_fn = node
+            if _state.recorded is not None:
+                _state.recorded.append(node)
         return result
 
     def release(self):

@@ -42,6 +42,8 @@ FIELD_HELP = {
     "activation": "gelu (GPT-2's tanh approximation) or relu",
     "pos": "learned or sinusoidal position embedding",
     "tie_weights": "lm_head shares the token embedding's weights",
+    "attention": "standard, or flash (tiled: no T x T matrix kept, memory grows as T)",
+    "recompute": "activation checkpointing: none, mlp (each MLP) or block (each block)",
     "batch_size": "sequences per forward/backward pass",
     "max_iters": "optimizer steps in the whole run",
     "learning_rate": "peak learning rate (after warmup)",

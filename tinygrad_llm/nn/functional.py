@@ -23,6 +23,7 @@ from ..ops.dpo import DPOLoss
 from ..ops.dropout import Dropout
 from ..ops.elementwise import ReLU
 from ..ops.embedding import Embedding
+from ..ops.flash_attention import BLOCK_K, BLOCK_Q, FlashAttention, FlashCausalSelfAttention
 from ..ops.linear import Linear
 from ..ops.norm import LayerNorm, RMSNorm
 from ..ops.reduce import normalize_axis
@@ -326,6 +327,29 @@ def dropout(input, p=0.5, training=True, inplace=False):
 
 # ----------------------------------------------------------------------------- attention
 
+#: the two implementations of attention: "standard" (ops/attention.py, the (T, S) matrix P is
+#: stored for the backward) and "flash" (ops/flash_attention.py, tiled: no (T, S) array)
+ATTENTION_IMPLS = ("standard", "flash")
+
+
+def _attention_impl(name, impl, block_size):
+    """impl checked, and the flash tile sizes {block_q, block_k} ({} for "standard")."""
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"{name}: impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+    if impl == "standard":
+        if block_size is not None:
+            raise ValueError(f"{name}: block_size applies to impl='flash' only, got block_size={block_size!r}")
+        return {}
+    sizes = (BLOCK_Q, BLOCK_K) if block_size is None else \
+        (block_size, block_size) if isinstance(block_size, numbers.Integral) else tuple(block_size) \
+        if isinstance(block_size, (tuple, list)) else None
+    if sizes is None or len(sizes) != 2 or not all(
+            isinstance(b, numbers.Integral) and not isinstance(b, bool) and b >= 1 for b in sizes):
+        raise ValueError(f"{name}: block_size must be a positive integer or a pair (block_q, block_k) of them, "
+                         f"got {block_size!r}")
+    return {"block_q": int(sizes[0]), "block_k": int(sizes[1])}
+
+
 def _mask_array(attn_mask, query, batch, T, Tk):
     """attn_mask (a Tensor, an array or a nested list) as an array on query's device: bool as
     given, floating point cast to query's dtype; errors name what is wrong with it."""
@@ -354,7 +378,7 @@ def _mask_array(attn_mask, query, batch, T, Tk):
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
-                                 scale=None):
+                                 scale=None, *, impl="standard", block_size=None):
     """softmax(scale * query key^T + mask) value, one graph node (PyTorch's signature).
 
     query (..., T, D), key (..., S, D), value (..., S, Dv) -> (..., T, Dv); the leading
@@ -381,6 +405,14 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
     Gradient: dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)),
     dQ = scale dS K, dK = scale dS^T Q (docs/backprop.md; the op is ops/attention.py).
+
+    impl: "standard" (the default) stores the (..., T, S) probabilities for the backward;
+    "flash" computes the same function by tiles of ``block_size`` queries x keys (an int,
+    or a pair (block_q, block_k); default 128) with the online softmax, stores only the
+    output and one log-sum-exp per row, and recomputes the tiles in the backward
+    (ops/flash_attention.py): its extra memory grows as T, not T * S. Its dropout mask is
+    another draw than the standard one's (it is rebuilt from a saved seed, not stored),
+    so with dropout the two agree in distribution, not entry by entry.
     """
     name = "scaled_dot_product_attention"
     for arg, t in (("query", query), ("key", key), ("value", value)):
@@ -410,18 +442,21 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ValueError(f"{name}: scale must be a finite number or None, got {scale!r}")
     if not isinstance(is_causal, (bool, np.bool_)):
         raise TypeError(f"{name}: is_causal must be a bool, got {is_causal!r}")
+    blocks = _attention_impl(name, impl, block_size)
     mask = None if attn_mask is None else _mask_array(attn_mask, query, batch, T, S)
-    return ScaledDotProductAttention.apply(query, key, value, attn_mask=mask, is_causal=bool(is_causal),
-                                           dropout_p=dropout_p, scale=float(scale))
+    op = FlashAttention if impl == "flash" else ScaledDotProductAttention
+    return op.apply(query, key, value, attn_mask=mask, is_causal=bool(is_causal), dropout_p=dropout_p,
+                    scale=float(scale), **blocks)
 
 
-def causal_self_attention(qkv, n_head: int, dropout_p: float = 0.0):
+def causal_self_attention(qkv, n_head: int, dropout_p: float = 0.0, *, impl="standard", block_size=None):
     """qkv (B, T, 3C) -> (B, T, C): causal attention over ``n_head`` heads, one graph node.
 
     The GPT's fused attention: ``qkv`` is its ``c_attn`` projection (queries, keys and
     values side by side, each C = n_head * head_dim wide), the output has its heads merged.
     The same as ``scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=...)`` on
     the heads split out of qkv, without the graph nodes that splitting and merging cost.
+    ``impl`` and ``block_size`` as in scaled_dot_product_attention ("flash": tiled).
     """
     name = "causal_self_attention"
     qkv = _float_tensor(qkv, name, "qkv")
@@ -433,7 +468,9 @@ def causal_self_attention(qkv, n_head: int, dropout_p: float = 0.0):
     if C3 % 3 or (C3 // 3) % n_head:
         raise ValueError(f"{name}: last dim {C3} must be 3 * n_head * head_dim (n_head={n_head})")
     dropout_p = _probability(dropout_p, f"{name}: dropout_p", hi_open=True)
-    return CausalSelfAttention.apply(qkv, n_head=int(n_head), dropout_p=dropout_p)
+    blocks = _attention_impl(name, impl, block_size)
+    op = FlashCausalSelfAttention if impl == "flash" else CausalSelfAttention
+    return op.apply(qkv, n_head=int(n_head), dropout_p=dropout_p, **blocks)
 
 
 # ----------------------------------------------------------------------------- DPO loss

@@ -1,12 +1,14 @@
-"""Gradient utilities: ``clip_grad_norm_`` (as ``torch.nn.utils.clip_grad_norm_``)."""
+"""Gradient utilities: ``clip_grad_norm_`` (as ``torch.nn.utils.clip_grad_norm_``), and
+activation checkpointing, ``checkpoint`` (nn/recompute.py; ``torch.utils.checkpoint``'s name)."""
 from __future__ import annotations
 
 import math
 
 from .. import backend
 from ..tensor import Tensor
+from .recompute import checkpoint
 
-__all__ = ["clip_grad_norm_", "grad_norm"]
+__all__ = ["clip_grad_norm_", "grad_norm", "checkpoint"]
 
 
 def _grads(parameters):
