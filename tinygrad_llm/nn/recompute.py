@@ -6,7 +6,7 @@ Memory for time: a function's intermediate results (what its nodes save for thei
 are dropped as soon as its forward returns, and rebuilt by running it a second time when the
 backward pass reaches it, which costs one more forward of fn. How, step by step:
 
-1. **Forward.** fn runs once on detached copies of its tensor inputs with recording on, only
+1. **Forward.** fn runs once on detached views of its tensor inputs with recording on, only
    to learn which leaf tensors (parameters) its graph reaches; that graph is then dropped,
    and one ``Checkpoint`` node is recorded instead, whose inputs are fn's tensor inputs and
    those leaves and whose output is fn's output. The random generators are snapshotted first.
@@ -87,11 +87,7 @@ def checkpoint(fn, *inputs, preserve_rng_state: bool = True):
     tensors = [a for a in inputs if isinstance(a, Tensor)]
     devices = {"cpu"} | {t.device for t in tensors}
     replays = {device: backend.rng_replayer(device) for device in sorted(devices)} if preserve_rng_state else {}
-    detached = []
-    for t in tensors:
-        d = t.detach()                  # shares t's version counter: an in-place change inside fn shows
-        d.requires_grad = t.requires_grad
-        detached.append(d)
+    detached = [t.detach() for t in tensors]     # share t's version counter: an in-place change inside fn shows
     versions = [t._version for t in tensors]
     args = [None if isinstance(a, Tensor) else a for a in inputs]
     it = iter(detached)
