@@ -5,11 +5,13 @@
     (x * x).sum().backward()
     x.grad            # array([[2., 4.]], dtype=float32)
 
-Also here: ``GPT``/``GPTConfig`` (tinygrad_llm.model), and ``load_gpt2``/``save_gpt2``
-(tinygrad_llm.hf) to read and write Hugging Face GPT-2 folders.
+Also here: ``GPT``/``GPTConfig`` (tinygrad_llm.model), ``load_gpt2``/``save_gpt2``
+(tinygrad_llm.hf) to read and write Hugging Face GPT-2 folders, and ``amp`` (mixed
+precision: ``autocast``, ``GradScaler``).
 """
 import numpy as _np
 
+from . import amp
 from .backend import DeviceError, gpu_available, manual_seed
 from .creation import (arange, eye, full, full_like, ones, ones_like, rand, rand_like, randn,
                        randn_like, zeros, zeros_like)
@@ -30,7 +32,7 @@ bool_ = _np.bool_
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "Function", "GPT", "GPTConfig", "load_gpt2", "save_gpt2",
+    "Tensor", "Function", "GPT", "GPTConfig", "load_gpt2", "save_gpt2", "amp",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "gradcheck", "GradcheckError", "manual_seed", "gpu_available", "DeviceError",
     "zeros", "ones", "full", "randn", "rand", "arange", "eye",

@@ -25,11 +25,25 @@ import threading
 
 from . import backend, tiers
 
-__all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "recorded_nodes"]
+__all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "recorded_nodes",
+           "autocast_dtype", "set_autocast_dtype"]
 
 class _GradMode(threading.local):
     enabled = True   # the default in every thread (a class attribute: no per-call getattr fallback)
     recorded = None  # a list that collects every node recorded in this thread, or None (recorded_nodes)
+    autocast = None  # the dtype amp.autocast runs the matrix products in (float16), or None
+
+
+def autocast_dtype():
+    """The dtype ``amp.autocast`` runs the matrix products in (NumPy's float16) in this thread, or None."""
+    return _state.autocast
+
+
+def set_autocast_dtype(dtype):
+    """Set the autocast dtype of this thread (None: off) and return the previous one; use the
+    ``tinygrad_llm.amp.autocast`` context rather than this."""
+    previous, _state.autocast = _state.autocast, dtype
+    return previous
 
 
 _state = _GradMode()

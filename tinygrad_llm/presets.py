@@ -62,6 +62,7 @@ FIELD_HELP = {
     "always_save_checkpoint": "save latest/ at every evaluation (false: best/ only)",
     "seed": "random seed (weights, batches, dropout)",
     "peak_flops": "peak FLOP/s of the device, for MFU; none: from the machine when known",
+    "dtype": "float32, or float16 (mixed precision: float16 activations, float32 weights, loss scaling)",
 }
 
 

@@ -4,8 +4,10 @@ Per iteration: set the learning rate from the schedule; every ``eval_interval``
 iterations estimate train/val loss and save checkpoints; run ``grad_accum_steps``
 forward/backward passes on random batches; clip the gradient norm; take an AdamW step.
 
-Resuming (``resume=True``) restores weights, optimizer, RNG and iteration, so the run
-continues exactly as if it had never stopped. Evaluation draws its batches from its own
+Resuming (``resume=True``) restores weights, optimizer, RNG, iteration and the loss scale,
+so the run continues exactly as if it had never stopped. ``dtype="float16"`` trains in mixed
+precision (amp.py): the forward passes under ``autocast``, the loss scaled by a ``GradScaler``,
+whose skipped steps (a gradient overflowed in float16) are logged, not errors. Evaluation draws its batches from its own
 fixed-seed generator, so it neither disturbs the training stream nor varies between evals.
 
 The output folder is locked while the loop runs (a second run into it is refused), and a
@@ -17,16 +19,19 @@ nothing from it is saved.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import math
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from . import backend, hardware
+from .amp import GradScaler, autocast, check_amp_dtype
 from .atomic import atomic_open
 from .checkpoint import CheckpointError, clean_stale, load_checkpoint, save_checkpoint
 from .config import config_from_dict
@@ -67,6 +72,8 @@ class TrainConfig:
     always_save_checkpoint: bool = True
     seed: int = 1337
     peak_flops: float | None = None
+    dtype: str = "float32"
+
 
     def __post_init__(self):
         def is_int(v):
@@ -86,6 +93,7 @@ class TrainConfig:
             bad("lr_decay_iters", "a positive integer (or None: max_iters)")
         if not is_int(self.seed):
             bad("seed", "an integer")
+        check_amp_dtype(self.dtype, "TrainConfig.dtype")
         for name in ("decay_lr", "always_save_checkpoint"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 bad(name, "true or false")
@@ -239,6 +247,15 @@ EVAL_PROGRESS_S = 2.0
 _now = time.perf_counter     # the loop's clock (tests replace it)
 
 
+@contextlib.contextmanager
+def _overflows_expected():
+    """float16 with loss scaling: a gradient that overflows now and then is expected (the step is
+    skipped, and logged), so NumPy's warnings about it (from any thread) are silenced meanwhile."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"(overflow|invalid value) encountered", RuntimeWarning)
+        yield
+
+
 def _finite_or_none(v):
     return v if v is not None and math.isfinite(v) else None
 
@@ -293,13 +310,21 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
     peak = cfg.peak_flops or hardware.peak_flops(model.device)
     t_start = _now()
     saved = {}                                   # checkpoint name -> iteration written this run
+    precision = autocast(cfg.dtype)              # float32: changes nothing
+    scaler = GradScaler(enabled=cfg.dtype == "float16")
+    overflows = _overflows_expected if scaler.is_enabled() else contextlib.nullcontext
+    if resume and scaler.is_enabled() and st.get("scaler"):      # (a float32 run resumed in float16: none)
+        try:
+            scaler.load_state_dict(st["scaler"])
+        except (ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{out_dir / 'latest'}: its loss-scaler state cannot be used: {e}") from None
 
     def elapsed():
         return elapsed0 + (_now() - t_start)
 
     def state(it):
         return {"iter": it, "best_val_loss": best_val, "best_iter": best_iter, "rng": backend.get_rng_state(),
-                "history": history, "elapsed_s": round(elapsed(), 3)}
+                "history": history, "elapsed_s": round(elapsed(), 3), "scaler": scaler.state_dict()}
 
     def save(name, it):
         save_checkpoint(out_dir, name, model, optimizer, state(it), train_config, tokenizer)
@@ -336,8 +361,9 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                         if _now() - t_eval[0] >= EVAL_PROGRESS_S:
                             t_eval[0] = _now()
                             log(f"  evaluating step {it}: {done}/{total} batches")
-                    losses = estimate_loss(model, data, cfg.batch_size, cfg.eval_iters, eval_seed,
-                                           should_stop=lambda: flag.stop, progress=progress)
+                    with precision:
+                        losses = estimate_loss(model, data, cfg.batch_size, cfg.eval_iters, eval_seed,
+                                               should_stop=lambda: flag.stop, progress=progress)
                     if losses is None:               # Ctrl-C during the evaluation
                         interrupted = True
                         break
@@ -368,18 +394,26 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
             loss_value = 0.0
             for _ in range(cfg.grad_accum_steps):
                 x, y = get_batch(data.train, cfg.batch_size, T, model.device)
-                _, loss = model(x, y)
+                with precision:
+                    _, loss = model(x, y)
                 if cfg.grad_accum_steps > 1:
                     loss = loss * (1.0 / cfg.grad_accum_steps)
-                loss.backward()
+                with overflows():
+                    scaler.scale(loss).backward()    # (float32: the loss itself)
                 loss_value += float(loss.item())
             if not math.isfinite(loss_value):
                 raise stopped_by_nonfinite("loss", loss_value, it + 1)
-            if cfg.grad_clip > 0:
-                norm = clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                if not math.isfinite(norm):
-                    raise stopped_by_nonfinite("gradient norm", norm, it + 1)
-            optimizer.step()
+            with overflows():
+                scaler.unscale_(optimizer)           # the true gradients, before clipping
+                norm = clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else 0.0
+            if not math.isfinite(norm) and not scaler.is_enabled():
+                raise stopped_by_nonfinite("gradient norm", norm, it + 1)
+            scale = scaler.get_scale()
+            scaler.step(optimizer)                   # float16: skipped if a gradient overflowed
+            scaler.update()
+            if scaler.get_scale() < scale:
+                log(f"iter {it + 1}: a gradient overflowed float16, the step was skipped; loss scale "
+                    f"{scale:g} -> {scaler.get_scale():g}")
             optimizer.zero_grad()   # the next backward writes into the optimizer's flat buffer
             it += 1
             if timed:                     # the first step after a (re)start warms up: not timed
@@ -387,7 +421,8 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                 window_steps += 1
             timed = True
             if it % cfg.log_interval == 0:
-                line = f"iter {it}: loss {loss_value:.4f}, lr {lr:.2e}"
+                line = f"iter {it}: loss {loss_value:.4f}, lr {lr:.2e}" + \
+                    (f", loss scale {scaler.get_scale():g}" if scaler.is_enabled() else "")
                 if window_steps:
                     dt = window_s / window_steps
                     mfu = "n/a" if peak is None else \

@@ -11,7 +11,8 @@ in docs/benchmarks.md:
   so a block stays in cache from one NumPy pass to the next;
 * outputs and temporaries are written in place (``out=``), with no extra allocations;
 * row sums use ``einsum`` or a BLAS matrix-vector product instead of ``sum(axis=-1)``;
-* attention skips subtracting the row max when Cauchy-Schwarz bounds every score.
+* attention skips subtracting the row max when Cauchy-Schwarz bounds every score;
+* float16 matrix products run in float32 (``gemm``, ``widened``): NumPy has no float16 GEMM.
 
 Tuning constants are in ``tuning.py``.
 """
@@ -77,6 +78,29 @@ def blas_matrices(a):
     return np.ascontiguousarray(a)
 
 
+def gemm(a, b):
+    """a @ b. float16 operands are multiplied in float32 and the product is rounded to float16:
+    NumPy has no float16 GEMM (its float16 matmul is a plain loop, about 100x slower than
+    BLAS), and a GPU's float16 GEMM accumulates in float32 as well."""
+    if a.dtype == np.float16:
+        return (a.astype(np.float32) @ b.astype(np.float32)).astype(np.float16)
+    return a @ b
+
+
+def widened(*arrays):
+    """float16 arrays as float32 copies; anything else (None, bool masks, other dtypes) as it is."""
+    return tuple(a.astype(np.float32) if a is not None and a.dtype == np.float16 else a for a in arrays)
+
+
+def rounded(arrays, out=None):
+    """float32 results back to float16: written into ``out`` (arrays of the caller's) when given."""
+    if out is None:
+        return tuple(a.astype(np.float16) for a in arrays)
+    for o, a in zip(out, arrays):
+        o[...] = a
+    return tuple(out)
+
+
 # ----------------------------------------------------------------------------- linear, embedding
 
 
@@ -88,7 +112,7 @@ class Linear(linear.Linear):
         self.x_shape, self.has_bias = x.shape, bias is not None
         self.x2 = blas_ready(x.reshape(math.prod(x.shape[:-1]), x.shape[-1]))
         self.weight = weight
-        y2 = self.x2 @ weight.T                           # BLAS reads weight.T in place
+        y2 = gemm(self.x2, weight.T)                      # BLAS reads weight.T in place
         if bias is not None:
             y2 += bias                                    # y2 is ours: add in place
         return y2.reshape(x.shape[:-1] + (weight.shape[0],))
@@ -97,9 +121,9 @@ class Linear(linear.Linear):
         g2 = blas_ready(g.reshape(self.x2.shape[0], self.weight.shape[0]))
         dx = dw = db = None
         if self.needs_input_grad[0]:
-            dx = (g2 @ self.weight).reshape(self.x_shape)
+            dx = gemm(g2, self.weight).reshape(self.x_shape)
         if self.needs_input_grad[1]:
-            dw = g2.T @ self.x2
+            dw = gemm(g2.T, self.x2)
         if not self.has_bias:
             return dx, dw
         if self.needs_input_grad[2]:
@@ -172,12 +196,12 @@ class LayerNorm(norm.LayerNorm):
 
         parallel_for(rows, N, work_per_item=D)
         self.xhat, self.rstd, self.w = xhat, rstd, w
-        return y.reshape(x.shape)
+        return self._out(y)
 
     def backward(self, g):
         xhat, rstd, w = self.xhat, self.rstd, self.w
         need_x, need_w, need_b = self._needs()
-        g2 = g.reshape(xhat.shape)
+        g2 = self._rows_of(g, xhat)
         N, D = xhat.shape
         dx = np.empty_like(xhat) if need_x else None
         dw_parts, db_parts = {}, {}
@@ -231,12 +255,12 @@ class RMSNorm(norm.RMSNorm):
 
         parallel_for(rows, N, work_per_item=D)
         self.x2, self.rrms, self.w = x2, rrms, w
-        return y.reshape(x.shape)
+        return self._out(y)
 
     def backward(self, g):
         x2, rrms, w = self.x2, self.rrms, self.w
         need_x, need_w, _ = self._needs()
-        g2 = g.reshape(x2.shape)
+        g2 = self._rows_of(g, x2)
         N, D = x2.shape
         out = np.empty_like(x2)                        # xhat, then dx
         dw_parts = {}
@@ -531,8 +555,12 @@ def attention_forward(xp, qs, k, v, allowed=None, bias=None, keep=None, inv_keep
     for BLAS to thread them itself), each chunk worked in pieces whose scores stay in cache;
     the scores buffer becomes P in place; k and v are read in place whatever their strides.
     Without a float bias, the mask is added as 0 / -inf (exact when every score is finite);
-    with one, masked scores are set to -inf after it is added.
+    with one, masked scores are set to -inf after it is added. float16 runs in float32 and P
+    and O are rounded to float16 (``gemm``).
     """
+    if qs.dtype == np.float16:
+        P, O = attention_forward(xp, *widened(qs, k, v), allowed, *widened(bias), keep, inv_keep)
+        return rounded((P,))[0], rounded((O,), None if out is None else (out,))[0]
     batch = tuple(np.broadcast_shapes(qs.shape[:-2], k.shape[:-2], v.shape[:-2]))
     (T, D), (Tk, Dv) = qs.shape[-2:], v.shape[-2:]
     dt = qs.dtype
@@ -573,8 +601,10 @@ def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=N
     """The reference's ``attention_backward``, same arguments and results.
 
     Cut into chunks and pieces as the forward; dS is built in place in the buffer of dO V^T,
-    and delta = rowsum(dO * O) by einsum.
+    and delta = rowsum(dO * O) by einsum. float16 runs in float32, as the forward.
     """
+    if P.dtype == np.float16:
+        return rounded(attention_backward(*widened(dO, P, O, qs, k, v), scale, keep, inv_keep), out)
     batch = P.shape[:-2]
     (T, Tk), D, Dv = P.shape[-2:], qs.shape[-1], v.shape[-1]
     dt = P.dtype

@@ -15,7 +15,7 @@ import numbers
 import numpy as np
 
 from .. import backend
-from ..function import is_grad_enabled
+from ..function import autocast_dtype, is_grad_enabled
 from ..ops.activation import GELU_APPROXIMATIONS, GELU, SiLU
 from ..ops.attention import ScaledDotProductAttention
 from ..ops.cross_entropy import REDUCTIONS, CrossEntropy
@@ -76,6 +76,24 @@ def _at_logits_precision(a, logits):
     return arr.astype(logits.dtype) if arr.dtype.kind == "f" and arr.dtype != logits.dtype else arr
 
 
+def _low(*tensors):
+    """Under ``amp.autocast``: each float32 tensor cast to the autocast dtype (float16) by a
+    recorded cast, so its gradient comes back as float32; as they are otherwise. For the ops
+    that run in float16: linear, attention, embedding's output."""
+    dtype = autocast_dtype()
+    if dtype is None:
+        return tensors
+    return tuple(t.to(dtype) if t is not None and t.dtype == np.float32 else t for t in tensors)
+
+
+def _high(x):
+    """Under ``amp.autocast``: a float16 tensor widened to float32 (a recorded cast); ``x``
+    otherwise. For the ops that run in float32: softmax, log-softmax, cross-entropy."""
+    if autocast_dtype() is None or x.dtype != np.float16:
+        return x
+    return x.to(np.float32)
+
+
 def _axis(axis, dim, default=-1):
     if dim is not None:
         if axis is not None:
@@ -100,7 +118,7 @@ def linear(input, weight, bias=None):
         if bias.shape != (out_f,):
             raise ValueError(f"linear: bias must have shape ({out_f},) to match weight {weight.shape}, "
                              f"got {bias.shape}")
-    return Linear.apply(*tensors)
+    return Linear.apply(*_low(*tensors))
 
 
 # ----------------------------------------------------------------------------- softmax family
@@ -111,7 +129,7 @@ def softmax(input, axis=None, dim=None):
     A row that is all -inf (fully masked) gives zeros and a zero gradient, where PyTorch
     gives NaN; the same convention as attention's fully masked rows.
     """
-    x = _float_tensor(input, "softmax")
+    x = _high(_float_tensor(input, "softmax"))
     return Softmax.apply(x, axis=normalize_axis(_axis(axis, dim), max(x.ndim, 1), "softmax"))
 
 
@@ -121,7 +139,7 @@ def log_softmax(input, axis=None, dim=None):
     A row that is all -inf gives -inf (the log of softmax's zeros) and the gradient g
     (PyTorch: NaN).
     """
-    x = _float_tensor(input, "log_softmax")
+    x = _high(_float_tensor(input, "log_softmax"))
     return LogSoftmax.apply(x, axis=normalize_axis(_axis(axis, dim), max(x.ndim, 1), "log_softmax"))
 
 
@@ -140,7 +158,7 @@ def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="m
     ``label_smoothing`` as in PyTorch. ``ignore_index`` >= 0 with probability targets is
     an error, as in PyTorch.
     """
-    logits = _float_tensor(input, "cross_entropy", "logits")
+    logits = _high(_float_tensor(input, "cross_entropy", "logits"))
     targets = target if isinstance(target, Tensor) else Tensor(_at_logits_precision(target, logits), device=logits.device)
     _check_cross_entropy(logits, targets, ignore_index, reduction, label_smoothing)
     w = None
@@ -308,7 +326,7 @@ def embedding(input, weight):
         if lo < 0 or hi >= V:
             raise IndexError(f"embedding: id {lo if lo < 0 else hi} is out of range for an embedding table of "
                              f"{V} rows (valid ids are 0..{V - 1})")
-    return Embedding.apply(ids, weight)
+    return _low(Embedding.apply(ids, weight))[0]
 
 
 def dropout(input, p=0.5, training=True, inplace=False):
@@ -443,6 +461,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if not isinstance(is_causal, (bool, np.bool_)):
         raise TypeError(f"{name}: is_causal must be a bool, got {is_causal!r}")
     blocks = _attention_impl(name, impl, block_size)
+    query, key, value = _low(query, key, value)
     mask = None if attn_mask is None else _mask_array(attn_mask, query, batch, T, S)
     op = FlashAttention if impl == "flash" else ScaledDotProductAttention
     return op.apply(query, key, value, attn_mask=mask, is_causal=bool(is_causal), dropout_p=dropout_p,
@@ -470,7 +489,7 @@ def causal_self_attention(qkv, n_head: int, dropout_p: float = 0.0, *, impl="sta
     dropout_p = _probability(dropout_p, f"{name}: dropout_p", hi_open=True)
     blocks = _attention_impl(name, impl, block_size)
     op = FlashCausalSelfAttention if impl == "flash" else CausalSelfAttention
-    return op.apply(qkv, n_head=int(n_head), dropout_p=dropout_p, **blocks)
+    return op.apply(_low(qkv)[0], n_head=int(n_head), dropout_p=dropout_p, **blocks)
 
 
 # ----------------------------------------------------------------------------- DPO loss
