@@ -150,7 +150,7 @@ def _resume_data(args, ckpt) -> Path | None:
 
 
 def _check_memory(cfg: GPTConfig, tcfg: TrainConfig, device: str):
-    need = training_memory(cfg, tcfg.batch_size)
+    need = training_memory(cfg, tcfg.batch_size, tcfg.dtype)
     free = hardware.available_memory(device)
     if free is not None and need["total"] > free:
         gib = 2 ** 30
@@ -159,7 +159,8 @@ def _check_memory(cfg: GPTConfig, tcfg: TrainConfig, device: str):
             f"({need['n_params'] / 1e6:,.0f}M parameters with gradients and AdamW state: "
             f"{need['params'] / gib:.1f} GiB; activations of batch {tcfg.batch_size} x block {cfg.block_size}: "
             f"{need['activations'] / gib:.1f} GiB), and {device} has {free / gib:.1f} GiB free; "
-            "shrink --n_layer, --n_embd, --batch_size or --block_size")
+            "shrink --n_layer, --n_embd, --batch_size or --block_size, or keep less for the backward pass: "
+            "--recompute block, --attention flash, --dtype float16")
 
 
 def _prompt(args, data) -> str:

@@ -129,17 +129,23 @@ class TrainConfig:
         return config_from_dict(cls, d)
 
 
-def training_memory(config, batch_size: int) -> dict:
-    """A lower bound of the float32 memory one training step needs, in bytes, without
-    building the model: ``params`` (weights, gradients and AdamW's two moments: 16 bytes per
+def training_memory(config, batch_size: int, dtype: str = "float32") -> dict:
+    """A lower bound of the memory one training step needs, in bytes, without building the
+    model: ``params`` (float32 weights, gradients and AdamW's two moments: 16 bytes per
     parameter), ``activations`` (kept for the backward pass: about 16 * n_embd values per
-    token and layer, the attention scores, and the logits with their gradient), ``total``;
-    and ``n_params``. Measured peaks are 1.15-1.7 times this (docs/nn.md)."""
+    token and layer and the attention scores; 4 * n_embd and the scores with
+    ``recompute="mlp"``; n_embd, plus one block's worth while it is recomputed, with
+    ``recompute="block"``; no scores with ``attention="flash"``; 2 bytes a value for
+    ``dtype="float16"``; and the float32 logits with their gradient), ``total``; and
+    ``n_params``. Measured peaks are 1.15-1.7 times this (docs/nn.md)."""
     C, T, V, L, H = config.n_embd, config.block_size, config.vocab_size, config.n_layer, config.n_head
     n_params = V * C * (1 if config.tie_weights else 2) + (T * C if config.pos == "learned" else 0) \
         + L * (12 * C * C + 13 * C) + 2 * C
     params = 16 * n_params
-    activations = 4 * (L * batch_size * T * (16 * C + H * T) + 2 * batch_size * T * V)
+    scores = 0 if config.attention == "flash" else H * T        # values per token and layer
+    block = 16 * C + scores
+    kept = {"none": L * block, "mlp": L * (4 * C + scores), "block": L * C + block}[config.recompute]
+    activations = (2 if dtype == "float16" else 4) * batch_size * T * kept + 4 * 2 * batch_size * T * V
     return {"n_params": n_params, "params": params, "activations": activations, "total": params + activations}
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import tiers
 from ..ops import activation, attention, cross_entropy, embedding, linear, norm, self_attention
+from ..ops import flash_attention as flash
 from ..ops.erf import erf
 from . import tuning
 from .parallel import parallel_for
@@ -652,3 +653,78 @@ class CausalSelfAttention(self_attention.CausalSelfAttention):
 
     core_forward = staticmethod(attention_forward)
     core_backward = staticmethod(attention_backward)
+
+
+# ----------------------------------------------------------------------------- tiled (flash) attention
+
+
+def flash_forward(xp, qs, k, v, allowed=None, bias=None, causal=False, dropout_p=0.0, seed=0,
+                  block_q=flash.BLOCK_Q, block_k=flash.BLOCK_K, out=None, first=0):
+    """The reference's ``flash_forward``, same arguments and results. The first leading axis is
+    cut into one chunk per core, each running the reference's tile loops (its dropout counters
+    counting from its first problem); the operands are laid out so that BLAS reads them in place
+    (``blas_matrices``: NumPy multiplies other strides in a plain loop); float16 runs in float32."""
+    if qs.dtype == np.float16:
+        L, O = flash_forward(xp, *widened(qs, k, v), allowed, *widened(bias), causal, dropout_p, seed, block_q,
+                             block_k, first=first)
+        return L, rounded((O,), None if out is None else (out,))[0]
+    batch = tuple(np.broadcast_shapes(qs.shape[:-2], k.shape[:-2], v.shape[:-2]))
+    T, S, Dv = qs.shape[-2], k.shape[-2], v.shape[-1]
+    q_, k_, v_ = (_batched(blas_matrices(a), batch, a.shape[-2:]) for a in (qs, k, v))
+    masks = [None if m is None else _batched(m, batch, (T, S)) for m in (allowed, bias)]
+    O = np.empty(q_.shape[:-2] + (T, Dv), dtype=qs.dtype) if out is None else (out if batch else out[None])
+    L = np.empty(q_.shape[:-2] + (T,), dtype=flash.stat_dtype(qs.dtype))
+    per = math.prod(q_.shape[1:-2])                     # problems per item of the first axis
+
+    def chunk(a, z):
+        L[a:z] = flash.flash_forward(np, q_[a:z], k_[a:z], v_[a:z], *(None if m is None else m[a:z] for m in masks),
+                                     causal, dropout_p, seed, block_q, block_k, out=O[a:z], first=first + a * per)[0]
+
+    parallel_for(chunk, q_.shape[0], work_per_item=max(1, per * T * S))
+    return (L, O) if batch else (L[0], O[0])
+
+
+def flash_backward(xp, dO, L, O, qs, k, v, scale, allowed=None, bias=None, causal=False, dropout_p=0.0, seed=0,
+                   block_q=flash.BLOCK_Q, block_k=flash.BLOCK_K, out=None, first=0):
+    """The reference's ``flash_backward``, same arguments and results, cut and laid out as the forward."""
+    if dO.dtype == np.float16:
+        grads = flash_backward(xp, *widened(dO), L, *widened(O, qs, k, v), scale, allowed, *widened(bias), causal,
+                               dropout_p, seed, block_q, block_k, first=first)
+        return rounded(grads, out)
+    batch = tuple(np.broadcast_shapes(qs.shape[:-2], k.shape[:-2], v.shape[:-2]))
+    (T, D), (S, Dv) = qs.shape[-2:], v.shape[-2:]
+    dO_, O_, q_, k_, v_ = (_batched(blas_matrices(a), batch, a.shape[-2:]) for a in (dO, O, qs, k, v))
+    L_ = L if batch else L[None]
+    masks = [None if m is None else _batched(m, batch, (T, S)) for m in (allowed, bias)]
+    lead = q_.shape[:-2]
+    if out is None:
+        dq, dk, dv = (np.empty(lead + tail, dtype=qs.dtype) for tail in ((T, D), (S, D), (S, Dv)))
+    else:
+        dq, dk, dv = out if batch else (o[None] for o in out)
+    per = math.prod(lead[1:])
+
+    def chunk(a, z):
+        flash.flash_backward(np, dO_[a:z], L_[a:z], O_[a:z], q_[a:z], k_[a:z], v_[a:z], scale,
+                             *(None if m is None else m[a:z] for m in masks), causal, dropout_p, seed, block_q, block_k,
+                             out=(dq[a:z], dk[a:z], dv[a:z]), first=first + a * per)
+
+    parallel_for(chunk, lead[0], work_per_item=max(1, per * T * S))
+    if out is not None:
+        return out
+    return (dq, dk, dv) if batch else (dq[0], dk[0], dv[0])
+
+
+@tiers.register(flash.FlashAttention)
+class FlashAttention(flash.FlashAttention):
+    """The reference node on the fast tiled core."""
+
+    core_forward = staticmethod(flash_forward)
+    core_backward = staticmethod(flash_backward)
+
+
+@tiers.register(flash.FlashCausalSelfAttention)
+class FlashCausalSelfAttention(flash.FlashCausalSelfAttention):
+    """The reference node on the fast tiled core."""
+
+    core_forward = staticmethod(flash_forward)
+    core_backward = staticmethod(flash_backward)

@@ -83,24 +83,28 @@ def tile_keep(xp, seed, p, base, n_keys, rows, cols):
     return replay_keep(xp, seed, counter, p)
 
 
-def _prepare(xp, qs, k, v, allowed, bias, dropout_p):
+def _prepare(xp, qs, k, v, allowed, bias, dropout_p, first):
     """The broadcast batch shape, the inputs and masks as (broadcast) views of it, the
-    counters' base (dropout only) and the two dtypes."""
+    counters' base (dropout only; problem b of this call is problem first + b of the whole
+    batch) and the two dtypes."""
     batch = tuple(np.broadcast_shapes(qs.shape[:-2], k.shape[:-2], v.shape[:-2]))
     T, S = qs.shape[-2], k.shape[-2]
     qs, k, v = (xp.broadcast_to(a, batch + a.shape[-2:]) for a in (qs, k, v))
     allowed, bias = (None if a is None else xp.broadcast_to(a, batch + (T, S)) for a in (allowed, bias))
     base = None
     if dropout_p > 0:
-        base = (xp.arange(math.prod(batch), dtype=xp.uint64) * xp.uint64(T * S)).reshape(batch + (1, 1))
+        base = ((xp.arange(math.prod(batch), dtype=xp.uint64) + xp.uint64(first)) * xp.uint64(T * S)).reshape(
+            batch + (1, 1))
     return batch, qs, k, v, allowed, bias, base, qs.dtype, stat_dtype(qs.dtype)
 
 
 def flash_forward(xp, qs, k, v, allowed=None, bias=None, causal=False, dropout_p=0.0, seed=0,
-                  block_q=BLOCK_Q, block_k=BLOCK_K, out=None):
+                  block_q=BLOCK_Q, block_k=BLOCK_K, out=None, first=0):
     """(L, O): L (..., T) the rows' log-sum-exp (+inf for a row that sees no key), O (..., T, Dv),
-    written into ``out`` when one is given (any strides). Arguments as in the module docstring."""
-    batch, qs, k, v, allowed, bias, base, dtype, acc = _prepare(xp, qs, k, v, allowed, bias, dropout_p)
+    written into ``out`` when one is given (any strides). Arguments as in the module docstring;
+    ``first``: for a caller that runs the batch in pieces, the flat index of this piece's first
+    problem in the whole batch (the dropout counters count from it)."""
+    batch, qs, k, v, allowed, bias, base, dtype, acc = _prepare(xp, qs, k, v, allowed, bias, dropout_p, first)
     T, S, Dv = qs.shape[-2], k.shape[-2], v.shape[-1]
     O = xp.empty(batch + (T, Dv), dtype=dtype) if out is None else out
     L = xp.empty(batch + (T,), dtype=acc)
@@ -133,11 +137,11 @@ def flash_forward(xp, qs, k, v, allowed=None, bias=None, causal=False, dropout_p
 
 
 def flash_backward(xp, dO, L, O, qs, k, v, scale, allowed=None, bias=None, causal=False, dropout_p=0.0, seed=0,
-                   block_q=BLOCK_Q, block_k=BLOCK_K, out=None):
+                   block_q=BLOCK_Q, block_k=BLOCK_K, out=None, first=0):
     """(dQ, dK, dV) from dO (..., T, Dv) and the forward's L and O (the other arguments as
     flash_forward's). Each has the broadcast leading dims; dQ is with respect to the unscaled
     Q. ``out``: three arrays to write them into, or None."""
-    batch, qs, k, v, allowed, bias, base, dtype, acc = _prepare(xp, qs, k, v, allowed, bias, dropout_p)
+    batch, qs, k, v, allowed, bias, base, dtype, acc = _prepare(xp, qs, k, v, allowed, bias, dropout_p, first)
     T, S, D, Dv = qs.shape[-2], k.shape[-2], qs.shape[-1], v.shape[-1]
     delta = (dO.astype(acc, copy=False) * O.astype(acc, copy=False)).sum(axis=-1, keepdims=True)   # (..., T, 1)
     L = L[..., None]
@@ -182,6 +186,9 @@ class FlashAttention(Function):
     arguments, plus the tile sizes), one node with inputs (q, k, v). Saved: qs, k, v, O, L and the
     dropout seed: no (..., T, S) array."""
 
+    core_forward = staticmethod(flash_forward)         # the fast tier swaps in its own core
+    core_backward = staticmethod(flash_backward)
+
     def forward(self, q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0, scale=1.0,
                 block_q=BLOCK_Q, block_k=BLOCK_K):
         is_bool = attn_mask is not None and attn_mask.dtype == bool
@@ -190,12 +197,12 @@ class FlashAttention(Function):
                             block_q=block_q, block_k=block_k)
         self.shapes, self.scale = (q.shape, k.shape, v.shape), scale
         self.qs, self.k, self.v = q * q.dtype.type(scale), k, v
-        self.L, self.O = flash_forward(self.xp, self.qs, k, v, **self.options)
+        self.L, self.O = self.core_forward(self.xp, self.qs, k, v, **self.options)
         return self.O
 
     def backward(self, g):
         xp = self.xp
-        dq, dk, dv = flash_backward(xp, g, self.L, self.O, self.qs, self.k, self.v, self.scale, **self.options)
+        dq, dk, dv = self.core_backward(xp, g, self.L, self.O, self.qs, self.k, self.v, self.scale, **self.options)
         q_shape, k_shape, v_shape = self.shapes
         return unbroadcast(xp, dq, q_shape), unbroadcast(xp, dk, k_shape), unbroadcast(xp, dv, v_shape)
 
@@ -204,6 +211,9 @@ class FlashCausalSelfAttention(Function):
     """qkv (B, T, 3C) -> y (B, T, C) by tiles: the function of ops/self_attention.py's
     CausalSelfAttention (the GPT's fused node), with the heads split out of qkv as views, O
     written into the merged output and dQ, dK, dV into the thirds of one dqkv buffer."""
+
+    core_forward = staticmethod(flash_forward)         # the fast tier swaps in its own core
+    core_backward = staticmethod(flash_backward)
 
     def forward(self, qkv, n_head=1, dropout_p=0.0, block_q=BLOCK_Q, block_k=BLOCK_K):
         B, T, C3 = qkv.shape
@@ -214,13 +224,13 @@ class FlashCausalSelfAttention(Function):
                             block_q=block_q, block_k=block_k)
         self.qs, self.k, self.v = q * qkv.dtype.type(self.scale), k, v
         y = self.xp.empty((B, T, H, hd), dtype=qkv.dtype)
-        self.L, self.O = flash_forward(self.xp, self.qs, k, v, out=y.transpose(0, 2, 1, 3), **self.options)
+        self.L, self.O = self.core_forward(self.xp, self.qs, k, v, out=y.transpose(0, 2, 1, 3), **self.options)
         return y.reshape(B, T, C3 // 3)                                     # heads merged
 
     def backward(self, g):
         B, H, T, hd = self.qs.shape
         dO = g.reshape(B, T, H, hd).transpose(0, 2, 1, 3)                   # split heads
         dqkv = self.xp.empty((B, T, 3, H, hd), dtype=g.dtype)               # the layout of qkv
-        flash_backward(self.xp, dO, self.L, self.O, self.qs, self.k, self.v, self.scale,
-                       out=tuple(dqkv.transpose(2, 0, 3, 1, 4)), **self.options)
+        self.core_backward(self.xp, dO, self.L, self.O, self.qs, self.k, self.v, self.scale,
+                           out=tuple(dqkv.transpose(2, 0, 3, 1, 4)), **self.options)
         return dqkv.reshape(B, T, 3 * H * hd)
