@@ -5,6 +5,7 @@ model written in PyTorch eager (when torch is installed), alternating the two in
     python benchmarks/bench_train_step.py --preset gpu --iters 3
     python benchmarks/bench_train_step.py --profile            # where our time goes
     python benchmarks/bench_train_step.py --no-torch --breakdown --torch-breakdown   # both, per op
+    python benchmarks/bench_train_step.py --no-torch --dtype float16 --attention flash --recompute block
 
 Prints ms/iter (median), tokens/s, MFU against --peak-flops, and our peak traced array
 memory, for each implementation, then the ratio ours / PyTorch. PyTorch runs in a process
@@ -14,6 +15,7 @@ two take turns in rounds of --round steps.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import math
 import platform
@@ -24,7 +26,7 @@ import tracemalloc
 import numpy as np
 
 import tinygrad_llm as tg
-from tinygrad_llm import GPT, GPTConfig
+from tinygrad_llm import GPT, GPTConfig, amp
 from tinygrad_llm.optim import clip_grad_norm_
 from tinygrad_llm.kernels import num_threads, tune_allocator
 from tinygrad_llm.presets import preset
@@ -38,17 +40,22 @@ def make_batches(n, B, T, V, seed=0):
 class Ours:
     name = "tinygrad_llm"
 
-    def __init__(self, cfg: GPTConfig, device):
+    def __init__(self, cfg: GPTConfig, device, dtype="float32"):
         tg.manual_seed(0)
         self.model = GPT(cfg).to(device)
         self.opt = self.model.configure_optimizers(0.1, 1e-3, (0.9, 0.99))
         self.device = device
+        self.precision = amp.autocast(dtype)              # float32: no change (as train.py)
+        self.scaler = amp.GradScaler(enabled=dtype == "float16")
 
     def step(self, x, y):
-        _, loss = self.model(tg.Tensor(x, device=self.device), tg.Tensor(y, device=self.device))
-        loss.backward()
+        with self.precision:
+            _, loss = self.model(tg.Tensor(x, device=self.device), tg.Tensor(y, device=self.device))
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
         clip_grad_norm_(self.model.parameters(), 1.0)
-        self.opt.step()
+        self.scaler.step(self.opt)
+        self.scaler.update()
         self.opt.zero_grad()   # as train.py (and PyTorch's default)
         return loss.item()
 
@@ -243,6 +250,9 @@ def main():
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--peak-flops", type=float, default=None, help="for MFU (default: tinygrad_llm.model.PEAK_FLOPS)")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--dtype", default="float32", choices=amp.AMP_DTYPES, help="ours: float16 = mixed precision")
+    p.add_argument("--attention", default="standard", choices=["standard", "flash"], help="ours: GPTConfig.attention")
+    p.add_argument("--recompute", default="none", choices=["none", "mlp", "block"], help="ours: GPTConfig.recompute")
     p.add_argument("--profile", action="store_true", help="cProfile our step and print the top entries")
     p.add_argument("--breakdown", action="store_true", help="time spent in each op's forward/backward")
     p.add_argument("--torch-breakdown", action="store_true",
@@ -256,7 +266,7 @@ def main():
     B = args.batch_size or train_fields["batch_size"]
     cfg = GPTConfig(vocab_size=65, **model_fields)
     T = cfg.block_size
-    ours = Ours(cfg, args.device)
+    ours = Ours(dataclasses.replace(cfg, attention=args.attention, recompute=args.recompute), args.device, args.dtype)
     batches = make_batches(args.warmup + args.iters, B, T, cfg.vocab_size)
     ref, torch_info = None, "torch skipped"
     if not args.no_torch:
@@ -266,7 +276,8 @@ def main():
             ref = TorchProcess(cfg, args.device, batches)
             torch_info = ref.info
     print(f"preset {args.preset}: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {T}, "
-          f"batch {B}, dropout {cfg.dropout}; {ours.model.num_params() / 1e6:.2f}M params")
+          f"batch {B}, dropout {cfg.dropout}; {ours.model.num_params() / 1e6:.2f}M params; ours: {args.dtype}, "
+          f"attention {args.attention}, recompute {args.recompute}")
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}, "
           f"numpy {np.__version__}, {torch_info}; "
           f"ours: {num_threads()} threads, allocator {'tuned' if tuned else 'default'}")

@@ -291,7 +291,9 @@ class _Blockwise:
     """y = f(x) elementwise, computed in cache-sized blocks (``tuning.ACTIVATION_BLOCK``), one
     chunk of blocks per core. Subclasses write ``forward_block(x, saved, y)`` and
     ``backward_block(x, saved, g, d)``, which fill the output blocks in place (``saved`` is
-    the one array the backward needs besides x)."""
+    the one array the backward needs besides x). float16 blocks are computed in float32
+    (NumPy's float16 arithmetic converts element by element: several times slower) and
+    rounded back."""
 
     def _forward(self, x):
         self.shape = x.shape
@@ -300,7 +302,13 @@ class _Blockwise:
 
         def run(lo, hi):
             with np.errstate(over="ignore"):            # here: NumPy's error state is per thread
-                self.forward_block(self.x[lo:hi], self.saved[lo:hi], y[lo:hi])
+                if self.x.dtype == np.float16:
+                    xb = self.x[lo:hi].astype(np.float32)
+                    sb, yb = np.empty_like(xb), np.empty_like(xb)
+                    self.forward_block(xb, sb, yb)
+                    self.saved[lo:hi], y[lo:hi] = sb, yb
+                else:
+                    self.forward_block(self.x[lo:hi], self.saved[lo:hi], y[lo:hi])
 
         parallel_for(run, self.x.size, block=tuning.ACTIVATION_BLOCK)
         return y.reshape(self.shape)
@@ -310,7 +318,12 @@ class _Blockwise:
         d = np.empty_like(self.x)
 
         def run(lo, hi):
-            self.backward_block(self.x[lo:hi], self.saved[lo:hi], g[lo:hi], d[lo:hi])
+            if self.x.dtype == np.float16:
+                db = np.empty(hi - lo, np.float32)
+                self.backward_block(*widened(self.x[lo:hi], self.saved[lo:hi], g[lo:hi]), db)
+                d[lo:hi] = db
+            else:
+                self.backward_block(self.x[lo:hi], self.saved[lo:hi], g[lo:hi], d[lo:hi])
 
         parallel_for(run, d.size, block=tuning.ACTIVATION_BLOCK)
         return d.reshape(self.shape)
