@@ -116,7 +116,8 @@ class GradScaler:
         self._scale = _positive("init_scale", init_scale)
         self._growth_factor = _positive("growth_factor", growth_factor, lo=1.0)
         self._backoff_factor = _positive("backoff_factor", backoff_factor, hi=1.0)
-        if isinstance(growth_interval, bool) or not isinstance(growth_interval, numbers.Integral) or growth_interval < 1:
+        if isinstance(growth_interval, bool) or not isinstance(growth_interval, numbers.Integral) \
+                or growth_interval < 1:
             raise ValueError(f"GradScaler: growth_interval must be a positive integer, got {growth_interval!r}")
         self._growth_interval = int(growth_interval)
         self._growth_tracker = 0

@@ -17,7 +17,8 @@ import numpy as np
 
 __all__ = [
     "DeviceError", "canonical_device", "xp_for", "device_of_array", "gpu_available",
-    "manual_seed", "rng", "get_rng_state", "set_rng_state", "rng_replayer", "swap_rng", "to_numpy", "as_array", "scatter_add", "quiet",
+    "manual_seed", "rng", "get_rng_state", "set_rng_state", "rng_replayer", "swap_rng",
+    "to_numpy", "as_array", "scatter_add", "quiet",
     "default_dtype", "canonical_dtype",
 ]
 

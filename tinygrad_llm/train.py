@@ -5,10 +5,11 @@ iterations estimate train/val loss and save checkpoints; run ``grad_accum_steps`
 forward/backward passes on random batches; clip the gradient norm; take an AdamW step.
 
 Resuming (``resume=True``) restores weights, optimizer, RNG, iteration and the loss scale,
-so the run continues exactly as if it had never stopped. ``dtype="float16"`` trains in mixed
-precision (amp.py): the forward passes under ``autocast``, the loss scaled by a ``GradScaler``,
-whose skipped steps (a gradient overflowed in float16) are logged, not errors. Evaluation draws its batches from its own
-fixed-seed generator, so it neither disturbs the training stream nor varies between evals.
+so the run continues exactly as if it had never stopped. Evaluation draws its batches from
+its own fixed-seed generator, so it neither disturbs the training stream nor varies between
+evals. ``dtype="float16"`` trains in mixed precision (amp.py): the forward passes run under
+``autocast`` and the loss is scaled by a ``GradScaler``, whose skipped steps (a gradient
+overflowed float16) are logged, not errors.
 
 The output folder is locked while the loop runs (a second run into it is refused), and a
 new run refuses a folder that holds a previous one unless ``overwrite=True``. Ctrl-C or

@@ -256,6 +256,18 @@ def test_gpt_with_flash_attention_equals_standard(device):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_gpt_with_flash_attention_generates_as_standard():
+    """Cached generation: one new query against all cached keys (T = 1 < S, bottom-right)."""
+    from tinygrad_llm.generate import generate
+    outs = []
+    for impl in ("standard", "flash"):
+        manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=11, block_size=24, n_layer=2, n_head=2, n_embd=16, attention=impl))
+        model.eval()
+        outs.append(generate(model, [[1, 2, 3]], 12, temperature=0.0))
+    np.testing.assert_array_equal(*outs)
+
+
 # ----------------------------------------------------------------------------- memory
 
 

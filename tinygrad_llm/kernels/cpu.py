@@ -727,17 +727,18 @@ def flash_backward(xp, dO, L, O, qs, k, v, scale, allowed=None, bias=None, causa
     return (dq, dk, dv) if batch else (dq[0], dk[0], dv[0])
 
 
-@tiers.register(flash.FlashAttention)
-class FlashAttention(flash.FlashAttention):
-    """The reference node on the fast tiled core."""
+class _FastTiles:
+    """Swaps the fast tiled core into a reference node."""
 
     core_forward = staticmethod(flash_forward)
     core_backward = staticmethod(flash_backward)
+
+
+@tiers.register(flash.FlashAttention)
+class FlashAttention(_FastTiles, flash.FlashAttention):
+    """The reference node on the fast tiled core."""
 
 
 @tiers.register(flash.FlashCausalSelfAttention)
-class FlashCausalSelfAttention(flash.FlashCausalSelfAttention):
+class FlashCausalSelfAttention(_FastTiles, flash.FlashCausalSelfAttention):
     """The reference node on the fast tiled core."""
-
-    core_forward = staticmethod(flash_forward)
-    core_backward = staticmethod(flash_backward)
