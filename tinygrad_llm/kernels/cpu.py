@@ -671,6 +671,12 @@ class CausalSelfAttention(self_attention.CausalSelfAttention):
 # ----------------------------------------------------------------------------- tiled (flash) attention
 
 
+def _tiles_threaded(block_q, block_k, qs, v) -> bool:
+    """Chunks on several threads only while a tile's products are small enough that BLAS runs
+    them on one thread (two Python threads each calling a threaded BLAS slow each other down)."""
+    return block_q * block_k * max(qs.shape[-1], v.shape[-1]) <= tuning.BLAS_THREADED_MNK
+
+
 def flash_forward(xp, qs, k, v, allowed=None, bias=None, causal=False, dropout_p=0.0, seed=0,
                   block_q=flash.BLOCK_Q, block_k=flash.BLOCK_K, out=None, first=0):
     """The reference's ``flash_forward``, same arguments and results. The first leading axis is
@@ -693,7 +699,7 @@ def flash_forward(xp, qs, k, v, allowed=None, bias=None, causal=False, dropout_p
         L[a:z] = flash.flash_forward(np, q_[a:z], k_[a:z], v_[a:z], *(None if m is None else m[a:z] for m in masks),
                                      causal, dropout_p, seed, block_q, block_k, out=O[a:z], first=first + a * per)[0]
 
-    parallel_for(chunk, q_.shape[0], work_per_item=max(1, per * T * S))
+    parallel_for(chunk, q_.shape[0], work_per_item=max(1, per * T * S), threaded=_tiles_threaded(block_q, block_k, qs, v))
     return (L, O) if batch else (L[0], O[0])
 
 
@@ -721,7 +727,7 @@ def flash_backward(xp, dO, L, O, qs, k, v, scale, allowed=None, bias=None, causa
                              *(None if m is None else m[a:z] for m in masks), causal, dropout_p, seed, block_q, block_k,
                              out=(dq[a:z], dk[a:z], dv[a:z]), first=first + a * per)
 
-    parallel_for(chunk, lead[0], work_per_item=max(1, per * T * S))
+    parallel_for(chunk, lead[0], work_per_item=max(1, per * T * S), threaded=_tiles_threaded(block_q, block_k, qs, v))
     if out is not None:
         return out
     return (dq, dk, dv) if batch else (dq[0], dk[0], dv[0])

@@ -426,7 +426,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
     impl: "standard" (the default) stores the (..., T, S) probabilities for the backward;
     "flash" computes the same function by tiles of ``block_size`` queries x keys (an int,
-    or a pair (block_q, block_k); default 128) with the online softmax, stores only the
+    or a pair (block_q, block_k); default 64) with the online softmax, stores only the
     output and one log-sum-exp per row, and recomputes the tiles in the backward
     (ops/flash_attention.py): its extra memory grows as T, not T * S. Its dropout mask is
     another draw than the standard one's (it is rebuilt from a saved seed, not stored),

@@ -46,10 +46,11 @@ from .dropout import replay_keep, replay_seed
 
 __all__ = ["flash_forward", "flash_backward", "FlashAttention", "FlashCausalSelfAttention", "BLOCK_Q", "BLOCK_K"]
 
-#: default tile sizes: larger tiles mean fewer NumPy calls (each costs microseconds of
-#: Python), smaller ones less memory per tile (docs/benchmarks.md, "Tiled attention")
-BLOCK_Q = 128
-BLOCK_K = 128
+#: default tile sizes: larger tiles mean fewer array calls (each costs microseconds of
+#: Python, and a kernel launch on a GPU), smaller ones less memory per tile; 64 x 64 was the
+#: fastest on the CPU (docs/benchmarks.md, "Tiled attention")
+BLOCK_Q = 64
+BLOCK_K = 64
 
 
 def stat_dtype(dtype) -> np.dtype:
