@@ -11,6 +11,13 @@ With s the scale (default 1/sqrt(D)) and qs = s Q (scaled once, up front):
     Pd = P * keep / (1 - p)       (dropout)     dS = P * (dP - delta)
     O  = Pd V                     (..., T, Dv)  dQ = s dS K,  dK = dS^T qs
 
+Grouped-query attention (``enable_gqa``): q has H heads, k and v KV heads (dim -3), KV
+dividing H; query head h reads key/value head h // G, G = H / KV. The node views q as
+(..., KV, G, T, D) and k, v as (..., KV, 1, Tk, D) (:func:`group_heads`), so the core's
+leading-dim broadcasting shares each K/V head with its G query heads without a copy, and
+the backward's sum over a broadcast dim (``unbroadcast``) is the group sum:
+dK_kv = sum over g of dK_(kv, g), and likewise dV.
+
 A row whose keys are all masked has P = 0 (the row-softmax convention, ops/softmax.py),
 so O = 0 and all its gradients are 0: no NaN. Masked entries have P = 0 exactly, so
 dS = 0 there exactly. The derivation, step by step, is in docs/backprop.md (section
@@ -31,7 +38,7 @@ from ..function import Function, unbroadcast
 from .dropout import dropout_mask
 from .softmax import softmax
 
-__all__ = ["attention_forward", "attention_backward", "causal_mask", "ScaledDotProductAttention"]
+__all__ = ["attention_forward", "attention_backward", "causal_mask", "group_heads", "ScaledDotProductAttention"]
 
 _CAUSAL_CACHE: dict = {}   # (T, Tk, device) -> read-only (T, Tk) bool array
 
@@ -99,18 +106,39 @@ def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=N
     return out
 
 
+def group_heads(q, k, v, mask=None):
+    """Views for grouped-query attention: q (..., H, T, D) -> (..., KV, G, T, D), k and v
+    (..., KV, Tk, D) -> (..., KV, 1, Tk, D), G = H / KV; so query head h = kv * G + g meets
+    key/value head kv = h // G by broadcasting. A mask with a head dim of H (or 1) gets the
+    same split (or two dims of 1); one with fewer than 3 dims broadcasts as it is."""
+    *lead, H, T, D = q.shape
+    KV = k.shape[-3]
+    q = q.reshape(*lead, KV, H // KV, T, D)
+    k = k.reshape(k.shape[:-3] + (KV, 1) + k.shape[-2:])
+    v = v.reshape(v.shape[:-3] + (KV, 1) + v.shape[-2:])
+    if mask is not None and mask.ndim >= 3:
+        heads = (KV, H // KV) if mask.shape[-3] == H else (1, 1)
+        mask = mask.reshape(mask.shape[:-3] + heads + mask.shape[-2:])
+    return q, k, v, mask
+
+
 class ScaledDotProductAttention(Function):
     """O = softmax(s q k^T + mask) v, one node with inputs (q, k, v); see the module docstring.
 
     attn_mask: None, a bool array (True = may attend) or a float array of q's dtype (added
     to the scores), broadcastable to (..., T, Tk); is_causal: AND the bottom-right causal
-    mask into it. Saved: qs, k, v, P, O and the dropout keep-mask.
+    mask into it; enable_gqa: q's H heads share k's and v's KV heads in groups of H / KV
+    (:func:`group_heads`). Saved: qs, k, v, P, O and the dropout keep-mask.
     """
 
     core_forward = staticmethod(attention_forward)     # the fast tier swaps in its own core
     core_backward = staticmethod(attention_backward)
 
-    def forward(self, q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0, scale=1.0):
+    def forward(self, q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0, scale=1.0, enable_gqa=False):
+        self.shapes = (q.shape, k.shape, v.shape)
+        if enable_gqa:
+            q, k, v, attn_mask = group_heads(q, k, v, attn_mask)
+        self.grouped = (q.shape, k.shape, v.shape)
         T, Tk = q.shape[-2], k.shape[-2]
         allowed, bias = (attn_mask, None) if attn_mask is not None and attn_mask.dtype == bool else (None, attn_mask)
         if is_causal:
@@ -121,14 +149,16 @@ class ScaledDotProductAttention(Function):
             batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
             self.keep = dropout_mask(self.device, batch + (T, Tk), dropout_p, q.dtype)
             self.inv_keep = 1.0 / (1.0 - dropout_p)
-        self.shapes, self.scale = (q.shape, k.shape, v.shape), scale
+        self.scale = scale
         self.qs, self.k, self.v = q * q.dtype.type(scale), k, v
         self.P, self.O = self.core_forward(self.xp, self.qs, k, v, allowed, bias, self.keep, self.inv_keep)
-        return self.O
+        return self.O.reshape(self.O.shape[:-4] + (-1,) + self.O.shape[-2:]) if enable_gqa else self.O
 
     def backward(self, g):
         xp = self.xp
-        dq, dk, dv = self.core_backward(g, self.P, self.O, self.qs, self.k, self.v, self.scale,
+        dO = g.reshape(self.O.shape)                   # grouped heads split, when enable_gqa
+        dq, dk, dv = self.core_backward(dO, self.P, self.O, self.qs, self.k, self.v, self.scale,
                                         self.keep, self.inv_keep)
-        q_shape, k_shape, v_shape = self.shapes
-        return unbroadcast(xp, dq, q_shape), unbroadcast(xp, dk, k_shape), unbroadcast(xp, dv, v_shape)
+        # sum what was broadcast (with enable_gqa: over each K/V head's group), then the inputs' shapes
+        return tuple(unbroadcast(xp, d, grouped).reshape(shape)
+                     for d, grouped, shape in zip((dq, dk, dv), self.grouped, self.shapes))
