@@ -316,7 +316,7 @@ def save_llama(model: Llama, path, tokenizer=None, max_shard_size: int | None = 
 # ---------------------------------------------------------------------------- tokenizer
 def _sentencepiece_signs(obj: dict) -> list:
     """What marks a tokenizer.json as SentencePiece-style (byte fallback, "▁" for spaces)."""
-    text = json.dumps({k: obj.get(k) for k in ("normalizer", "pre_tokenizer", "decoder")})
+    text = json.dumps({k: obj.get(k) for k in ("normalizer", "pre_tokenizer", "decoder")}, ensure_ascii=False)
     model = obj.get("model") if isinstance(obj.get("model"), dict) else {}
     signs = []
     if model.get("type") not in (None, "BPE"):
