@@ -50,7 +50,7 @@ class KVCache:
             if new.dtype != buf.dtype or new.device != buf.device or new.ndim != 4 \
                     or new.shape[:2] + new.shape[3:] != buf.shape[:2] + buf.shape[3:]:
                 raise ValueError(f"KVCache.update: {name} has shape {new.shape}, dtype {new.dtype} on "
-                                 f"{new.device!r}; the cache holds (B, heads, positions, hd) = {buf.shape}, "
+                                 f"{new.device!r}; the cache holds (B, H, positions, hd) = {buf.shape}, "
                                  f"{buf.dtype} on {buf.device!r}")
         if end > K.shape[2] or v.shape[2] != k.shape[2]:
             raise ValueError(f"KVCache.update: {k.shape[2]} new positions (values: {v.shape[2]}) after "
