@@ -423,7 +423,7 @@ def gqa_cases(draw):
     rs = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     q = rs.standard_normal((B, KV * G, T, D))
     k, v = rs.standard_normal((B, KV, S, D)), rs.standard_normal((B, KV, S, D))
-    mask = draw(st.sampled_from([None, (T, S), (B, KV * G, T, S), (B, 1, T, S)]))
+    mask = draw(st.sampled_from([None, (T, S), (B, KV * G, T, S), (B, 1, T, S), (B, 1, 1, S), (KV * G, 1, S)]))
     if mask is not None:
         mask = rs.random(mask) < 0.7
     return q, k, v, mask, draw(st.booleans())

@@ -12,11 +12,12 @@ With s the scale (default 1/sqrt(D)) and qs = s Q (scaled once, up front):
     O  = Pd V                     (..., T, Dv)  dQ = s dS K,  dK = dS^T qs
 
 Grouped-query attention (``enable_gqa``): q has H heads, k and v KV heads (dim -3), KV
-dividing H; query head h reads key/value head h // G, G = H / KV. The node views q as
-(..., KV, G, T, D) and k, v as (..., KV, 1, Tk, D) (:func:`group_heads`), so the core's
-leading-dim broadcasting shares each K/V head with its G query heads without a copy, and
-the backward's sum over a broadcast dim (``unbroadcast``) is the group sum:
-dK_kv = sum over g of dK_(kv, g), and likewise dV.
+dividing H; query head h reads key/value head h // G, G = H / KV. The node stacks the G
+query heads of each K/V head as rows of one query matrix, q (..., KV, G*T, D)
+(:func:`group_queries`; the masks' rows likewise), and runs the core unchanged: each K/V
+head meets its G*T query rows in one matrix product, and the group sum of the backward,
+dK_kv = sum over its query heads of their dK, is the sum over rows inside dK = dS^T qs
+(likewise dV = Pd^T dO).
 
 A row whose keys are all masked has P = 0 (the row-softmax convention, ops/softmax.py),
 so O = 0 and all its gradients are 0: no NaN. Masked entries have P = 0 exactly, so
@@ -38,23 +39,27 @@ from ..function import Function, unbroadcast
 from .dropout import dropout_mask
 from .softmax import softmax
 
-__all__ = ["attention_forward", "attention_backward", "causal_mask", "group_heads", "ScaledDotProductAttention"]
+__all__ = ["attention_forward", "attention_backward", "causal_mask", "group_queries", "ScaledDotProductAttention"]
 
-_CAUSAL_CACHE: dict = {}   # (T, Tk, device) -> read-only (T, Tk) bool array
+_CAUSAL_CACHE: dict = {}   # (T, Tk, device, groups) -> read-only (groups * T, Tk) bool array
 
 
-def causal_mask(T: int, Tk: int, device: str = "cpu"):
+def causal_mask(T: int, Tk: int, device: str = "cpu", groups: int = 1):
     """allowed (T, Tk), bool: query i may see key j when j <= i + Tk - T.
 
     Bottom-right aligned: the last query sits at the last key, as in cached decoding
-    (T new queries after Tk - T cached keys). Cached per (T, Tk, device); the array is
-    shared, never write to it.
+    (T new queries after Tk - T cached keys). ``groups`` > 1: the (T, Tk) mask repeated
+    down the rows that many times, (groups * T, Tk), for queries stacked by
+    :func:`group_queries`. Cached per (T, Tk, device, groups); the array is shared, never
+    write to it.
     """
-    key = (T, Tk, device)
+    key = (T, Tk, device, groups)
     allowed = _CAUSAL_CACHE.get(key)
     if allowed is None:
         xp = backend.xp_for(device)
         allowed = xp.tril(xp.ones((T, Tk), dtype=bool), k=Tk - T)
+        if groups > 1:
+            allowed = xp.concatenate([allowed] * groups, axis=0)
         if xp is np:
             allowed.flags.writeable = False
         if len(_CAUSAL_CACHE) >= 64:
@@ -106,20 +111,24 @@ def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=N
     return out
 
 
-def group_heads(q, k, v, mask=None):
-    """Views for grouped-query attention: q (..., H, T, D) -> (..., KV, G, T, D), k and v
-    (..., KV, Tk, D) -> (..., KV, 1, Tk, D), G = H / KV; so query head h = kv * G + g meets
-    key/value head kv = h // G by broadcasting. A mask with a head dim of H (or 1) gets the
-    same split (or two dims of 1); one with fewer than 3 dims broadcasts as it is."""
+def group_queries(xp, q, mask, G: int):
+    """Grouped-query attention's layout: q (..., H, T, D) -> (..., H / G, G * T, D), the G query
+    heads that share a key/value head stacked as rows (query head h = kv * G + g is rows
+    g * T .. g * T + T - 1 of group kv = h // G). A mask for (..., H, T, Tk) becomes one for
+    (..., H / G, G * T, Tk): a head dim of H is split the same way; a mask shared by all
+    heads (head dim 1, or none) has its rows repeated G times."""
     *lead, H, T, D = q.shape
-    KV = k.shape[-3]
-    q = q.reshape(*lead, KV, H // KV, T, D)
-    k = k.reshape(k.shape[:-3] + (KV, 1) + k.shape[-2:])
-    v = v.reshape(v.shape[:-3] + (KV, 1) + v.shape[-2:])
-    if mask is not None and mask.ndim >= 3:
-        heads = (KV, H // KV) if mask.shape[-3] == H else (1, 1)
-        mask = mask.reshape(mask.shape[:-3] + heads + mask.shape[-2:])
-    return q, k, v, mask
+    q = q.reshape(*lead, H // G, G * T, D)
+    if mask is not None:
+        lead_m, heads = (mask.shape[:-3], mask.shape[-3]) if mask.ndim >= 3 else ((), 1)
+        Tk = mask.shape[-1]
+        full = xp.broadcast_to(mask, lead_m + (heads, T, Tk))
+        if heads == H:
+            mask = full.reshape(lead_m + (H // G, G * T, Tk))
+        else:
+            mask = xp.broadcast_to(full[..., None, :, :], lead_m + (heads, G, T, Tk)).reshape(
+                lead_m + (heads, G * T, Tk))
+    return q, mask
 
 
 class ScaledDotProductAttention(Function):
@@ -127,22 +136,23 @@ class ScaledDotProductAttention(Function):
 
     attn_mask: None, a bool array (True = may attend) or a float array of q's dtype (added
     to the scores), broadcastable to (..., T, Tk); is_causal: AND the bottom-right causal
-    mask into it; enable_gqa: q's H heads share k's and v's KV heads in groups of H / KV
-    (:func:`group_heads`). Saved: qs, k, v, P, O and the dropout keep-mask.
+    mask into it; enable_gqa: q's H heads share k's and v's KV heads in groups of G = H / KV
+    (:func:`group_queries`). Saved: qs, k, v, P, O and the dropout keep-mask.
     """
 
     core_forward = staticmethod(attention_forward)     # the fast tier swaps in its own core
     core_backward = staticmethod(attention_backward)
 
     def forward(self, q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0, scale=1.0, enable_gqa=False):
-        self.shapes = (q.shape, k.shape, v.shape)
-        if enable_gqa:
-            q, k, v, attn_mask = group_heads(q, k, v, attn_mask)
-        self.grouped = (q.shape, k.shape, v.shape)
-        T, Tk = q.shape[-2], k.shape[-2]
+        self.shapes, Tq, Tk = (q.shape, k.shape, v.shape), q.shape[-2], k.shape[-2]
+        G = q.shape[-3] // k.shape[-3] if enable_gqa else 1
+        if G > 1:
+            q, attn_mask = group_queries(self.xp, q, attn_mask, G)     # (..., KV, G * Tq, D)
+        self.q_shape = q.shape
+        T = q.shape[-2]
         allowed, bias = (attn_mask, None) if attn_mask is not None and attn_mask.dtype == bool else (None, attn_mask)
         if is_causal:
-            causal = causal_mask(T, Tk, self.device)
+            causal = causal_mask(Tq, Tk, self.device, groups=G)
             allowed = causal if allowed is None else allowed & causal
         self.keep, self.inv_keep = None, 1.0
         if dropout_p > 0:
@@ -152,13 +162,15 @@ class ScaledDotProductAttention(Function):
         self.scale = scale
         self.qs, self.k, self.v = q * q.dtype.type(scale), k, v
         self.P, self.O = self.core_forward(self.xp, self.qs, k, v, allowed, bias, self.keep, self.inv_keep)
-        return self.O.reshape(self.O.shape[:-4] + (-1,) + self.O.shape[-2:]) if enable_gqa else self.O
+        if G == 1:
+            return self.O
+        return self.O.reshape(self.O.shape[:-3] + (self.O.shape[-3] * G, Tq, self.O.shape[-1]))   # heads unstacked
 
     def backward(self, g):
         xp = self.xp
-        dO = g.reshape(self.O.shape)                   # grouped heads split, when enable_gqa
+        dO = g.reshape(self.O.shape)                   # with enable_gqa: each group's heads stacked again
         dq, dk, dv = self.core_backward(dO, self.P, self.O, self.qs, self.k, self.v, self.scale,
                                         self.keep, self.inv_keep)
-        # sum what was broadcast (with enable_gqa: over each K/V head's group), then the inputs' shapes
-        return tuple(unbroadcast(xp, d, grouped).reshape(shape)
-                     for d, grouped, shape in zip((dq, dk, dv), self.grouped, self.shapes))
+        q_shape, k_shape, v_shape = self.shapes
+        dq = unbroadcast(xp, dq, self.q_shape).reshape(q_shape)
+        return dq, unbroadcast(xp, dk, k_shape), unbroadcast(xp, dv, v_shape)
