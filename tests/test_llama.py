@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO, to_np
 
 import tinygrad_llm as tg
-from tinygrad_llm import GPT, GPTConfig, Llama, LlamaConfig, Tensor, no_grad
+from tinygrad_llm import GPT, GPTConfig, Llama, LlamaConfig, no_grad
 from tinygrad_llm.checkpoint import load_checkpoint, save_checkpoint
 from tinygrad_llm.generate import generate
 from tinygrad_llm.nn import KVCache, lora

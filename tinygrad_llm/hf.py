@@ -281,26 +281,48 @@ def load_gpt2(path, device: str = "cpu", dropout: float | None = None) -> GPT:
             problems.append(f"unexpected tensor {key!r}")
             continue
         transpose = name.endswith(CONV1D_WEIGHTS)
-        stored, want = tuple(f.shape(key)), params[name].shape
-        if stored != (want[::-1] if transpose else want):
-            problems.append(f"{key!r} has shape {stored}, the config implies {want[::-1] if transpose else want}")
-        elif f.dtype(key) not in FLOAT_DTYPES:
-            problems.append(f"{key!r} has dtype {f.dtype(key)}, a floating-point tensor is expected")
+        want = params[name].shape
+        check_tensor(f, key, want[::-1] if transpose else want, problems)
         plan.append((f, wpath, key, name, transpose))
-    missing = [n for n in params if n not in seen and not (tied and n == "lm_head.weight")]
-    if missing:
-        problems.append("missing tensors: " + ", ".join(repr(n) for n in missing))
-    if problems:
-        raise GPT2FormatError(f"{str(wpath)!r} does not match its config.json:\n  " + "\n  ".join(problems))
+    report_problems(params, seen, tied, problems, f"{str(wpath)!r}", GPT2FormatError)
     if tied and "lm_head.weight" in seen:
-        lm_key, wte_key = seen["lm_head.weight"], seen["transformer.wte.weight"]
-        if f.shape(lm_key) != f.shape(wte_key) or \
-                max_difference(get_tensor(f, lm_key, wpath), get_tensor(f, wte_key, wpath)) > 0:
-            raise GPT2FormatError(f"{str(wpath)!r}: config.json says tie_word_embeddings=true but lm_head.weight "
-                                  "differs from wte.weight; set \"tie_word_embeddings\": false to load them untied")
+        check_tie((f, wpath, seen["lm_head.weight"]), (f, wpath, seen["transformer.wte.weight"]), "wte.weight",
+                  f"{str(wpath)!r}", GPT2FormatError)
         f.close()
     copy_tensors(params, plan, device, GPT2FormatError)
     return model
+
+
+def check_tensor(f, key: str, shape: tuple, problems: list) -> bool:
+    """Whether tensor ``key`` of SafetensorsFile ``f`` is floating point of ``shape``; if not, a
+    line saying why is appended to ``problems``."""
+    stored = tuple(f.shape(key))
+    if stored != tuple(shape):
+        problems.append(f"{key!r} has shape {stored}, the config implies {tuple(shape)}")
+    elif f.dtype(key) not in FLOAT_DTYPES:
+        problems.append(f"{key!r} has dtype {f.dtype(key)}, a floating-point tensor is expected")
+    else:
+        return True
+    return False
+
+
+def report_problems(params: dict, found, tied: bool, problems: list, where: str, error=GPT2FormatError) -> None:
+    """``error`` listing ``problems`` and the parameters not ``found`` in the file (a tied lm_head
+    need not be), if there are any."""
+    missing = [n for n in params if n not in found and not (tied and n == "lm_head.weight")]
+    if missing:
+        problems.append("missing tensors: " + ", ".join(repr(n) for n in missing))
+    if problems:
+        raise error(f"{where} does not match its config.json:\n  " + "\n  ".join(problems))
+
+
+def check_tie(lm_head: tuple, embedding: tuple, embedding_name: str, where: str, error=GPT2FormatError) -> None:
+    """``error`` unless the lm_head and embedding tensors, each (SafetensorsFile, path, key), are
+    equal (compared a block of rows at a time, without full copies)."""
+    (fl, pl, kl), (fe, pe, ke) = lm_head, embedding
+    if fl.shape(kl) != fe.shape(ke) or max_difference(get_tensor(fl, kl, pl, error), get_tensor(fe, ke, pe, error)) > 0:
+        raise error(f"{where}: config.json says tie_word_embeddings=true but lm_head.weight differs from "
+                    f"{embedding_name}; set \"tie_word_embeddings\": false to load them untied")
 
 
 def copy_tensors(params: dict, plan: list, device: str, error=GPT2FormatError) -> None:

@@ -37,8 +37,8 @@ import numpy as np
 
 from . import backend
 from .atomic import write_bytes_atomic
-from .hf import (FLOAT_DTYPES, HFFormatError, copy_tensors, get_tensor, listing, max_difference,
-                 open_safetensors, read_config, read_json)
+from .hf import (HFFormatError, check_tensor, check_tie, copy_tensors, listing, open_safetensors, read_config,
+                 read_json, report_problems)
 from .llama import Llama, LlamaConfig
 from .safetensors import save_file
 from .tokenizer import load_tokenizer
@@ -225,25 +225,13 @@ def load_llama(path, device: str = "cpu", dropout: float | None = None) -> Llama
             continue                                   # (a tied lm_head is checked against the embedding below)
         elif key not in params:
             problems.append(f"unexpected tensor {key!r}")
-        elif tuple(f.shape(key)) != params[key].shape:
-            problems.append(f"{key!r} has shape {tuple(f.shape(key))}, the config implies {params[key].shape}")
-        elif f.dtype(key) not in FLOAT_DTYPES:
-            problems.append(f"{key!r} has dtype {f.dtype(key)}, a floating-point tensor is expected")
-        else:
+        elif check_tensor(f, key, params[key].shape, problems):
             plan.append((f, path_, key, key, False))
-    missing = [n for n in params if n not in files and not (tied and n == "lm_head.weight")]
-    if missing:
-        problems.append("missing tensors: " + ", ".join(repr(n) for n in missing))
-    if problems:
-        raise LlamaFormatError(f"the weights in {str(d)!r} do not match its config.json:\n  " + "\n  ".join(problems))
+    report_problems(params, files, tied, problems, f"the weights in {str(d)!r}", LlamaFormatError)
     if tied and "lm_head.weight" in files:
-        emb = Llama.embedding_name
-        fl, fe = opened[files["lm_head.weight"]], opened[files[emb]]
-        if fl.shape("lm_head.weight") != fe.shape(emb) or max_difference(
-                get_tensor(fl, "lm_head.weight", files["lm_head.weight"], LlamaFormatError),
-                get_tensor(fe, emb, files[emb], LlamaFormatError)) > 0:
-            raise LlamaFormatError(f"{str(d)!r}: config.json says tie_word_embeddings=true but lm_head.weight "
-                                   f"differs from {emb}; set \"tie_word_embeddings\": false to load them untied")
+        emb, lm = Llama.embedding_name, "lm_head.weight"
+        check_tie((opened[files[lm]], files[lm], lm), (opened[files[emb]], files[emb], emb), emb, f"{str(d)!r}",
+                  LlamaFormatError)
     for f in opened.values():
         f.close()
     copy_tensors(params, plan, device, LlamaFormatError)

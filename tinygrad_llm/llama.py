@@ -26,13 +26,12 @@ compares the block with GPT-2's.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import numbers
 
 import numpy as np
 
-from .config import config_from_dict
+from .config import DictConfig
 from .model import CausalLM, attention_weights, check_positive_ints
 from .nn import functional as F
 from .nn.containers import ModuleList
@@ -51,7 +50,7 @@ def default_intermediate_size(n_embd: int) -> int:
 
 
 @dataclasses.dataclass
-class LlamaConfig:
+class LlamaConfig(DictConfig):
     """Shape and options of a Llama; the block itself is fixed (RMSNorm, rotary embeddings,
     SwiGLU, grouped-query attention). Unknown keys in :meth:`from_dict` are an error.
 
@@ -118,15 +117,6 @@ class LlamaConfig:
         mlp = 3 * C * Fs + ((2 * Fs + C) if self.bias else 0)                          # gate, up; down
         return V * C * (1 if self.tie_weights else 2) + L * (attention + mlp + 2 * C) + C
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "LlamaConfig":
-        return config_from_dict(cls, d)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
 
 
 class LlamaAttention(Module):

@@ -22,13 +22,12 @@ attention node, which is left as it is: the normal forward pays nothing for it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 
 import numpy as np
 
 from . import backend
-from .config import config_from_dict
+from .config import DictConfig
 from .function import no_grad
 from .nn import functional as F
 from .nn.containers import ModuleDict, ModuleList
@@ -48,7 +47,7 @@ PEAK_FLOPS = {"cpu": 1.0e11, "cuda": 4.95e14}
 
 
 @dataclasses.dataclass
-class GPTConfig:
+class GPTConfig(DictConfig):
     """Shape and options of a GPT. Unknown keys in :meth:`from_dict` are an error."""
 
     vocab_size: int = 65
@@ -91,15 +90,6 @@ class GPTConfig:
         return V * C * (1 if self.tie_weights else 2) + (self.block_size * C if self.pos == "learned" else 0) \
             + L * layer + norm
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
-        return config_from_dict(cls, d)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
 
 
 def check_positive_ints(cfg, names) -> None:
