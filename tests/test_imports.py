@@ -28,13 +28,13 @@ LAYERS = [
     ("nn", ["nn"]),
     ("optim", ["optim"]),
     ("model", ["model"]),
-    ("apps", ["generate", "train", "checkpoint", "rundir", "hf", "presets"]),
+    ("apps", ["generate", "train", "checkpoint", "rundir", "hf", "presets", "distributed"]),
     ("package", [""]),                       # tinygrad_llm/__init__.py: the public names
 ]
 
 #: Third-party modules that may be imported inside a function: optional dependencies,
 #: imported where they are needed so that the package works without them.
-OPTIONAL = {"cupy", "cupyx", "matplotlib", "tiktoken"}
+OPTIONAL = {"cupy", "cupyx", "matplotlib", "tiktoken", "mpi4py"}
 
 # The violations that live in files of the other half of this change (the ops' own
 # imports): ops/attention.py makes Tensors (an upward import, deferred), ops/reduce.py
