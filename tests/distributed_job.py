@@ -7,13 +7,14 @@ SPEC is a JSON object: ``data`` (a text file), ``runs`` (a list of ``{"out", "ba
 "grad_accum_steps", "max_iters", "resume"}``, trained one after the other), ``result`` (a JSON
 file rank 0 writes), ``timeout`` (of the collectives, seconds), and optionally ``kill_at``,
 ``fail_at`` or ``hang_at``: at that optimizer step rank 1 kills itself (SIGKILL), raises, or
-sleeps for a minute.
+sleeps for a minute; ``fake_gpus``: train on the fake GPUs of ../shared/tools/fakecupy
+through NCCLCommunicator, with NCCL played by tests/fake_nccl.py.
 
 Each rank builds its model from a seed of its own (rank 0's is the reference's), so only the
 broadcast makes them equal. After every optimizer step the ranks compare a hash of their
 parameters with two allreduces (MIN and MAX of the hash: equal when every rank has the same);
-the result file lists the number of steps checked, those where the ranks differed, and the
-norm of the gradient of every step.
+the result file lists the number of steps checked, those where the ranks differed, the
+norm of the gradient of every step, and the size of every array the communicator averaged.
 """
 from __future__ import annotations
 
@@ -35,9 +36,10 @@ MODEL_SEED = 11
 MPI = None
 
 
-def model_for(vocab_size: int, rank: int = 0) -> GPT:
+def model_for(vocab_size: int, rank: int = 0, device: str = "cpu") -> GPT:
     manual_seed(MODEL_SEED + rank)
-    return GPT(GPTConfig(vocab_size=vocab_size, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0))
+    return GPT(GPTConfig(vocab_size=vocab_size, block_size=8, n_layer=2, n_head=2, n_embd=16,
+                         dropout=0.0)).to(device)
 
 
 def config(run: dict) -> TrainConfig:
@@ -48,7 +50,8 @@ def config(run: dict) -> TrainConfig:
 
 def train_run(data, run: dict, comm=None, log=print) -> dict:
     rank = 0 if comm is None else comm.rank
-    return train(model_for(data.vocab_size, rank), data, config(run), run["out"], tokenizer=data.tokenizer,
+    device = getattr(comm, "device", "cpu")
+    return train(model_for(data.vocab_size, rank, device), data, config(run), run["out"], tokenizer=data.tokenizer,
                  resume=run.get("resume", False), comm=comm, log=log)
 
 
@@ -94,17 +97,41 @@ def new_record() -> dict:
     return {"steps": 0, "differ": [], "grad_norms": [], "summaries": []}
 
 
+def fake_gpu_communicator(timeout):
+    """NCCLCommunicator on the fake GPUs of ../shared/tools/fakecupy (which must be on the
+    path, with FAKE_CUPY_DEVICES set), with NCCL carried out by tests/fake_nccl.py."""
+    import cupy
+    import fake_nccl
+    assert hasattr(cupy, "_stats"), "the fake CuPy of shared/tools/fakecupy is not on the path"
+    type(cupy.cuda.get_current_stream()).ptr = 0       # the default stream (the stand-in has no address)
+    # every array of the stand-in lives on its device 0: one GPU per process, as CUDA_VISIBLE_DEVICES gives
+    return distributed.NCCLCommunicator(MPI.COMM_WORLD, MPI, fake_nccl, "cuda:0", timeout)
+
+
 def main(path: str) -> int:
     global MPI
     from mpi4py import MPI  # (only under mpiexec: the reference runs in a process without MPI)
     spec = json.loads(open(path, encoding="utf-8").read())
-    comm = distributed.init("cpu", timeout=spec.get("timeout", distributed.DEFAULT_TIMEOUT))
-    record = new_record() | {"world_size": comm.world_size}
+    timeout = spec.get("timeout", distributed.DEFAULT_TIMEOUT)
+    if spec.get("fake_gpus"):
+        comm = fake_gpu_communicator(timeout)
+    else:
+        comm = distributed.init("cpu", timeout=timeout)
+    record = new_record() | {"world_size": comm.world_size, "backend": comm.backend, "allreduces": []}
+    allreduce = comm.allreduce_mean_
+
+    def recorded(array, **kw):                          # the size of every averaged array
+        record["allreduces"].append(int(array.size))
+        return allreduce(array, **kw)
+    comm.allreduce_mean_ = recorded
     Optimizer.step = wrapped_step(record, comm, spec)
     data = load_text_dataset(spec["data"], "char")
     for run in spec["runs"]:
         summary = train_run(data, run, comm)
         record["summaries"].append({k: summary[k] for k in ("iter", "best_val_loss", "history", "interrupted")})
+    if spec.get("fake_gpus"):
+        import fake_nccl
+        record["nccl_calls"] = fake_nccl.calls
     if comm.rank == 0:
         with open(spec["result"], "w", encoding="utf-8") as f:
             json.dump(record, f)

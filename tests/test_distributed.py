@@ -17,6 +17,7 @@ same arithmetic as the run that was never stopped: that is checked bit for bit.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -134,6 +135,38 @@ def test_the_parameters_are_identical_on_every_rank_after_every_step(uninterrupt
     assert result["world_size"] == 2
     assert result["steps"] == STEPS * len(RUNS)
     assert result["differ"] == []
+
+
+@needs_mpi
+def test_one_allreduce_per_step_over_the_whole_gradient(uninterrupted, env):
+    root, result = uninterrupted
+    n_params = sum(a.size for k, a in weights(root / "accum1" / "latest").items() if k != "lm_head.weight")
+    assert result["allreduces"] == [n_params] * (STEPS * len(RUNS))    # also with gradient accumulation
+
+
+FAKECUPY = REPO.parent / "shared" / "tools" / "fakecupy"
+
+
+@needs_mpi
+@pytest.mark.skipif(not FAKECUPY.is_dir(), reason=f"needs the CuPy stand-in in {FAKECUPY}")
+def test_the_nccl_path_on_stand_in_gpus_trains_as_the_mpi_path(uninterrupted, env):
+    """NCCLCommunicator's own code (unique id, pointers, counts, types, streams, the mean) on
+    the NumPy-backed CuPy stand-in, with NCCL's calls carried out over MPI by fake_nccl.py:
+    no GPU runs here, and nothing of NCCL itself."""
+    root, result = uninterrupted
+    e = dict(env[1], FAKE_CUPY_DEVICES="2",
+             PYTHONPATH=os.pathsep.join([str(FAKECUPY), str(JOB.parent), env[1]["PYTHONPATH"]]))
+    r, _, got = run_job(root, e, "nccl", [one_run(root / "nccl", "accum1")], fake_gpus=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert got["backend"] == "nccl" and got["steps"] == STEPS and got["differ"] == []
+    n_params = sum(a.size for k, a in weights(root / "nccl" / "latest").items() if k != "lm_head.weight")
+    assert [c for c in got["nccl_calls"] if c[0] == "allReduce"] == [["allReduce", n_params, 7]] * STEPS
+    assert {c[0] for c in got["nccl_calls"]} == {"allReduce", "bcast"}      # the start: rank 0's weights
+    np.testing.assert_allclose(losses(got["summaries"][0]["history"]), losses(result["summaries"][0]["history"]),
+                               rtol=LOSS_RTOL, atol=0)
+    mine, theirs = weights(root / "nccl" / "latest"), weights(root / "accum1" / "latest")
+    for k in theirs:
+        np.testing.assert_allclose(mine[k], theirs[k], rtol=0, atol=WEIGHT_ATOL, err_msg=k)
 
 
 @needs_mpi
@@ -375,6 +408,20 @@ def test_share_cpu_splits_the_cores_between_the_ranks_of_a_machine(monkeypatch):
     assert distributed.share_cpu(distributed.SINGLE) is None
 
 
+def _n_args(method) -> int:
+    return len([p for p in inspect.signature(method).parameters if p != "self"])
+
+
+def test_the_nccl_stand_in_takes_what_the_communicator_passes():
+    """fake_nccl.py (which the stand-in GPU test runs NCCLCommunicator against) has the names
+    and the argument counts of NCCL_API; the next test holds NCCL_API against a real CuPy."""
+    import fake_nccl
+    for name in distributed.NCCL_API["module"]:
+        assert hasattr(fake_nccl, name), name
+    for method, n_args in distributed.NCCL_API["NcclCommunicator"].items():
+        assert _n_args(getattr(fake_nccl.NcclCommunicator, method)) == n_args, method
+
+
 def test_nccl_calls_match_the_installed_cupy():
     """What NCCLCommunicator uses of cupy.cuda.nccl exists there, and each method takes the
     number of arguments passed (from the signatures in CuPy's docstrings). Needs CuPy with
@@ -396,4 +443,9 @@ def test_nccl_calls_match_the_installed_cupy():
         sig = doc.split("(", 1)[1].split(")", 1)[0]
         params = [p for p in sig.split(",") if p.strip() and p.strip() != "self"]
         assert len(params) == n_args, (method, sig)
+    import cupy
+    for name in distributed.NCCL_API["cupy.cuda"]:
+        assert hasattr(cupy.cuda, name), name
+    for name in distributed.NCCL_API["cupy.cuda.Device"]:
+        assert hasattr(cupy.cuda.Device, name), name
     assert len(nccl.get_unique_id()) == 128                # drawn without a GPU

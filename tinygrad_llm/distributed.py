@@ -64,11 +64,12 @@ DEFAULT_TIMEOUT = 600.0
 _LAUNCHER_VARS = (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
                   ("PMIX_RANK", None), ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE"))
 
-#: what this module uses of ``cupy.cuda.nccl``: module names, and methods of NcclCommunicator
-#: with the number of arguments passed (tests check them against an installed CuPy)
+#: what this module uses of ``cupy.cuda.nccl`` (module names; methods of NcclCommunicator with
+#: the number of arguments passed) and of ``cupy.cuda``: tests check them against a CuPy
 NCCL_API = {"module": ("available", "get_unique_id", "NcclCommunicator", "NCCL_SUM", "NCCL_FLOAT16",
                        "NCCL_FLOAT32", "NCCL_FLOAT64", "NCCL_INT32", "NCCL_INT64"),
-            "NcclCommunicator": {"__init__": 3, "allReduce": 6, "bcast": 5, "abort": 0, "check_async_error": 0}}
+            "NcclCommunicator": {"__init__": 3, "allReduce": 6, "bcast": 5, "abort": 0, "check_async_error": 0},
+            "cupy.cuda": ("get_current_stream", "Device"), "cupy.cuda.Device": ("pci_bus_id",)}
 
 _TOGETHER = "_raised_on_every_rank"
 
@@ -282,7 +283,7 @@ class NCCLCommunicator(MPICommunicator):
 
     backend = "nccl"
 
-    def __init__(self, comm, mpi, device: str, nccl, timeout: float | None = DEFAULT_TIMEOUT):
+    def __init__(self, comm, mpi, nccl, device: str, timeout: float | None = DEFAULT_TIMEOUT):
         super().__init__(comm, mpi, timeout)
         self.device, self.nccl = device, nccl
         self.cp = backend.xp_for(device)                    # makes the rank's GPU the current one
@@ -339,7 +340,8 @@ def init(device: str = "cpu", timeout: float | None = DEFAULT_TIMEOUT) -> Commun
     """This process's communicator in the job an MPI launcher started (``mpiexec -n N``).
 
     ``device``: ``"cpu"`` (MPI) or a GPU (``"gpu"``/``"cuda"``: each rank takes the GPU of its
-    rank on its machine, ``cuda:<local rank>``, through NCCL). ``timeout``: seconds a rank may
+    rank on its machine, ``cuda:<local rank>``, or ``cuda:0`` where each process sees one GPU
+    of its own; through NCCL). ``timeout``: seconds a rank may
     wait in one collective before it ends the job (None or 0: forever). The communicator's
     ``device`` is the device this rank trains on. DistributedError (a clear message) without
     mpi4py, outside a launcher, or when the launcher and mpi4py's MPI do not match."""
@@ -367,20 +369,45 @@ def init(device: str = "cpu", timeout: float | None = DEFAULT_TIMEOUT) -> Commun
         raise DistributedError(f"the launcher started {env[1]} processes but mpi4py's MPI sees {world.Get_size()}: "
                                "the mpiexec on the PATH belongs to another MPI than mpi4py's "
                                f"({MPI.Get_library_version().splitlines()[0].strip()}); use that MPI's mpiexec")
-    if device == "cpu":
-        return MPICommunicator(world, MPI, timeout)
     mpi = MPICommunicator(world, MPI, timeout)
-    device, nccl, error = f"cuda:{mpi.local_rank}", None, None
+    if device == "cpu":
+        return mpi
+    device, nccl = _rank_gpu(mpi)
+    return NCCLCommunicator(world, MPI, nccl, device, timeout)
+
+
+def _rank_gpu(mpi: MPICommunicator) -> tuple:
+    """(this rank's GPU, cupy.cuda.nccl): GPU number <local rank> when the machine's ranks see
+    at least one GPU each, GPU 0 when each sees one (CUDA_VISIBLE_DEVICES set per process);
+    an error shared by all ranks when CuPy, a GPU or NCCL is missing, or two ranks would
+    share a GPU (which NCCL refuses)."""
+    device = nccl = error = None
     try:
+        cp = backend.xp_for("cuda:0")                        # CuPy and a GPU at all
+        n = cp.cuda.runtime.getDeviceCount()
+        if n >= mpi.local_size:
+            device = f"cuda:{mpi.local_rank}"
+        elif n == 1:
+            device = "cuda:0"
+        else:
+            raise DistributedError(f"{mpi.local_size} processes on this machine and {n} GPUs: start at most one "
+                                   "process per GPU")
         backend.xp_for(device)
         from cupy.cuda import nccl  # noqa: PLC0415 (optional dependency: CuPy, on GPUs only)
         if not getattr(nccl, "available", False):
             raise DistributedError("this CuPy cannot load NCCL, which data-parallel training on GPUs needs: "
                                    "pip install nvidia-nccl-cu12 (or the NCCL of your CUDA)")
+        gpu = (mpi.MPI.Get_processor_name(), cp.cuda.Device(int(device.split(":")[1])).pci_bus_id)
     except (backend.DeviceError, DistributedError, ImportError) as e:
-        error = e
+        error, gpu = e, None
     mpi.raise_together(error, what="checking the GPUs")
-    return NCCLCommunicator(world, MPI, device, nccl, timeout)
+    gpus = mpi.allgather_object(gpu, what="comparing the GPUs")
+    if len(set(gpus)) < len(gpus):
+        shared = sorted({g for g in gpus if gpus.count(g) > 1})
+        raise together(DistributedError(f"ranks {[r for r, g in enumerate(gpus) if g in shared]} would share a "
+                                        f"GPU ({shared[0][1]} on {shared[0][0]}), which NCCL refuses: give each "
+                                        "process its own GPU"))
+    return device, nccl
 
 
 def share_cpu(comm: Communicator) -> int | None:
