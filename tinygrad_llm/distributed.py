@@ -59,6 +59,8 @@ __all__ = ["DistributedError", "Communicator", "MPICommunicator", "NCCLCommunica
 
 #: seconds a rank may wait in one collective before it ends the job (0 or None: forever)
 DEFAULT_TIMEOUT = 600.0
+#: seconds between printing why a rank ends the job and MPI_Abort (for the output to get out)
+ABORT_GRACE_S = 0.5
 
 #: (rank, size) variables that MPI launchers set: MPICH's Hydra and Intel MPI, Open MPI, PMIx, MVAPICH
 _LAUNCHER_VARS = (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
@@ -270,6 +272,9 @@ class MPICommunicator(Communicator):
         if message:
             _say(message)
         sys.stderr.flush()
+        # the launcher forwards what the processes print, and stops forwarding once it has
+        # ended them: give it a moment to pass the message on first
+        time.sleep(ABORT_GRACE_S)
         try:
             self.comm.Abort(code)
         finally:
@@ -509,5 +514,5 @@ def guard(comm: Communicator):
                        f"{who} stopped (exit code {e.code}); stopping the job")
         if isinstance(e, KeyboardInterrupt):
             comm.abort(cli.EXIT_INTERRUPTED, f"{who}: interrupted; stopping the job")
-        traceback.print_exception(e, file=sys.stderr)
+        sys.stderr.write("".join(traceback.format_exception(e)))     # one write: it arrives whole
         comm.abort(1, f"{who} failed: {type(e).__name__}: {e}; stopping the job")
