@@ -7,7 +7,7 @@ SPEC is a JSON object: ``data`` (a text file), ``runs`` (a list of ``{"out", "ba
 "grad_accum_steps", "max_iters", "resume"}``, trained one after the other), ``result`` (a JSON
 file rank 0 writes), ``timeout`` (of the collectives, seconds), and optionally ``kill_at``,
 ``fail_at`` or ``hang_at``: at that optimizer step rank 1 kills itself (SIGKILL), raises, or
-sleeps for a minute; ``fake_gpus``: train on the fake GPUs of ../shared/tools/fakecupy
+sleeps for a minute; ``device``: "gpu" for real GPUs and NCCL; ``fake_gpus``: train on the fake GPUs of ../shared/tools/fakecupy
 through NCCLCommunicator, with NCCL played by tests/fake_nccl.py.
 
 Each rank builds its model from a seed of its own (rank 0's is the reference's), so only the
@@ -116,7 +116,7 @@ def main(path: str) -> int:
     if spec.get("fake_gpus"):
         comm = fake_gpu_communicator(timeout)
     else:
-        comm = distributed.init("cpu", timeout=timeout)
+        comm = distributed.init(spec.get("device", "cpu"), timeout=timeout)
     record = new_record() | {"world_size": comm.world_size, "backend": comm.backend, "allreduces": []}
     allreduce = comm.allreduce_mean_
 

@@ -169,6 +169,37 @@ def test_the_nccl_path_on_stand_in_gpus_trains_as_the_mpi_path(uninterrupted, en
         np.testing.assert_allclose(mine[k], theirs[k], rtol=0, atol=WEIGHT_ATOL, err_msg=k)
 
 
+def _gpus() -> int:
+    try:
+        from cupy.cuda import nccl  # noqa: F401
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() if getattr(nccl, "available", False) else 0
+    except Exception:  # noqa: BLE001 - no CuPy, no NCCL, no driver
+        return 0
+
+
+@needs_mpi
+@pytest.mark.skipif(_gpus() == 0, reason="needs CuPy with NCCL and a CUDA device")
+def test_the_nccl_path_on_real_gpus_trains_as_the_mpi_path(uninterrupted, env):
+    """The GPU check: NCCL on min(2, GPUs) processes, one GPU each, with the global batch of
+    the CPU run (1 GPU: one process with twice the rows, which still runs NCCL's calls).
+    GPU float32 (cuBLAS) rounds otherwise than the CPU: looser tolerances."""
+    root, result = uninterrupted
+    n = min(2, _gpus())
+    run = one_run(root / "gpus", "accum1") | {"batch_size": RUNS["accum1"][0] * 2 // n}
+    path, out = root / "gpus.json", root / "gpus-result.json"
+    path.write_text(json.dumps({"data": str(root / "fox.txt"), "runs": [run], "result": str(out), "device": "gpu"}))
+    r, _ = launch([JOB, path], env[1], n=n)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = json.loads(out.read_text())
+    assert got["backend"] == "nccl" and got["differ"] == [] and got["steps"] == STEPS
+    np.testing.assert_allclose(losses(got["summaries"][0]["history"]), losses(result["summaries"][0]["history"]),
+                               rtol=1e-4)
+    mine, theirs = weights(root / "gpus" / "latest"), weights(root / "accum1" / "latest")
+    for k in theirs:
+        np.testing.assert_allclose(mine[k], theirs[k], rtol=0, atol=1e-4, err_msg=k)
+
+
 @needs_mpi
 def test_a_run_killed_and_resumed_on_two_ranks_reproduces_the_uninterrupted_run(uninterrupted, env):
     root, result = uninterrupted
