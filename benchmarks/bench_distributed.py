@@ -30,7 +30,7 @@ import tinygrad_llm as tg
 from tinygrad_llm import GPT, GPTConfig, distributed
 from tinygrad_llm.data import get_batch
 from tinygrad_llm.optim import clip_grad_norm_
-from tinygrad_llm.parallel import blas_threads, num_threads, tune_allocator
+from tinygrad_llm.kernels.parallel import blas_threads, num_threads, tune_allocator
 from tinygrad_llm.presets import preset
 
 

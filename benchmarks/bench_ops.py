@@ -21,7 +21,7 @@ import numpy as np
 
 import tinygrad_llm.nn.functional as F
 from tinygrad_llm import Tensor
-from tinygrad_llm.ops.self_attention import causal_self_attention
+from tinygrad_llm.nn.functional import causal_self_attention
 
 try:
     import torch
@@ -112,7 +112,7 @@ def time_torch(fn, floats, ints, reps):
 
 def scatter_strategies(reps):
     """Embedding's backward: ways to add rows of g into dW at (repeated) ids, float32."""
-    from tinygrad_llm.ops.embedding import scatter_add_rows  # noqa: PLC0415 (what Embedding uses)
+    from tinygrad_llm.kernels.cpu import scatter_add_rows  # noqa: PLC0415 (what Embedding's CPU kernel uses)
 
     def add_at_2d(ids, g, V):
         dW = np.zeros((V, g.shape[1]), g.dtype)
@@ -133,7 +133,7 @@ def scatter_strategies(reps):
         return oh @ g
 
     def used(ids, g, V):
-        return scatter_add_rows(np, ids, g, V)
+        return scatter_add_rows(ids, g, V)
 
     rs = np.random.default_rng(0)
     print("| ids | D | V | np.add.at 2-D | sort + reduceat | one-hot GEMM | 1-D np.add.at (used) |")

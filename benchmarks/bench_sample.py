@@ -27,7 +27,7 @@ import numpy as np
 import tinygrad_llm as tg
 from tinygrad_llm import GPT, GPTConfig
 from tinygrad_llm.generate import generate
-from tinygrad_llm.parallel import blas_threads, set_blas_threads
+from tinygrad_llm.kernels.parallel import blas_threads, set_blas_threads
 from tinygrad_llm.presets import PRESETS
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import tinygrad_llm as tg
 from tinygrad_llm import GPT, GPTConfig
 from tinygrad_llm.optim import clip_grad_norm_
-from tinygrad_llm.parallel import num_threads, tune_allocator
+from tinygrad_llm.kernels import num_threads, tune_allocator
 from tinygrad_llm.presets import preset
 
 
@@ -248,7 +248,7 @@ def main():
     p.add_argument("--torch-breakdown", action="store_true",
                    help="also print PyTorch's torch.profiler breakdown of its step (own process)")
     p.add_argument("--default-allocator", action="store_true",
-                   help="skip tinygrad_llm.parallel.tune_allocator() (glibc keeps freed memory for reuse)")
+                   help="skip tinygrad_llm.kernels.tune_allocator() (glibc keeps freed memory for reuse)")
     args = p.parse_args()
     tuned = False if args.default_allocator else tune_allocator()
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from tinygrad_llm import GPT, GPTConfig, Tensor, manual_seed, no_grad
 from tinygrad_llm.data import load_text_dataset
-from tinygrad_llm.parallel import tune_allocator
+from tinygrad_llm.kernels import tune_allocator
 from tinygrad_llm.presets import preset
 from tinygrad_llm.train import TrainConfig, train
 

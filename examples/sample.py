@@ -2,9 +2,12 @@
 
     .venv/bin/python examples/sample.py --ckpt out/shakespeare-char-cpu --prompt "ROMEO:"
     .venv/bin/python examples/sample.py --ckpt out/shakespeare-char-cpu/latest --temperature 0 --max-new-tokens 100
+    .venv/bin/python examples/sample.py --ckpt out/numbers-sft --instruction "Reverse the digits." --input 907 --temperature 0
 
 --ckpt is a checkpoint directory, or a training output directory (its 'best' checkpoint is
-used, else 'latest'). Text is printed as it is generated; Ctrl-C stops it.
+used, else 'latest'). Text is printed as it is generated; Ctrl-C stops it. --instruction (with
+an optional --input) renders the prompt with the Alpaca template that fine-tuning uses
+(examples/finetune_instructions.py) and stops at the end-of-text token.
 """
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ import sys
 
 from tinygrad_llm import backend, cli
 from tinygrad_llm.checkpoint import CheckpointError, load_for_sampling
+from tinygrad_llm.finetune import END_OF_TEXT, format_prompt
 from tinygrad_llm.generate import generate_text
-from tinygrad_llm.parallel import set_blas_threads
+from tinygrad_llm.kernels.parallel import set_blas_threads
 
 #: Below this many parameters one BLAS thread samples faster than several: each token's
 #: GEMMs are too small to share out (docs/benchmarks.md, "Sampling and BLAS threads").
@@ -25,7 +29,10 @@ def parse(argv):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="checkpoint directory (or a training output directory)")
     src.add_argument("--hf", help="a Hugging Face GPT-2 directory (config.json + model.safetensors)")
-    p.add_argument("--prompt", default=None, help="default: a newline, or the first token if the vocabulary has none")
+    text = p.add_mutually_exclusive_group()
+    text.add_argument("--prompt", default=None, help="default: a newline, or the first token if the vocabulary has none")
+    text.add_argument("--instruction", default=None, help="an instruction, in the fine-tuning prompt template")
+    p.add_argument("--input", default="", help="the optional input section of --instruction's template")
     p.add_argument("--max-new-tokens", type=cli.integer(min=0), default=500)
     p.add_argument("--temperature", type=cli.number(min=0), default=0.8, help="0 = greedy")
     p.add_argument("--top-k", type=cli.integer(min=1), default=200)
@@ -54,7 +61,13 @@ def main(argv=None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
         args.device = backend.canonical_device(args.device)
+        if args.input and args.instruction is None:
+            raise ValueError("--input is the input section of --instruction's template: give --instruction too")
         model, tokenizer, _ = load_for_sampling(ckpt=args.ckpt, hf=args.hf, device=args.device)
+        if args.instruction is not None:
+            args.prompt = format_prompt(args.instruction, args.input)
+            if args.stop is None and END_OF_TEXT in getattr(tokenizer, "special_tokens", {}):
+                args.stop = END_OF_TEXT
         threads = blas_threads_for(model.num_params(), args.blas_threads)
         if args.device == "cpu" and threads is not None:
             set_blas_threads(threads)

@@ -28,7 +28,7 @@ from tinygrad_llm.checkpoint import CheckpointError, load_checkpoint
 from tinygrad_llm.data import DataError, DownloadError, load_text_dataset, read_text
 from tinygrad_llm.generate import generate_text
 from tinygrad_llm.model import GPT, GPTConfig
-from tinygrad_llm.parallel import tune_allocator
+from tinygrad_llm.kernels import tune_allocator
 from tinygrad_llm.presets import PRESETS, apply_overrides, describe_fields, preset
 from tinygrad_llm.rundir import RunDirError, check_fresh, lock_run_dir
 from tinygrad_llm.tokenizer import load_tokenizer

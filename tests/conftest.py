@@ -101,3 +101,12 @@ def write_tiny_tokenizer(d):
     vocab["<|endoftext|>"] = len(vocab)
     (d / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     (d / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+
+
+@pytest.fixture(params=["reference", "fast"])
+def tier(request):
+    """Runs a test on both tiers: "reference" (the plain math of tinygrad_llm/ops/) and
+    "fast" (the kernels of tinygrad_llm/kernels/ where one exists for the device)."""
+    from tinygrad_llm import reference_tier
+    with reference_tier(request.param == "reference"):
+        yield request.param

@@ -33,7 +33,8 @@ import pytest
 
 import distributed_job as job
 from conftest import FOX_TEXT, REPO
-from tinygrad_llm import distributed, parallel
+from tinygrad_llm import distributed
+from tinygrad_llm.kernels import parallel
 from tinygrad_llm.checkpoint import load_checkpoint
 from tinygrad_llm.data import load_text_dataset
 from tinygrad_llm.optim.optimizer import Optimizer

@@ -51,7 +51,7 @@ def test_available_memory_is_a_positive_number_or_unknown():
 
 
 def test_blas_threads_can_be_set_and_restored():
-    from tinygrad_llm.parallel import blas_threads, set_blas_threads
+    from tinygrad_llm.kernels.parallel import blas_threads, set_blas_threads
     before = blas_threads()
     if before is None:
         pytest.skip("this NumPy's BLAS does not let its thread count be set")

@@ -1,16 +1,14 @@
-"""GPT model: config validation, shapes, GPT-2 names and init, the fused attention node."""
+"""GPT model: config validation, shapes, GPT-2 names and init, devices, the KV cache. (The fused
+attention node's own tests are in tests/ops/test_self_attention.py.)"""
 import copy
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 import tinygrad_llm as tg
 from tinygrad_llm import GPT, GPTConfig, Tensor, gradcheck
 from tinygrad_llm.nn import KVCache
-from tinygrad_llm.ops.self_attention import CausalSelfAttention, causal_self_attention
 
 TINY = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
 
@@ -246,52 +244,7 @@ def test_configure_optimizers_decays_only_matrices():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(m.parameters()))
 
 
-# ---------------------------------------------------------------- fused attention node
-
-def _reference_attention(qkv, H):
-    B, T, C3 = qkv.shape
-    C, hd = C3 // 3, C3 // 3 // H
-    q, k, v = (a.reshape(B, T, H, hd).transpose(0, 2, 1, 3) for a in np.split(qkv, 3, -1))
-    s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd)
-    s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
-    p = np.exp(s - s.max(-1, keepdims=True))
-    p /= p.sum(-1, keepdims=True)
-    return (p @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
-
-
-@given(B=st.integers(1, 3), T=st.integers(1, 6), H=st.integers(1, 3), hd=st.integers(1, 4),
-       seed=st.integers(0, 2 ** 16))
-def test_causal_self_attention_forward_and_gradcheck(B, T, H, hd, seed):
-    qkv = np.random.default_rng(seed).standard_normal((B, T, 3 * H * hd))
-    out = causal_self_attention(Tensor(qkv), H)
-    np.testing.assert_allclose(out.numpy(), _reference_attention(qkv, H), atol=1e-12)
-    gradcheck(lambda x: causal_self_attention(x, H), [Tensor(qkv, requires_grad=True)])
-
-
-def test_causal_self_attention_dropout_gradcheck_and_single_node():
-    qkv = Tensor(np.random.default_rng(0).standard_normal((2, 5, 12)), requires_grad=True)
-
-    def f(x):
-        tg.manual_seed(7)  # the same dropout mask on every call
-        return causal_self_attention(x, 2, dropout_p=0.4)
-    gradcheck(f, [qkv])
-    y = f(qkv)
-    assert isinstance(y.grad_fn, CausalSelfAttention) and y.grad_fn.inputs == (qkv,)
-    with pytest.raises(ValueError, match="dropout_p"):
-        causal_self_attention(qkv, 2, dropout_p=1.0)
-    with pytest.raises(ValueError, match="n_head"):
-        causal_self_attention(qkv, 5)
-
-
-def test_fused_attention_equals_sdpa_composition():
-    import tinygrad_llm.nn.functional as F
-    rs = np.random.default_rng(3)
-    B, T, H, hd = 2, 6, 3, 4
-    qkv = rs.standard_normal((B, T, 3 * H * hd))
-    q, k, v = (Tensor(a.reshape(B, T, H, hd).transpose(0, 2, 1, 3).copy()) for a in np.split(qkv, 3, -1))
-    y = F.scaled_dot_product_attention(q, k, v, is_causal=True).permute(0, 2, 1, 3).reshape(B, T, H * hd)
-    np.testing.assert_allclose(causal_self_attention(Tensor(qkv), H).numpy(), y.numpy(), atol=1e-12)
-
+# ---------------------------------------------------------------- devices
 
 def test_model_on_gpu_matches_cpu(device):
     if device == "cpu":
@@ -301,25 +254,3 @@ def test_model_on_gpu_matches_cpu(device):
     ref = m(idx, idx)[1].item()
     m.to(device)
     assert abs(m(idx, idx)[1].item() - ref) < 1e-5
-
-
-@pytest.mark.parametrize("limit", [np.inf, 0.0])   # inf: never subtract the row max; 0: always
-def test_causal_self_attention_both_softmax_paths(monkeypatch, limit):
-    import tinygrad_llm.ops.attention as A
-    monkeypatch.setattr(A, "_NO_SHIFT_LIMIT", limit)
-    rs = np.random.default_rng(5)
-    B, T, H, hd = 2, 7, 2, 3
-    qkv = rs.standard_normal((B, T, 3 * H * hd))
-    np.testing.assert_allclose(causal_self_attention(Tensor(qkv), H).numpy(), _reference_attention(qkv, H),
-                               atol=1e-12)
-    gradcheck(lambda x: causal_self_attention(x, H), [Tensor(qkv, requires_grad=True)])
-
-
-def test_causal_self_attention_huge_scores_stay_finite():
-    """Scores of ~1e4 overflow exp unless the row max is subtracted: the bound check must see that."""
-    qkv = np.random.default_rng(6).standard_normal((2, 5, 12)).astype(np.float32) * 100
-    x = Tensor(qkv, requires_grad=True)
-    y = causal_self_attention(x, 2)
-    y.sum().backward()
-    assert np.isfinite(y.numpy()).all() and np.isfinite(x.grad).all()
-    np.testing.assert_allclose(y.numpy(), _reference_attention(qkv.astype(np.float64), 2), rtol=1e-4, atol=1e-4)

@@ -1,6 +1,7 @@
-"""tinygrad_llm.parallel: chunking covers every row exactly once, threaded results equal the
-inline ones (bitwise for row-independent math, float32 rounding where chunk sums are added),
-TINYGRAD_LLM_NUM_THREADS=1 turns threads off, odd sizes, errors; and tune_allocator."""
+"""tinygrad_llm.kernels.parallel (the fast tier's threads): chunking covers every row exactly
+once, threaded results of the fast kernels equal the inline ones (bitwise for row-independent
+math, float32 rounding where chunk sums are added), TINYGRAD_LLM_NUM_THREADS=1 turns threads
+off, odd sizes, errors; and tune_allocator."""
 import threading
 
 import numpy as np
@@ -10,8 +11,9 @@ from hypothesis import strategies as st
 
 import tinygrad_llm as tg
 import tinygrad_llm.nn.functional as F
-from tinygrad_llm import Tensor, parallel
-from tinygrad_llm.ops.self_attention import causal_self_attention
+from tinygrad_llm import Tensor
+from tinygrad_llm.kernels import parallel, tuning
+from tinygrad_llm.nn.functional import causal_self_attention
 from tinygrad_llm.optim import AdamW
 
 
@@ -20,8 +22,8 @@ def threads(monkeypatch):
     """Set the thread count and make even small work use the pool (MIN_WORK = 1 element)."""
     def set_threads(n):
         monkeypatch.setenv(parallel.ENV_VAR, str(n))
-        monkeypatch.setattr(parallel, "MIN_WORK", 1)
-        monkeypatch.setattr(parallel, "MIN_PIECE_WORK", 1)
+        monkeypatch.setattr(tuning, "MIN_WORK", 1)
+        monkeypatch.setattr(tuning, "MIN_PIECE_WORK", 1)
     return set_threads
 
 
@@ -51,8 +53,8 @@ def test_chunk_bounds_cover_each_item_once(n, k):
 def test_parallel_for_covers_each_item_once(n, threads_n, block):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(parallel.ENV_VAR, str(threads_n))
-        mp.setattr(parallel, "MIN_WORK", 1)
-        mp.setattr(parallel, "MIN_PIECE_WORK", 1)
+        mp.setattr(tuning, "MIN_WORK", 1)
+        mp.setattr(tuning, "MIN_PIECE_WORK", 1)
         calls = _record(n, block=block)
     covered = sorted(i for a, b, _ in calls for i in range(a, b))
     assert covered == list(range(n))
@@ -78,7 +80,7 @@ def test_work_is_shared_among_threads(threads):
 
 def test_threaded_pieces_are_enlarged_to_min_piece_work(threads, monkeypatch):
     threads(2)
-    monkeypatch.setattr(parallel, "MIN_PIECE_WORK", 8)
+    monkeypatch.setattr(tuning, "MIN_PIECE_WORK", 8)
     pieces = sorted((a, b) for a, b, _ in _record(40, block=1, work_per_item=2))
     assert pieces == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20), (20, 24), (24, 28), (28, 32), (32, 36), (36, 40)]
     monkeypatch.setenv(parallel.ENV_VAR, "1")                 # inline: the block as given
@@ -93,8 +95,8 @@ def test_env_var_1_runs_everything_inline(monkeypatch):
 
 def test_small_work_runs_inline(monkeypatch):
     monkeypatch.setenv(parallel.ENV_VAR, "4")
-    assert _record(2 * parallel.MIN_WORK - 1) == [(0, 2 * parallel.MIN_WORK - 1, threading.get_ident())]
-    assert len(_record(100, work_per_item=parallel.MIN_WORK)) == 4
+    assert _record(2 * tuning.MIN_WORK - 1) == [(0, 2 * tuning.MIN_WORK - 1, threading.get_ident())]
+    assert len(_record(100, work_per_item=tuning.MIN_WORK)) == 4
 
 
 def test_threaded_false_runs_inline(threads):
@@ -163,11 +165,13 @@ def _fwd_bwd(op, *arrays, seed=0):
 
 
 def _compare(fn, monkeypatch, exact=True):
-    monkeypatch.setattr(parallel, "MIN_WORK", 1)
-    monkeypatch.setattr(parallel, "MIN_PIECE_WORK", 1)
-    inline = _run(fn, monkeypatch, 1)
-    for n in (2, 3):
-        threaded = _run(fn, monkeypatch, n)
+    """The fast kernels (whatever TINYGRAD_LLM_REFERENCE says) on one thread and on 2 and 3."""
+    monkeypatch.setattr(tuning, "MIN_WORK", 1)
+    monkeypatch.setattr(tuning, "MIN_PIECE_WORK", 1)
+    with tg.reference_tier(False):
+        inline = _run(fn, monkeypatch, 1)
+        threaded_runs = [_run(fn, monkeypatch, n) for n in (2, 3)]
+    for threaded in threaded_runs:
         for a, b in zip(inline, threaded):
             if exact:
                 np.testing.assert_array_equal(a, b)

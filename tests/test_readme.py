@@ -35,13 +35,15 @@ def test_the_quickstart_is_two_commands_and_everything_else_uses_the_venv():
     assert len(quick) == 2
     for c in cmds:
         for part in re.split(r"\s*&&\s*", c):
+            part = re.sub(r"^([A-Z_]+=\S*\s+)+", "", part)     # leading environment settings
             assert part.startswith((".venv/bin/", "python3 -m venv .venv")), f"not runnable as written: {c!r}"
 
 
 @pytest.mark.parametrize("name", ["train_shakespeare", "sample", "train_tokenizer", "attention_backprop_by_hand",
-                                  "demo"])
+                                  "demo", "finetune_instructions", "dpo", "make_number_tasks"])
 def test_every_readme_command_of_a_script_gives_flags_it_accepts(name):
-    parts = [shlex.split(p) for c in commands() for p in re.split(r"\s*&&\s*", c)]
+    parts = [re.sub(r"^([A-Z_]+=\S*\s+)+", "", p) for c in commands() for p in re.split(r"\s*&&\s*", c)]
+    parts = [shlex.split(p) for p in parts]
     parts = [p[3:] if p[:2] == [".venv/bin/mpiexec", "-n"] else p for p in parts]   # under mpiexec -n N
     runs = [p[2:] for p in parts if p[:2] == [".venv/bin/python", f"examples/{name}.py"]]
     assert runs, name
@@ -52,7 +54,7 @@ def test_every_readme_command_of_a_script_gives_flags_it_accepts(name):
     for argv in runs:
         if name == "train_shakespeare":
             mod.parse(argv)                        # exits 2 with one line on a bad flag
-        elif name in ("sample", "demo"):
+        elif name in ("sample", "demo", "finetune_instructions", "dpo"):
             mod.parse(argv)
         else:
             mod.parser().parse_args(argv)

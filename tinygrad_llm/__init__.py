@@ -18,6 +18,8 @@ from .gradcheck import GradcheckError, gradcheck
 from .hf import load_gpt2, save_gpt2
 from .model import GPT, GPTConfig
 from .tensor import Tensor, cat, maximum, minimum, stack, where
+from .tiers import reference_tier, reference_tier_forced, use_reference_tier
+from . import kernels as _kernels  # noqa: E402,F401  (registers the fast tier's kernels)
 
 float16 = _np.float16
 float32 = _np.float32
@@ -34,5 +36,6 @@ __all__ = [
     "zeros", "ones", "full", "randn", "rand", "arange", "eye",
     "zeros_like", "ones_like", "full_like", "randn_like", "rand_like",
     "cat", "stack", "where", "maximum", "minimum",
+    "use_reference_tier", "reference_tier", "reference_tier_forced",
     "float16", "float32", "float64", "int64", "bool_",
 ]

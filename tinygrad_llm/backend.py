@@ -11,11 +11,13 @@ Device names are canonicalised: ``"cpu"`` stays ``"cpu"``; the GPU names become
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 __all__ = [
     "DeviceError", "canonical_device", "xp_for", "device_of_array", "gpu_available",
-    "manual_seed", "rng", "get_rng_state", "set_rng_state", "to_numpy", "scatter_add",
+    "manual_seed", "rng", "get_rng_state", "set_rng_state", "to_numpy", "as_array", "scatter_add", "quiet",
     "default_dtype", "canonical_dtype",
 ]
 
@@ -121,6 +123,27 @@ def to_numpy(a) -> np.ndarray:
     if isinstance(a, np.ndarray):
         return a.copy()
     return a.get()
+
+
+def as_array(value, device: str, dtype=None):
+    """``value`` (a numpy or cupy array, a NumPy scalar, a list, a Python number) as an array
+    on ``device`` (a canonical name), converted to ``dtype`` when one is given: a host copy
+    of a CuPy array for "cpu", a device copy of host data for "cuda:N", the array itself
+    when it is already there (and of that dtype)."""
+    if device == "cpu":
+        if not isinstance(value, (np.ndarray, np.generic)) and hasattr(value, "__cuda_array_interface__"):
+            value = value.get()
+        return np.asarray(value, dtype=dtype)
+    return xp_for(device).asarray(value, dtype=dtype)
+
+
+def quiet(xp, **kinds):
+    """A context that silences NumPy's floating-point warnings in a block: all of them, or the
+    kinds given (``quiet(xp, over="ignore")``). For the overflows and 0/0s that a formula
+    expects and turns into the right value; CuPy warns about none, so there it does nothing."""
+    if xp is np:
+        return np.errstate(**(kinds or {"all": "ignore"}))
+    return contextlib.nullcontext()
 
 
 def scatter_add(xp, target, index, values):

@@ -436,7 +436,11 @@ def load_for_sampling(ckpt=None, hf=None, device: str = "cpu"):
         if _is_ours(_config_json(folder)) or any(_is_ours(_config_json(folder / n)) for n in ("best", "latest")):
             raise CheckpointError(f"{folder} is a tinygrad_llm checkpoint, not a Hugging Face GPT-2 folder: "
                                   f"use --ckpt {folder}")
-        return load_gpt2(folder, device=device), load_gpt2_tokenizer(folder), None
+        model, tokenizer = load_gpt2(folder, device=device), load_gpt2_tokenizer(folder)
+        if tokenizer.vocab_size > model.config.vocab_size:
+            raise CheckpointError(f"the tokenizer files in {folder} do not belong to this model: they have "
+                                  f"{tokenizer.vocab_size} tokens, the model only {model.config.vocab_size}")
+        return model, tokenizer, None
     path = Path(ckpt)
     meta = _config_json(path)
     if meta is not None and not _is_ours(meta) and ("n_embd" in meta or "model_type" in meta):

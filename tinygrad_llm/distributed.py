@@ -50,8 +50,8 @@ import traceback
 import numpy as np
 
 from . import backend, cli
-from .parallel import ENV_VAR as THREADS_ENV_VAR
-from .parallel import set_blas_threads
+from .kernels.parallel import ENV_VAR as THREADS_ENV_VAR
+from .kernels.parallel import set_blas_threads
 
 __all__ = ["DistributedError", "Communicator", "MPICommunicator", "NCCLCommunicator", "SINGLE", "init",
            "launcher_env", "together", "raised_together", "guard", "broadcast_model", "broadcast_optimizer",
@@ -421,7 +421,7 @@ def share_cpu(comm: Communicator) -> int | None:
     $OMP_NUM_THREADS, $OPENBLAS_NUM_THREADS): N ranks that each start a thread per core slow
     each other down. Sets both the package's threads and NumPy's BLAS threads; returns the
     count, or None where nothing was changed. Changes the whole process, as
-    ``parallel.set_blas_threads`` does."""
+    ``kernels.parallel.set_blas_threads`` does."""
     if comm.local_size <= 1 or any(os.environ.get(v) for v in (THREADS_ENV_VAR, "OMP_NUM_THREADS",
                                                                  "OPENBLAS_NUM_THREADS")):
         return None

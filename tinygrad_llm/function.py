@@ -9,7 +9,9 @@ methods on raw backend arrays (numpy or cupy, whichever ``self.xp`` is):
   each tensor input, in order (``None`` where an input needs no gradient).
 
 ``Op.apply(*inputs, **kwargs)`` runs the forward pass and, when any input requires a
-gradient and grad mode is on, records the node as the output's ``grad_fn``.
+gradient and grad mode is on, records the node as the output's ``grad_fn``. The node is
+an ``Op``, or the fast kernel registered for ``Op`` on the inputs' device (a subclass of
+the same name, see ``tiers.py``) unless the reference tier is forced.
 
 The life of a node: forward -> saved arrays -> backward -> released. After
 ``loss.backward()`` every node it walked through drops its inputs and saved arrays, so
@@ -21,7 +23,7 @@ import contextlib
 import functools
 import threading
 
-from . import backend
+from . import backend, tiers
 
 __all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"]
 
@@ -125,7 +127,7 @@ class Function:
                     f"{cls.__name__}: inputs are on different devices, {device!r} and {t.device!r}; "
                     "move one with .to(device)")
         xp = backend.xp_for(device)
-        node = cls(device, xp)
+        node = tiers.kernel_for(cls, device)(device, xp)   # the fast kernel, unless the reference tier is forced
         out = node.forward(*[t.data for t in inputs], **kwargs)
         if not isinstance(out, xp.ndarray):  # numpy reductions may return scalars
             out = xp.asarray(out)

@@ -35,7 +35,6 @@ from .nn.containers import ModuleDict, ModuleList
 from .nn.kv_cache import KVCache
 from .nn.layers import Dropout, Embedding, LayerNorm, Linear, RMSNorm
 from .nn.module import Module
-from .ops.self_attention import causal_self_attention
 from .optim import AdamW
 from .tensor import Tensor
 
@@ -125,7 +124,7 @@ class CausalSelfAttention(Module):
         qkv = self.c_attn(x)                                          # (B, T, 3C)
         if cache is None:
             p = self.dropout if self.training else 0.0
-            y = causal_self_attention(qkv, H, dropout_p=p)            # (B, T, C)
+            y = F.causal_self_attention(qkv, H, dropout_p=p)            # (B, T, C)
             if attention is not None:
                 heads = qkv.reshape(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)   # (3, B, H, T, hd)
                 attention.append(attention_weights(heads[0], heads[1]))
@@ -303,10 +302,12 @@ class GPT(Module):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self, weight_decay: float, learning_rate: float, betas=(0.9, 0.99),
                              eps: float = 1e-8):
-        """AdamW with weight decay on matrices and embeddings (dim >= 2) only."""
+        """AdamW over the parameters that require grad, with weight decay on matrices and embeddings
+        (dim >= 2) only."""
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         groups = [{"params": decay, "weight_decay": weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        return AdamW(groups, lr=learning_rate, betas=betas, eps=eps)
+        # a group can be empty when parameters are frozen (LoRA trains only its matrices)
+        return AdamW([g for g in groups if g["params"]], lr=learning_rate, betas=betas, eps=eps)

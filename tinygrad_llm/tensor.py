@@ -87,10 +87,8 @@ class Tensor:
         if dtype is not None:
             dtype = backend.canonical_dtype(dtype)
         if isinstance(data, (np.ndarray, np.generic)) or hasattr(data, "__cuda_array_interface__"):
-            if device == "cpu" and not isinstance(data, (np.ndarray, np.generic)):
-                data = data.get()
             _check_numeric(data.dtype, data)
-            arr = xp.asarray(data, dtype=dtype)
+            arr = backend.as_array(data, device, dtype)
         else:  # Python scalars and (nested) lists: floats default to float32, as in PyTorch
             try:
                 host = np.asarray(data)
@@ -491,7 +489,7 @@ class Tensor:
 
     def swapaxes(self, a: int, b: int):
         axes = list(range(self.ndim))
-        a, b = _wrap_axis(a, self.ndim, "swapaxes"), _wrap_axis(b, self.ndim, "swapaxes")
+        a, b = R.normalize_axis(a, self.ndim, "swapaxes"), R.normalize_axis(b, self.ndim, "swapaxes")
         axes[a], axes[b] = axes[b], axes[a]
         return V.Permute.apply(self, axes=tuple(axes))
 
@@ -529,7 +527,7 @@ class Tensor:
     def flatten(self, start_dim: int = 0, end_dim: int = -1):
         if self.ndim == 0:
             return self.reshape(1)
-        s, e = _wrap_axis(start_dim, self.ndim, "flatten"), _wrap_axis(end_dim, self.ndim, "flatten")
+        s, e = R.normalize_axis(start_dim, self.ndim, "flatten"), R.normalize_axis(end_dim, self.ndim, "flatten")
         n = 1
         for d in self.shape[s:e + 1]:
             n *= d
@@ -541,7 +539,7 @@ class Tensor:
     def split(self, split_size_or_sections, axis=None, dim=None):
         """Pieces along an axis: an int gives pieces of that size (the last may be smaller),
         a list gives the size of each piece (PyTorch's rule)."""
-        axis = _wrap_axis(_axis_arg(axis, dim, 0), self.ndim, "split")
+        axis = R.normalize_axis(_axis_arg(axis, dim, 0), self.ndim, "split")
         n = self.shape[axis]
         if isinstance(split_size_or_sections, int):
             if split_size_or_sections <= 0:
@@ -563,7 +561,7 @@ class Tensor:
         axis = _axis_arg(axis, dim, 0)
         if chunks <= 0:
             raise ValueError(f"chunks must be positive, got {chunks}")
-        n = self.shape[_wrap_axis(axis, self.ndim, "chunk")]
+        n = self.shape[R.normalize_axis(axis, self.ndim, "chunk")]
         return self.split(max(1, math.ceil(n / chunks)), axis=axis)
 
     # ------------------------------------------------------------------ in place (not recorded)
@@ -613,13 +611,6 @@ class Tensor:
         self.data[_index_arg(index, self)] = self._value(value)
 
 
-def _wrap_axis(axis: int, ndim: int, what: str) -> int:
-    """``axis`` in [0, ndim) (negative counts from the end); IndexError when out of range."""
-    if not -ndim <= axis < ndim:
-        raise IndexError(f"{what}: axis {axis} is out of range for {ndim} dimension(s)")
-    return axis % ndim
-
-
 def _shape_arg(shape) -> tuple:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
@@ -666,7 +657,7 @@ def cat(tensors, axis=None, dim=None):
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat needs at least one tensor")
-    axis = _wrap_axis(_axis_arg(axis, dim, 0), tensors[0].ndim, "cat")
+    axis = R.normalize_axis(_axis_arg(axis, dim, 0), tensors[0].ndim, "cat")
     for t in tensors[1:]:
         if t.ndim != tensors[0].ndim or any(
                 n != m for i, (n, m) in enumerate(zip(t.shape, tensors[0].shape)) if i != axis):
@@ -682,5 +673,5 @@ def stack(tensors, axis=None, dim=None):
     for t in tensors[1:]:
         if t.shape != tensors[0].shape:
             raise ValueError(f"stack: all shapes must match, got {tensors[0].shape} and {t.shape}")
-    axis = _wrap_axis(_axis_arg(axis, dim, 0), tensors[0].ndim + 1, "stack")
+    axis = R.normalize_axis(_axis_arg(axis, dim, 0), tensors[0].ndim + 1, "stack")
     return V.Stack.apply(*tensors, axis=axis)

@@ -1,5 +1,6 @@
 """Layers with PyTorch's constructors and initialisation; each forward is one call into
-:mod:`tinygrad_llm.nn.functional` (where the hand-written backward passes live).
+:mod:`tinygrad_llm.nn.functional` (which records one op of ``tinygrad_llm/ops/``, where the
+hand-written backward passes live).
 
 Initial values come from the package's seeded generator (``tinygrad_llm.manual_seed``).
 """

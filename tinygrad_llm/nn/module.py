@@ -70,12 +70,7 @@ def _host_or_device_array(value, device, dtype):
     """``value`` (Tensor, numpy/cupy array, list or scalar) as an array on ``device`` of ``dtype``."""
     if isinstance(value, Tensor):
         value = value.data
-    on_cpu = isinstance(value, np.ndarray) or not hasattr(value, "__cuda_array_interface__")
-    if device == "cpu":
-        arr = np.asarray(value) if on_cpu else value.get()
-    else:
-        arr = backend.xp_for(device).asarray(value)
-    return arr.astype(dtype, copy=False)
+    return backend.as_array(value, device).astype(dtype, copy=False)
 
 
 class Module:

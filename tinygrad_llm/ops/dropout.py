@@ -1,4 +1,4 @@
-"""Inverted dropout as one graph node: zero each element with probability p, scale the rest."""
+"""Inverted dropout as one graph node, and the one dropout-mask helper of the package."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,34 +7,29 @@ from .. import backend
 from ..function import Function
 
 
-def check_p(p):
-    """p as a float in [0, 1], or ValueError."""
-    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability p must be a number in [0, 1], got {p!r}")
-    return float(p)
+def dropout_mask(device: str, shape, p: float, dtype):
+    """keep: a bool array of ``shape`` on ``device``, each entry True with probability 1 - p.
+
+    Drawn in one call from the package's generator (``backend.rng``), so ``manual_seed``
+    reproduces it: uniform numbers in [0, 1), kept where >= p. They are float64 for
+    float64 data and float32 otherwise (float32 resolves p to 6e-8; CuPy draws no float16).
+    Both ``Dropout`` and attention's dropout (ops/attention.py) draw their masks here.
+    """
+    draw = np.float64 if np.dtype(dtype) == np.float64 else np.float32
+    u = backend.rng(device).random(tuple(shape), dtype=draw)
+    return backend.xp_for(device).asarray(u >= draw(p))       # an array also for shape () (NumPy: a scalar)
 
 
 class Dropout(Function):
     """y = x * keep / (1 - p), keep ~ Bernoulli(1 - p) per element; any shape.   dx = g * keep / (1 - p).
 
-    The mask comes from ``backend.rng(device)``, so ``manual_seed`` makes it reproducible.
-    p = 1 drops everything: y = 0 and dx = 0 (as PyTorch).
+    p = 1 drops everything: y = 0 and dx = 0 (as PyTorch). Saved: keep and the scale.
     """
 
     def forward(self, x, p=0.5):
-        p = check_p(p)
-        if x.dtype.kind != "f":
-            raise TypeError(f"dropout needs a floating-point tensor, got {x.dtype}")
-        self.shape = x.shape
-        x = self.xp.atleast_1d(x)             # 0-d arrays would turn into NumPy scalars
+        self.keep = dropout_mask(self.device, x.shape, p, x.dtype)
         self.scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
-        u = backend.rng(self.device).random(x.shape, dtype=x.dtype if x.dtype == np.float64 else np.float32)
-        self.keep = u >= p                     # P(u >= p) = 1 - p for u uniform in [0, 1)
-        y = x * self.keep
-        y *= self.scale
-        return y.reshape(self.shape)
+        return x * self.keep * self.scale
 
     def backward(self, g):
-        d = g.reshape(self.keep.shape) * self.keep
-        d *= self.scale
-        return d.reshape(self.shape)
+        return g * self.keep * self.scale

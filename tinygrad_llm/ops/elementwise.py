@@ -6,6 +6,7 @@ shape, the backward of NumPy broadcasting.
 from __future__ import annotations
 
 from .. import backend
+from ..backend import quiet
 from ..function import Function, unbroadcast
 
 
@@ -75,7 +76,7 @@ class Pow(Function):
         if self.needs_input_grad[0]:
             da = unbroadcast(xp, g * b * a ** (b - 1), a.shape)
         if self.needs_input_grad[1]:
-            with _quiet(xp):
+            with quiet(xp, divide="ignore", invalid="ignore"):
                 logs = xp.where(self.out == 0, 0, xp.log(xp.where(a == 0, 1, a)))
             db = unbroadcast(xp, g * self.out * logs.astype(self.out.dtype), b.shape)
         return da, db
@@ -149,7 +150,8 @@ class Sigmoid(Function):
 
 
 class ReLU(Function):
-    """out = max(x, 0).   dx = g where x > 0, else 0 (0 at x == 0)."""
+    """out = max(x, 0), any shape and dtype (integers too, as PyTorch).   dx = g where x > 0,
+    else 0 (0 at x == 0). The package's one ReLU: ``Tensor.relu``, ``F.relu`` and ``nn.ReLU``."""
 
     def forward(self, x):
         self.mask = x > 0
@@ -276,20 +278,3 @@ class ToDevice(Function):
         if self.device == "cpu":
             return backend.to_numpy(g)
         return backend.xp_for(self.device).asarray(g)
-
-
-class _quiet:
-    """Silence numpy's divide/invalid warnings inside a block (no-op for cupy)."""
-
-    def __init__(self, xp):
-        self.xp = xp
-
-    def __enter__(self):
-        if hasattr(self.xp, "errstate"):
-            self.ctx = self.xp.errstate(divide="ignore", invalid="ignore")
-            self.ctx.__enter__()
-
-    def __exit__(self, *exc):
-        if hasattr(self, "ctx"):
-            self.ctx.__exit__(*exc)
-        return False

@@ -1,68 +1,33 @@
 """LayerNorm and RMSNorm over the trailing dims, each one graph node.
 
 Both work on x viewed as rows: x2 (N, D), where D is the product of the normalised
-(trailing) dims and N the product of the others. weight and bias (optional) hold D
-values. LayerNorm keeps xhat for its backward (which then needs no pass to rebuild it
-from x, the mean and the variance); RMSNorm keeps x and one number per row and rebuilds
-xhat = x * rrms, a single pass. On CPU the rows are split into one chunk per core (``parallel.parallel_for``); the
-weight and bias gradients are then summed chunk by chunk, in row order.
+(trailing) dims and N the product of the others; weight and bias (optional) hold D
+values. Derivations: docs/backprop.md, sections "LayerNorm" and "RMSNorm", with the
+same names. The fast CPU kernels are in ``kernels/cpu.py``.
 """
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..function import Function
-from ..parallel import parallel_for
-from .softmax import rowdot
-
-
-def _sum_parts(xp, parts, D, dtype):
-    """The (D,) column sums computed chunk by chunk (``{first row: partial sum}``), added in row order."""
-    if not parts:                                      # no rows at all
-        return xp.zeros(D, dtype=dtype)
-    keys = sorted(parts)
-    total = parts[keys[0]]
-    for k in keys[1:]:
-        total += parts[k]
-    return total
-
-
-def _rowsum(xp, a):
-    """(N, D) -> (N, 1) row sums. On CPU via einsum: faster than ``a.sum(axis=1)`` over short
-    rows, and, unlike a BLAS matrix-vector product, each row's result does not depend on
-    how many rows are in the call (so threaded and inline runs agree bit for bit)."""
-    if xp is np:
-        return np.einsum("ij->i", a)[:, None]
-    return a.sum(axis=1, keepdims=True)
-
-
-def _colsum_of_product(xp, a, b):
-    """sum over rows of a * b, (N, D) x (N, D) -> (D,), without the (a * b) temporary."""
-    if xp is np:
-        return np.einsum("ij,ij->j", a, b)
-    return (a * b).sum(axis=0)
 
 
 class _Norm(Function):
-    """Shared plumbing: flatten to rows, unpack the optional weight / bias."""
+    """Shared plumbing: flatten to rows, unpack the optional weight / bias, shape the gradients."""
 
-    def _setup(self, x, params, has_weight, has_bias, ndim):
-        if x.dtype.kind != "f":
-            raise TypeError(f"{self.name}: input must be floating point, got {x.dtype}")
-        if not 1 <= ndim <= x.ndim:
-            raise ValueError(f"{self.name}: cannot normalise the last {ndim} dims of a tensor of shape {x.shape}")
+    def _rows(self, x, params, has_weight, has_bias, ndim):
+        """x as rows x2 (N, D), and weight / bias as (D,) arrays or None."""
         self.shape, self.nd = x.shape, ndim
         D = math.prod(x.shape[x.ndim - ndim:])
-        x2 = x.reshape(-1, D) if D else x.reshape(math.prod(x.shape[:x.ndim - ndim]), 0)
+        x2 = x.reshape(math.prod(x.shape[:x.ndim - ndim]), D)
         params = list(params)
         w = params.pop(0).reshape(D) if has_weight else None
         b = params.pop(0).reshape(D) if has_bias else None
         self.has_weight, self.has_bias = has_weight, has_bias
-        return x2, w, b, D
+        return x2, w, b
 
     def _grads(self, dx, dw, db):
+        """(dx, dweight, dbias) in the inputs' shapes, leaving out the absent parameters."""
         out = [dx.reshape(self.shape) if dx is not None else None]
         pshape = self.shape[len(self.shape) - self.nd:]
         if self.has_weight:
@@ -71,139 +36,84 @@ class _Norm(Function):
             out.append(db.reshape(pshape) if db is not None else None)
         return tuple(out)
 
+    def _needs(self):
+        """(need dx, need dweight, need dbias), whichever parameters are present."""
+        need = list(self.needs_input_grad)
+        need_x = need.pop(0)
+        need_w = need.pop(0) if self.has_weight else False
+        need_b = need.pop(0) if self.has_bias else False
+        return need_x, need_w, need_b
+
 
 class LayerNorm(_Norm):
-    """y = xhat * weight + bias, xhat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps) per row.
+    """y = xhat * weight + bias,  xhat = (x - mean) * rstd,  rstd = 1 / sqrt(var + eps), per row.
 
-    x (..., *normalized_shape); weight, bias (*normalized_shape) or absent; var is biased (/ D).
-    dxhat = g * weight;  dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat));
+    x (..., *normalized_shape), weight and bias (*normalized_shape) or absent; the last
+    ``ndim`` dims are normalised. var is biased (/ D). Saved: xhat (N, D), rstd (N, 1).
+    dxhat = g * weight;  dx = rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat),
+    mean_dxhat = mean(dxhat), mean_dxhat_xhat = mean(dxhat * xhat) per row;
     dweight = sum over rows of g * xhat;  dbias = sum over rows of g.
-    The backward reads xhat, kept from the forward (x itself is not needed), so it makes
-    no pass to recompute it.
     """
 
     def forward(self, x, *params, has_weight=True, has_bias=True, eps=1e-5, ndim=1):
-        xp = self.xp
-        x2, w, b, D = self._setup(x, params, has_weight, has_bias, ndim)
-        N = x2.shape[0]
-        affine = w is not None or b is not None
-        xhat = xp.empty_like(x2)
-        y = xp.empty_like(x2) if affine else xhat
-        rstd = xp.empty((N, 1), dtype=x2.dtype)
-
-        def rows(lo, hi):
-            xr, hr, rr = x2[lo:hi], xhat[lo:hi], rstd[lo:hi]
-            mean = _rowsum(xp, xr)
-            mean /= D
-            xp.subtract(xr, mean, out=hr)              # x - mean
-            var = rowdot(xp, hr, hr, 1)
-            var /= D
-            var += eps
-            xp.sqrt(var, out=rr)
-            xp.reciprocal(rr, out=rr)                  # (rows, 1)
-            hr *= rr                                   # xhat
-            if affine:
-                yr = y[lo:hi]
-                if w is not None:
-                    xp.multiply(hr, w, out=yr)
-                    if b is not None:
-                        yr += b
-                else:
-                    xp.add(hr, b, out=yr)
-
-        parallel_for(rows, N, xp=xp, work_per_item=D)  # rows are independent: one chunk per core
+        x2, w, b = self._rows(x, params, has_weight, has_bias, ndim)
+        mean = x2.mean(axis=1, keepdims=True)
+        var = ((x2 - mean) ** 2).mean(axis=1, keepdims=True)      # two passes: no cancellation
+        rstd = 1.0 / self.xp.sqrt(var + eps)                        # (N, 1)
+        xhat = (x2 - mean) * rstd
+        y = xhat
+        if w is not None:
+            y = y * w
+        if b is not None:
+            y = y + b
         self.xhat, self.rstd, self.w = xhat, rstd, w
         return y.reshape(x.shape)
 
     def backward(self, g):
-        xp = self.xp
         xhat, rstd, w = self.xhat, self.rstd, self.w
-        need_x, need_w, need_b = (list(self.needs_input_grad) + [False, False])[:3]
-        if not self.has_weight:
-            need_b, need_w = need_w, False
+        need_x, need_w, need_b = self._needs()
         g2 = g.reshape(xhat.shape)
-        N, D = xhat.shape
-        out = xp.empty_like(xhat) if need_x else None  # dx
-        dw_parts, db_parts = {}, {}
-
-        def rows(lo, hi):
-            gr, hr = g2[lo:hi], xhat[lo:hi]
-            if need_w:
-                dw_parts[lo] = _colsum_of_product(xp, gr, hr)
-            if need_b:
-                db_parts[lo] = gr.sum(axis=0)
-            if need_x:
-                dx = out[lo:hi]
-                if w is not None:
-                    xp.multiply(gr, w, out=dx)             # dxhat
-                else:
-                    dx[...] = gr
-                mean_dxhat = _rowsum(xp, dx)
-                mean_dxhat /= D
-                c = rowdot(xp, dx, hr, 1)                  # sum(dxhat * xhat)
-                c /= D
-                dx -= mean_dxhat                           # dxhat - mean(dxhat)
-                dx -= xp.multiply(hr, c)                   #   - xhat * mean(dxhat * xhat)
-                dx *= rstd[lo:hi]
-
-        parallel_for(rows, N, xp=xp, work_per_item=D)  # rows are independent: one chunk per core
-        dw = _sum_parts(xp, dw_parts, D, xhat.dtype) if need_w else None
-        db = _sum_parts(xp, db_parts, D, xhat.dtype) if need_b else None
-        return self._grads(out, dw, db)
+        dx = dw = db = None
+        if need_x:
+            dxhat = g2 * w if w is not None else g2
+            mean_dxhat = dxhat.mean(axis=1, keepdims=True)
+            mean_dxhat_xhat = (dxhat * xhat).mean(axis=1, keepdims=True)
+            dx = rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat)
+        if need_w:
+            dw = (g2 * xhat).sum(axis=0)
+        if need_b:
+            db = g2.sum(axis=0)
+        return self._grads(dx, dw, db)
 
 
 class RMSNorm(_Norm):
-    """y = xhat * weight, xhat = x * rrms, rrms = 1 / sqrt(mean(x^2) + eps) per row.
+    """y = xhat * weight,  xhat = x * rrms,  rrms = 1 / sqrt(mean(x^2) + eps), per row.
 
-    x (..., *normalized_shape); weight (*normalized_shape) or absent.
-    dxhat = g * weight;  dx = rrms * (dxhat - xhat * mean(dxhat * xhat));  dweight = sum over rows of g * xhat.
+    x (..., *normalized_shape), weight (*normalized_shape) or absent. Saved: x2 (N, D)
+    and rrms (N, 1); xhat is rebuilt from them in the backward.
+    dxhat = g * weight;  dx = rrms * (dxhat - xhat * mean_dxhat_xhat),
+    mean_dxhat_xhat = mean(dxhat * xhat) per row;  dweight = sum over rows of g * xhat.
     """
 
     def forward(self, x, *params, has_weight=True, eps=1e-6, ndim=1):
-        xp = self.xp
-        x2, w, _, D = self._setup(x, params, has_weight, False, ndim)
-        N = x2.shape[0]
-        y = xp.empty_like(x2)
-        rrms = xp.empty((N, 1), dtype=x2.dtype)
-
-        def rows(lo, hi):
-            xr, yr, rr = x2[lo:hi], y[lo:hi], rrms[lo:hi]
-            ms = rowdot(xp, xr, xr, 1)
-            ms /= D
-            ms += eps
-            xp.sqrt(ms, out=rr)
-            xp.reciprocal(rr, out=rr)                  # (rows, 1)
-            xp.multiply(xr, rr, out=yr)                # xhat
-            if w is not None:
-                yr *= w
-
-        parallel_for(rows, N, xp=xp, work_per_item=D)  # rows are independent: one chunk per core
+        x2, w, _ = self._rows(x, params, has_weight, False, ndim)
+        ms = (x2 * x2).mean(axis=1, keepdims=True)
+        rrms = 1.0 / self.xp.sqrt(ms + eps)                         # (N, 1)
+        xhat = x2 * rrms
+        y = xhat * w if w is not None else xhat
         self.x2, self.rrms, self.w = x2, rrms, w
         return y.reshape(x.shape)
 
     def backward(self, g):
-        xp = self.xp
         x2, rrms, w = self.x2, self.rrms, self.w
-        need_x = self.needs_input_grad[0]
-        need_w = self.has_weight and self.needs_input_grad[1]
+        need_x, need_w, _ = self._needs()
         g2 = g.reshape(x2.shape)
-        N, D = x2.shape
-        out = xp.empty_like(x2)                        # xhat, then dx
-        dw_parts = {}
-
-        def rows(lo, hi):
-            gr = g2[lo:hi]
-            xhat = xp.multiply(x2[lo:hi], rrms[lo:hi], out=out[lo:hi])
-            if need_w:
-                dw_parts[lo] = _colsum_of_product(xp, gr, xhat)
-            if need_x:
-                dxhat = gr * w if w is not None else gr
-                mean_dxhat_xhat = rowdot(xp, dxhat, xhat, 1)
-                mean_dxhat_xhat /= D
-                xhat *= mean_dxhat_xhat
-                dx = xp.subtract(dxhat, xhat, out=xhat)
-                dx *= rrms[lo:hi]
-
-        parallel_for(rows, N, xp=xp, work_per_item=D)  # rows are independent: one chunk per core
-        dw = _sum_parts(xp, dw_parts, D, x2.dtype) if need_w else None
-        return self._grads(out if need_x else None, dw, None)
+        xhat = x2 * rrms
+        dx = dw = None
+        if need_x:
+            dxhat = g2 * w if w is not None else g2
+            mean_dxhat_xhat = (dxhat * xhat).mean(axis=1, keepdims=True)
+            dx = rrms * (dxhat - xhat * mean_dxhat_xhat)
+        if need_w:
+            dw = (g2 * xhat).sum(axis=0)
+        return self._grads(dx, dw, None)

@@ -8,26 +8,48 @@ from __future__ import annotations
 
 import operator
 
+from ..backend import quiet
 from ..function import Function
 
 
+def normalize_axis(axis, ndim: int, op: str | None = None) -> int:
+    """One axis as an int in [0, ndim) (negative counts from the end); TypeError for a
+    non-integer, IndexError naming ``op`` when it is out of range."""
+    where = f"{op}: " if op else ""
+    if isinstance(axis, bool):
+        raise TypeError(f"{where}axis must be an int, got {axis!r}")
+    try:
+        axis = operator.index(axis)     # ints and NumPy integers; not floats
+    except TypeError:
+        raise TypeError(f"{where}axis must be an int, got {axis!r}") from None
+    if not -ndim <= axis < ndim:
+        raise IndexError(f"{where}axis {axis} is out of range for a tensor with {ndim} dimension(s)")
+    return axis % ndim
+
+
 def normalize_axes(axis, ndim: int) -> tuple:
-    """A sorted tuple of non-negative axes; every axis for None; IndexError when out of range."""
+    """A sorted tuple of non-negative axes; every axis for None. A 0-d tensor accepts axis
+    0 and -1, as in PyTorch (and reduces nothing)."""
     if axis is None:
         return tuple(range(ndim))
     axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
-    out = []
-    for a in axes:
-        try:
-            a = operator.index(a)   # ints and NumPy integers; not floats
-        except TypeError:
-            raise TypeError(f"axis must be an int or a tuple of ints, got {axis!r}") from None
-        if not -max(ndim, 1) <= a < max(ndim, 1):
-            raise IndexError(f"axis {a} is out of range for a tensor with {ndim} dimension(s)")
-        out.append(a % ndim if ndim else 0)
+    out = [normalize_axis(a, max(ndim, 1)) for a in axes]
     if len(set(out)) != len(out):
         raise ValueError(f"repeated axis in {axis!r}")
     return tuple(sorted(out)) if ndim else ()
+
+
+def shift_of(xp, x, axes):
+    """The max of x over ``axes`` (keepdims), with infinite maxima replaced by 0.
+
+    Subtracted before ``exp`` (softmax, log-softmax, logsumexp), it keeps every exponent
+    <= 0. A row that is all -inf (fully masked) then stays -inf and exponentiates to 0
+    instead of giving -inf - (-inf) = NaN; a row holding +inf keeps it.
+    """
+    if x.size == 0:                       # nothing to shift (and max() of nothing would raise)
+        return x.sum(axis=axes, keepdims=True)
+    m = x.max(axis=axes, keepdims=True)
+    return xp.where(xp.isinf(m), x.dtype.type(0), m)
 
 
 def _expand(g, in_shape, axes, keepdims):
@@ -110,30 +132,29 @@ class Var(Function):
             n *= x.shape[a]
         self.denom = x.dtype.type(max(n - correction, 0))
         self.centered = x - x.mean(axis=self.axes, keepdims=True)
-        with self._quiet():
+        with quiet(self.xp, divide="ignore", invalid="ignore"):   # N - correction = 0: inf / nan, as NumPy
             out = (self.centered * self.centered).sum(axis=self.axes, keepdims=keepdims) / self.denom
         return out
 
     def backward(self, g):
         g = _expand(g, self.in_shape, self.axes, self.keepdims)
-        with self._quiet():
+        with quiet(self.xp, divide="ignore", invalid="ignore"):
             return g * (2 * self.centered / self.denom)
-
-    def _quiet(self):
-        from .elementwise import _quiet  # noqa: PLC0415
-        return _quiet(self.xp)
 
 
 class LogSumExp(Function):
-    """out = m + log(sum(exp(x - m))), m = max(x) (stable).   dx = g * exp(x - out) = g * softmax(x)."""
+    """out = m + log(sum(exp(x - m))), m = max(x) (stable).   dx = g * exp(x - out) = g * softmax(x).
+
+    A row that is all -inf gives out = -inf (log of 0, the true value) and gradient 0: the
+    package's one convention for fully masked rows, softmax P = 0 (see ops/softmax.py).
+    """
 
     def forward(self, x, axis=None, keepdims=False):
         xp = self.xp
         self.x, self.keepdims = x, keepdims
         self.axes = normalize_axes(axis, x.ndim)
-        m = x.max(axis=self.axes, keepdims=True)
-        m = xp.where(xp.isfinite(m), m, x.dtype.type(0))     # rows of -inf stay -inf, no NaN
-        with self._quiet():                                   # log(0) = -inf for those rows
+        m = shift_of(xp, x, self.axes)
+        with quiet(xp, divide="ignore"):                      # log(0) = -inf for all -inf rows
             self.out = m + xp.log(xp.exp(x - m).sum(axis=self.axes, keepdims=True))
         return self.out if keepdims else self.out.reshape(
             [n for i, n in enumerate(x.shape) if i not in self.axes])
@@ -144,7 +165,3 @@ class LogSumExp(Function):
         # a row that is all -inf has out = -inf and x - out = NaN: give it gradient 0 instead
         out = xp.where(xp.isneginf(self.out), self.out.dtype.type(0), self.out)
         return g * xp.exp(self.x - out)
-
-    def _quiet(self):
-        from .elementwise import _quiet  # noqa: PLC0415
-        return _quiet(self.xp)

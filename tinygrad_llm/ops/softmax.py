@@ -3,91 +3,67 @@
 Subtracting the row maximum m before exp changes nothing mathematically
 (exp(x - m) / sum exp(x - m) = exp(x) / sum exp(x)) but keeps every exp in (0, 1], so
 inputs of +-1e4 neither overflow nor lose the largest terms.
+
+One convention for a row whose entries are all -inf (a fully masked row): its softmax is
+P = 0 (not NaN), its log-softmax log P = -inf, and its gradients are finite (P = 0 makes
+softmax's gradient 0 and log-softmax's g). :func:`softmax` below is the one row-softmax of
+the package: ``F.softmax`` and attention both use it. (PyTorch's ``softmax`` gives NaN for
+such a row; its ``scaled_dot_product_attention`` gives zeros, as here.)
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..function import Function
+from .reduce import shift_of
 
 
-def check_axis(axis, ndim: int, op: str) -> int:
-    """``axis`` as a non-negative int, or IndexError naming the op and the valid range."""
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
-    if not -ndim <= axis < ndim:
-        raise IndexError(f"{op}: axis {axis} is out of range for a tensor with {ndim} dimension(s)")
-    return int(axis) % ndim
-
-
-def rowdot(xp, a, b, axis):
-    """sum(a * b, axis, keepdims=True) without the (a * b) temporary, via NumPy's einsum.
-
-    About twice as fast as ``(a * b).sum(axis)`` on large float32 arrays on CPU.
-    """
-    if xp is not np:
-        return (a * b).sum(axis=axis, keepdims=True)
-    r = np.einsum("...i,...i->...", np.moveaxis(a, axis, -1), np.moveaxis(b, axis, -1))
-    return np.expand_dims(r, axis)
-
-
-def _check_float(x, op):
-    if x.dtype.kind != "f":
-        raise TypeError(f"{op} needs a floating-point tensor, got {x.dtype}")
+def softmax(xp, x, axis=-1):
+    """P = exp(x - m) / sum(exp(x - m)) along ``axis``, m = the row max; all -inf rows give P = 0."""
+    e = xp.exp(x - shift_of(xp, x, axis))
+    s = e.sum(axis=axis, keepdims=True)
+    return e / xp.where(s == 0, s.dtype.type(1), s)     # only an all -inf row sums to 0
 
 
 class Softmax(Function):
-    """y = exp(x - m) / sum(exp(x - m)) along ``axis`` (m = max along axis); any shape.
+    """P = softmax(x) along ``axis`` (a non-negative int); x any shape, P the same.
 
-    dx = y * (g - sum(g * y))   (sums along ``axis``).
+    dx = P * (g - sum(g * P))   (sums along ``axis``).
     """
 
     def forward(self, x, axis=-1):
-        _check_float(x, "softmax")
-        xp = self.xp
-        if x.ndim == 0:                       # a single element: softmax is 1
-            self.axis, self.y = None, xp.ones_like(x)
-            return self.y
-        self.axis = axis = check_axis(axis, x.ndim, "softmax")
-        y = x - x.max(axis=axis, keepdims=True)
-        xp.exp(y, out=y)
-        s = y.sum(axis=axis, keepdims=True)
-        y *= xp.reciprocal(s, out=s)
-        self.y = y
-        return y
+        self.shape = x.shape
+        if x.ndim == 0:                       # one element: P = 1, dx = 0
+            x, axis = x.reshape(1), 0
+        self.axis = axis
+        self.P = softmax(self.xp, x, axis)
+        return self.P.reshape(self.shape)
 
     def backward(self, g):
-        xp, y = self.xp, self.y
-        if self.axis is None:
-            return xp.zeros_like(g)
-        dx = g - rowdot(xp, g, y, self.axis)
-        dx *= y
-        return dx
+        P = self.P
+        g = g.reshape(P.shape)
+        dx = P * (g - (g * P).sum(axis=self.axis, keepdims=True))
+        return dx.reshape(self.shape)
 
 
 class LogSoftmax(Function):
-    """out = x - m - log(sum(exp(x - m))) along ``axis`` (m = max along axis); any shape.
+    """out = z - log(sum(exp(z))), z = x - m (m the row max) along ``axis``; any shape.
 
-    dx = g - exp(out) * sum(g)   (exp(out) is the softmax; sums along ``axis``).
+    dx = g - exp(out) * sum(g)   (exp(out) is the softmax P; sums along ``axis``).
+    An all -inf row gives out = log P = -inf and dx = g.
     """
 
     def forward(self, x, axis=-1):
-        _check_float(x, "log_softmax")
         xp = self.xp
-        if x.ndim == 0:
-            self.axis, self.out = None, xp.zeros_like(x)
-            return self.out
-        self.axis = axis = check_axis(axis, x.ndim, "log_softmax")
-        out = x - x.max(axis=axis, keepdims=True)
-        lse = xp.log(xp.exp(out).sum(axis=axis, keepdims=True))
-        out -= lse
-        self.out = out
-        return out
+        self.shape = x.shape
+        if x.ndim == 0:                       # one element: out = 0, dx = 0
+            x, axis = x.reshape(1), 0
+        self.axis = axis
+        z = x - shift_of(xp, x, axis)
+        s = xp.exp(z).sum(axis=axis, keepdims=True)
+        self.out = z - xp.log(xp.where(s == 0, s.dtype.type(1), s))   # all -inf row: s = 0, out = z = -inf
+        return self.out.reshape(self.shape)
 
     def backward(self, g):
         xp = self.xp
-        if self.axis is None:
-            return xp.zeros_like(g)
-        dx = xp.exp(self.out)
-        dx *= g.sum(axis=self.axis, keepdims=True)
-        return xp.subtract(g, dx, out=dx)
+        g = g.reshape(self.out.shape)
+        dx = g - xp.exp(self.out) * g.sum(axis=self.axis, keepdims=True)
+        return dx.reshape(self.shape)

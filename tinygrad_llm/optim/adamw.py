@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from ..parallel import parallel_for
+from ..kernels.parallel import parallel_for
 from .optimizer import Optimizer, check_range
 
 __all__ = ["AdamW"]

@@ -410,9 +410,7 @@ def _on_device(value, device):
     """A Tensor / numpy / cupy array / list as an array on ``device``."""
     if isinstance(value, Tensor):
         value = value.data
-    if device == "cpu":
-        return value.get() if hasattr(value, "__cuda_array_interface__") else np.asarray(value)
-    return backend.xp_for(device).asarray(value)
+    return backend.as_array(value, device)
 
 
 def check_range(name, value, lo, hi, where, hi_open=True):

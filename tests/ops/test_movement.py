@@ -1,12 +1,14 @@
 """Movement ops: reshape/view, transpose/permute/swapaxes/.T, expand/broadcast_to, squeeze,
 unsqueeze, flatten, __getitem__ (basic and advanced indexing), cat, stack, split, chunk.
-Forward against NumPy, gradients against finite differences (float64), bad input."""
+Forward against NumPy, gradients against finite differences (float64), bad input. No op
+here has a fast kernel."""
 import numpy as np
 import pytest
 from conftest import to_np
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from helper_op import helper_test_op
 from strategies import arrays, shape_broadcasting_to, shapes, with_fixtures
 
 import tinygrad_llm as tg
@@ -23,13 +25,9 @@ def close(actual, expected, rtol=1e-10, atol=1e-12):
 
 def check(device, x_np, fn, np_fn):
     """fn(Tensor) agrees with np_fn(array) and has correct gradients."""
-    x = leaf(x_np, device)
-    out = fn(x)
-    expected = np_fn(x_np)
-    assert out.shape == np.shape(expected)
-    close(out, expected)
-    gradcheck(fn, [x])
-    return x
+    out, _ = helper_test_op([x_np], fn, np_fn, device=device)
+    assert out.shape == np.shape(np_fn(x_np))
+    return leaf(x_np, device)
 
 
 # ------------------------------------------------------------------------------ reshape family
@@ -227,6 +225,19 @@ def test_stack(device, shape, n, data):
     xs = [leaf(p, device) for p in pieces]
     close(tg.stack(xs, axis=axis), np.stack(pieces, axis=axis))
     gradcheck(lambda *ts: tg.stack(ts, axis=axis), xs)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matches_torch(dtype):
+    torch = pytest.importorskip("torch")
+    rs = np.random.default_rng(0)
+    x, y = rs.standard_normal((2, 3, 4)).astype(dtype), rs.standard_normal((2, 3, 4)).astype(dtype)
+    helper_test_op([x], lambda t: t.reshape(4, 6), torch_fn=lambda t: t.reshape(4, 6))
+    helper_test_op([x], lambda t: t.permute(2, 0, 1), torch_fn=lambda t: t.permute(2, 0, 1))
+    helper_test_op([x[:, :1]], lambda t: t.expand(2, 5, 4), torch_fn=lambda t: t.expand(2, 5, 4))
+    helper_test_op([x], lambda t: t[1:, [0, 2, 2], ::2], torch_fn=lambda t: t[1:, [0, 2, 2], ::2])
+    helper_test_op([x, y], lambda a, b: tg.cat([a, b], axis=1), torch_fn=lambda a, b: torch.cat([a, b], 1))
+    helper_test_op([x, y], lambda a, b: tg.stack([a, b], axis=-1), torch_fn=lambda a, b: torch.stack([a, b], -1))
 
 
 def test_cat_stack_errors(device):

@@ -6,6 +6,7 @@ import pytest
 from conftest import to_np
 from hypothesis import given
 from hypothesis import strategies as st
+from helper_op import helper_test_op
 from strategies import arrays, matmul_shapes, with_fixtures
 
 from tinygrad_llm import Tensor, gradcheck
@@ -24,15 +25,10 @@ def close(actual, expected, rtol=1e-10, atol=1e-12):
 def test_matmul_property(device, sh, data):
     sa, sb = sh
     a_np, b_np = data.draw(arrays(sa)), data.draw(arrays(sb))
-    a, b = leaf(a_np, device), leaf(b_np, device)
-    out = a @ b
-    expected = np.matmul(a_np, b_np)
-    assert out.shape == expected.shape
-    close(out, expected)
-    close(a.matmul(b), expected)
-    gradcheck(lambda x, y: x @ y, [a, b])
-    (a @ b).sum().backward()
-    assert a.grad.shape == sa and b.grad.shape == sb
+    out, (da, db) = helper_test_op([a_np, b_np], lambda x, y: x @ y, np.matmul, device=device)
+    assert out.shape == np.matmul(a_np, b_np).shape
+    close(leaf(a_np, device).matmul(leaf(b_np, device)), np.matmul(a_np, b_np))
+    assert da.shape == sa and db.shape == sb
 
 
 def _reference_grads(a, b, g):
@@ -118,3 +114,13 @@ def test_matmul_shape_errors(device):
         a @ leaf(np.array(2.0), device)
     with pytest.raises(ValueError):        # batch dims 2 and 3 do not broadcast
         leaf(np.ones((2, 2, 3)), device) @ leaf(np.ones((3, 3, 4)), device)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("sa, sb", [((3, 4), (4, 5)), ((4,), (4, 2)), ((2, 3), (3,)), ((4,), (4,)),
+                                    ((2, 1, 3, 4), (5, 4, 2)), ((3, 4), (2, 4, 5))])
+def test_matches_torch(dtype, sa, sb):
+    torch = pytest.importorskip("torch")
+    rs = np.random.default_rng(len(sa) * 10 + len(sb))
+    helper_test_op([rs.standard_normal(sa).astype(dtype), rs.standard_normal(sb).astype(dtype)],
+                   lambda a, b: a @ b, torch_fn=torch.matmul)

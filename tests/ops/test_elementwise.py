@@ -1,6 +1,7 @@
-"""Elementwise ops: forward against NumPy, gradients against finite differences (float64),
-broadcasting (gradients summed back to each input's shape), scalars on either side, the
-tie / kink rules, and bad input."""
+"""Elementwise ops (ops/elementwise.py): forward against NumPy (and PyTorch), gradients
+against finite differences (float64), broadcasting (gradients summed back to each input's
+shape), scalars on either side, the tie / kink rules, the one ReLU (``Tensor.relu`` and
+``F.relu``), and bad input. No op here has a fast kernel."""
 import warnings
 
 import numpy as np
@@ -9,11 +10,14 @@ from conftest import to_np
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from helper_op import helper_test_op
 from strategies import (arrays, broadcastable_pairs, shape_broadcasting_to, shapes, signed_magnitudes,
                         with_fixtures)
 
 import tinygrad_llm as tg
+import tinygrad_llm.nn.functional as F
 from tinygrad_llm import Tensor, gradcheck
+from tinygrad_llm.ops.elementwise import ReLU
 
 
 def leaf(a, device, requires_grad=True):
@@ -44,17 +48,11 @@ def test_binary_tensor_tensor_broadcast(device, name, pair, data):
     op, ref, dom_a, dom_b = BINARY[name]
     sa, sb = pair
     a_np, b_np = data.draw(dom_a(sa)), data.draw(dom_b(sb))
-    a, b = leaf(a_np, device), leaf(b_np, device)
-    out = op(a, b)
+    out, (da, db) = helper_test_op([a_np, b_np], op, ref, device=device)   # forward, dtypes, gradcheck
     assert out.shape == np.broadcast_shapes(sa, sb)
-    assert out.dtype == np.float64
-    close(out, ref(a_np, b_np))
-    assert out.grad_fn is not None and out.grad_fn.name.lower().startswith(name[:3])
-    gradcheck(op, [a, b])
-    # the gradient of each input is summed back to that input's own shape and dtype
-    op(a, b).sum().backward()
-    assert a.grad.shape == sa and b.grad.shape == sb
-    assert a.grad.dtype == np.float64 and b.grad.dtype == np.float64
+    assert op(leaf(a_np, device), leaf(b_np, device)).grad_fn.name.lower().startswith(name[:3])
+    # the gradient of each input is summed back to that input's own shape
+    assert da.shape == sa and db.shape == sb
 
 
 @pytest.mark.parametrize("name", list(BINARY))
@@ -166,11 +164,8 @@ UNARY = {
 def test_unary(device, name, shape, data):
     op, ref, dom = UNARY[name]
     x_np = data.draw(dom(shape))
-    x = leaf(x_np, device)
-    out = op(x)
-    assert out.shape == shape and out.dtype == np.float64
-    close(out, ref(x_np))
-    gradcheck(op, [x])
+    out, _ = helper_test_op([x_np], op, ref, device=device)
+    assert out.shape == shape
 
 
 @pytest.mark.parametrize("name", ["exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs"])
@@ -312,6 +307,48 @@ def test_masked_fill_bad_masks(device):
 def test_clip_needs_a_bound(device):
     with pytest.raises(ValueError, match="min and max"):
         leaf(np.zeros(2), device).clip()
+
+
+TORCH = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "pow": "pow", "exp": "exp", "log": "log",
+         "sqrt": "sqrt", "tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu", "abs": "abs"}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", list(TORCH))
+def test_matches_torch(name, dtype):
+    torch = pytest.importorskip("torch")
+    rs = np.random.default_rng(len(name))
+    if name in BINARY:
+        op = BINARY[name][0]
+        a = rs.uniform(0.5, 2.0, (3, 4)) if name == "pow" else rs.standard_normal((3, 4))
+        b = rs.uniform(0.5, 2.0, (4,)) * rs.choice([-1, 1], 4) if name in ("div", "pow") else rs.standard_normal(4)
+        arrays_ = [a.astype(dtype), b.astype(dtype)]
+    else:
+        op = UNARY[name][0]
+        x = rs.uniform(0.1, 3.0, (3, 4)) if name in ("log", "sqrt") else rs.standard_normal((3, 4)) * 2
+        arrays_ = [x.astype(dtype)]
+    helper_test_op(arrays_, op, torch_fn=getattr(torch, TORCH[name]))
+
+
+# ------------------------------------------------------------------------------ the one ReLU
+
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 1e-6), (np.float64, 1e-15)])
+def test_functional_relu_is_the_tensor_relu(device, dtype, tol):
+    x = np.concatenate([np.linspace(-100, 100, 401), [-1e4, 1e4, 0.5, -0.5]]).astype(dtype)
+    t = leaf(x, device)
+    y = F.relu(t)
+    assert type(y.grad_fn) is ReLU and type(leaf(x, device).relu().grad_fn) is ReLU
+    np.testing.assert_array_equal(to_np(y), np.maximum(x, 0))
+    y.sum().backward()
+    np.testing.assert_array_equal(to_np(t.grad), (x > 0).astype(dtype))
+
+
+def test_relu_of_integers_keeps_the_dtype(device):
+    """As in PyTorch, relu works on integer tensors too (no gradient: integers never require one)."""
+    x = Tensor(np.array([-3, 0, 5], dtype=np.int32), device=device)
+    for y in (F.relu(x), x.relu()):
+        assert y.dtype == np.int32
+        np.testing.assert_array_equal(to_np(y), [0, 0, 5])
 
 
 def test_binary_shapes_that_do_not_broadcast(device):

@@ -1,4 +1,5 @@
-"""Run row-independent NumPy work on all CPU cores, and tune glibc's allocator for training.
+"""Fast-tier machinery: run row-independent NumPy work on all CPU cores, and tune glibc's
+allocator for training.
 
 NumPy runs each elementwise operation on ONE thread (only BLAS uses every core), but it
 releases the GIL while it loops over the elements. So when the rows of an op are
@@ -9,8 +10,8 @@ the chunks in a pool of Python threads uses every core:
     parallel_for(lambda a, b: work(x[a:b], out[a:b]), len(x), xp=xp, work_per_item=x.shape[1])
 
 Each chunk must write only its own rows. Small work (below ``MIN_WORK`` elements per
-chunk) runs inline, on the calling thread: handing chunks to threads costs ~80 us on a
-2-core VM, and each NumPy call in a chunk may wait ~20 us for the GIL. On GPU (``xp`` not numpy) everything runs inline as one chunk.
+chunk, see ``kernels/tuning.py``) runs inline, on the calling thread. On GPU (``xp`` not
+numpy) everything runs inline as one chunk.
 
 The number of threads is ``os.cpu_count()``; set the environment variable
 ``TINYGRAD_LLM_NUM_THREADS`` (read on every call) to change it, ``1`` turns threading off.
@@ -26,22 +27,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["num_threads", "chunk_bounds", "parallel_for", "tune_allocator", "ENV_VAR", "MIN_WORK",
-           "BLAS_THREADED_MNK", "blas_threads", "set_blas_threads"]
+from . import tuning
+
+__all__ = ["num_threads", "chunk_bounds", "parallel_for", "tune_allocator", "ENV_VAR", "blas_threads",
+           "set_blas_threads"]
 
 ENV_VAR = "TINYGRAD_LLM_NUM_THREADS"
-#: elements of work per chunk below which a call runs inline. Measured on the 2-core VM:
-#: handing chunks to the pool and waiting for them costs ~80 us, and every NumPy call in
-#: a chunk may wait ~20 us for the GIL (the other thread's wake-up), so small work loses.
-MIN_WORK = 1 << 17
-#: when threaded, ``block`` pieces are enlarged to at least this many elements of work:
-#: fewer NumPy calls, fewer GIL hand-offs (each costs more than the cache saves)
-MIN_PIECE_WORK = 1 << 18
-
-#: OpenBLAS runs one GEMM of m*n*k above this on several threads itself (its
-#: GEMM_MULTITHREAD_THRESHOLD 4 * 65536); ops whose per-chunk GEMMs are bigger stay inline:
-#: measured at T=256, hd=64, two Python threads made attention 1.3-1.5x slower
-BLAS_THREADED_MNK = 4 * 65536
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -109,10 +100,10 @@ def parallel_for(fn, n_items: int, *, xp=np, work_per_item: int = 1, min_work: i
     concurrently on a thread pool (the caller runs the first) when ``xp`` is numpy,
     several threads are allowed (``num_threads()``), and the total work
     ``n_items * work_per_item`` is at least ``2 * min_work`` elements (default
-    ``MIN_WORK``, looked up at call time); otherwise the whole
+    ``tuning.MIN_WORK``, looked up at call time); otherwise the whole
     range is one chunk, run inline. ``block`` (CPU only) hands each chunk to ``fn`` in
     pieces of at most ``block`` items, one after the other, so that a piece's temporaries
-    stay in cache; when threaded, pieces hold at least ``MIN_PIECE_WORK`` elements of work.
+    stay in cache; when threaded, pieces hold at least ``tuning.MIN_PIECE_WORK`` elements of work.
     ``fn`` must write only its own rows of any output. Calls made from inside a chunk run
     inline. ``threaded=False`` runs inline too (e.g. when fn's GEMMs are big enough for
     BLAS to use every core itself: two threads calling a threaded BLAS slow each other).
@@ -125,14 +116,14 @@ def parallel_for(fn, n_items: int, *, xp=np, work_per_item: int = 1, min_work: i
         return
     if block is not None:
         block = max(1, int(block))
-    min_work = MIN_WORK if min_work is None else min_work
+    min_work = tuning.MIN_WORK if min_work is None else min_work
     n_chunks = min(num_threads(), n_items, (n_items * work_per_item) // max(min_work, 1))
     if n_chunks <= 1 or not threaded or getattr(_local, "busy", False):
         _run_chunk(fn, 0, n_items, block)
         return
     bounds = chunk_bounds(n_items, n_chunks)
     if block is not None:
-        block = max(block, -(-MIN_PIECE_WORK // max(work_per_item, 1)))
+        block = max(block, -(-tuning.MIN_PIECE_WORK // max(work_per_item, 1)))
     pool = _get_pool(n_chunks - 1)
     futures = [pool.submit(_run_chunk, fn, a, b, block) for a, b in bounds[1:]]
     error = None

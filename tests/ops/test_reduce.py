@@ -1,6 +1,7 @@
 """Reductions: sum mean max min var logsumexp with axis = None | int | tuple (negative too)
 and keepdims; forward against NumPy, gradients against finite differences (float64); the
-tie rule of max/min; logsumexp's stability; bad axes."""
+tie rule of max/min; logsumexp's stability and its all -inf rows; bad axes. No op here
+has a fast kernel."""
 import warnings
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from conftest import to_np
 from hypothesis import given
 from hypothesis import strategies as st
+from helper_op import helper_test_op
 from strategies import arrays, axis_args, np_axis, shapes, with_fixtures
 
 from tinygrad_llm import Tensor, gradcheck
@@ -43,13 +45,10 @@ REDUCTIONS = {
 def test_reduction(device, name, shape, data, keepdims):
     axis = data.draw(axis_args(len(shape)))
     x_np = data.draw(arrays(shape))          # continuous values: no ties for max/min
-    x = leaf(x_np, device)
-    out = getattr(x, name)(axis=axis, keepdims=keepdims)
     expected = REDUCTIONS[name](x_np, np_axis(axis, len(shape)), keepdims)
+    out, _ = helper_test_op([x_np], lambda t: getattr(t, name)(axis=axis, keepdims=keepdims),
+                            lambda a: expected, device=device)
     assert out.shape == np.shape(expected)
-    assert out.dtype == np.float64
-    close(out, expected)
-    gradcheck(lambda t: getattr(t, name)(axis=axis, keepdims=keepdims), [x])
 
 
 @pytest.mark.parametrize("correction", [0, 1])
@@ -62,10 +61,8 @@ def test_var(device, correction, shape, data, keepdims):
     if n - correction <= 0:          # a single element with N - 1 = 0: undefined, tested below
         return
     x_np = data.draw(arrays(shape))
-    x = leaf(x_np, device)
-    out = x.var(axis=axis, keepdims=keepdims, correction=correction)
-    close(out, np.var(x_np, axis=axis, ddof=correction, keepdims=keepdims))
-    gradcheck(lambda t: t.var(axis=axis, keepdims=keepdims, correction=correction), [x])
+    helper_test_op([x_np], lambda t: t.var(axis=axis, keepdims=keepdims, correction=correction),
+                   lambda a: np.var(a, axis=axis, ddof=correction, keepdims=keepdims), device=device)
 
 
 def test_var_default_is_unbiased_and_single_element_is_nan(device):
@@ -167,3 +164,21 @@ def test_logsumexp_with_minus_inf(device):
     e = np.exp([0.0, 1.0]) / (1 + np.e)
     close(x.grad, [[0, 0, 0], [e[0], 0, e[1]]])
     gradcheck(lambda t: t.logsumexp(axis=1), [leaf(np.array([[0.5, -np.inf, 2.0]]), device)])
+
+
+def test_logsumexp_of_nothing_is_minus_inf(device):
+    """An empty reduced axis: log(0) = -inf, as PyTorch (max() of nothing would raise)."""
+    out = leaf(np.zeros((2, 0)), device).logsumexp(axis=1)
+    np.testing.assert_array_equal(to_np(out), [-np.inf, -np.inf])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matches_torch(dtype):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).standard_normal((3, 4, 5)).astype(dtype) * 3
+    helper_test_op([x], lambda t: t.sum(axis=(0, 2)), torch_fn=lambda t: t.sum(dim=(0, 2)))
+    helper_test_op([x], lambda t: t.mean(axis=-1, keepdims=True), torch_fn=lambda t: t.mean(-1, keepdim=True))
+    helper_test_op([x], lambda t: t.max(axis=1), torch_fn=lambda t: t.amax(1))
+    helper_test_op([x], lambda t: t.min(axis=0), torch_fn=lambda t: t.amin(0))
+    helper_test_op([x], lambda t: t.var(axis=2), torch_fn=lambda t: t.var(2))
+    helper_test_op([x], lambda t: t.logsumexp(axis=(1, 2)), torch_fn=lambda t: t.logsumexp((1, 2)))

@@ -1,9 +1,12 @@
-"""scaled_dot_product_attention: one graph node with a hand-written backward.
+"""scaled_dot_product_attention (ops/attention.py, the attention core; fast core in
+kernels/cpu.py): one graph node with a hand-written backward.
 
-Checked against finite differences (hypothesis, float64), a plain NumPy reference,
-PyTorch's F.scaled_dot_product_attention (when installed), and by the edge cases the
-docstring promises: bottom-right causal alignment, fully masked rows (zeros, never
-NaN), exactly-zero gradients at masked entries, reproducible inverted dropout.
+Checked on both tiers against finite differences (hypothesis, float64), a plain NumPy
+reference, PyTorch's F.scaled_dot_product_attention (when installed), and by the edge
+cases the docstring promises: bottom-right causal alignment, fully masked rows (zeros,
+never NaN), exactly-zero gradients at masked entries, a float mask combined with the causal
+one (no NaN even for +inf at a forbidden entry), reproducible inverted dropout; and the
+fast core against the reference core.
 """
 import re
 import subprocess
@@ -15,13 +18,17 @@ import pytest
 from conftest import to_np
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import with_fixtures
 
+import tinygrad_llm.nn.functional as F
 from tinygrad_llm import Tensor, gradcheck, manual_seed
 from tinygrad_llm.backend import get_rng_state
+from tinygrad_llm.kernels import tuning
+from tinygrad_llm.nn.functional import scaled_dot_product_attention as sdpa
 from tinygrad_llm.ops import attention as A
-from tinygrad_llm.ops.attention import scaled_dot_product_attention as sdpa
+from helper_op import helper_test_op, tiers_agree
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------- reference
@@ -108,15 +115,18 @@ def _tensors(*arrays, device="cpu", requires_grad=True):
 
 # ----------------------------------------------------------------------------- gradients
 
+@with_fixtures
 @given(cases())
-def test_gradcheck(case):
+def test_against_numpy_and_gradcheck(tier, case):
     q, k, v, mask, is_causal, scale = case
-    Q, K, V = _tensors(q, k, v)
-    gradcheck(lambda a, b, c: sdpa(a, b, c, attn_mask=mask, is_causal=is_causal, scale=scale), [Q, K, V])
+    out, _ = helper_test_op([q, k, v], lambda a, b, c: sdpa(a, b, c, attn_mask=mask, is_causal=is_causal, scale=scale),
+                            lambda a, b, c: ref_attention(a, b, c, mask, is_causal, scale))
+    assert out.shape == ref_attention(q, k, v, mask, is_causal, scale).shape
 
 
+@with_fixtures
 @given(cases(), st.sampled_from([0.2, 0.5]), st.integers(0, 1000))
-def test_gradcheck_with_dropout(case, p, seed):
+def test_gradcheck_with_dropout(tier, case, p, seed):
     q, k, v, mask, is_causal, scale = case
     Q, K, V = _tensors(q, k, v)
 
@@ -126,16 +136,24 @@ def test_gradcheck_with_dropout(case, p, seed):
     gradcheck(fn, [Q, K, V])
 
 
-@given(cases())
-def test_forward_matches_numpy_reference(case):
+@given(cases(), st.sampled_from([np.float64, np.float32]), st.sampled_from([0.0, 0.3]))
+def test_fast_tier_equals_reference(case, dtype, p):
+    """The fast core (in place, pieces, BLAS row sums, the no-shift softmax) against the
+    reference core: equal to float rounding, 1e-10 (float64) or 1e-5 (float32) relative,
+    and absolutely to that rounding times the size of the terms that cancel in
+    dS = P (dP - delta): the largest possible score (Cauchy-Schwarz) times the largest value."""
     q, k, v, mask, is_causal, scale = case
-    out = sdpa(*_tensors(q, k, v, requires_grad=False), attn_mask=mask, is_causal=is_causal, scale=scale)
-    expected = ref_attention(q, k, v, mask, is_causal, scale)
-    assert out.shape == expected.shape
-    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-10, atol=1e-12)
+    if mask is not None and mask.dtype != bool:
+        mask = mask.astype(dtype)
+    s = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    bound = s * np.linalg.norm(q, axis=-1).max() * np.linalg.norm(k, axis=-1).max()
+    terms = max(1.0, bound) * max(1.0, np.abs(v).max())
+    tiers_agree(lambda a, b, c: sdpa(a, b, c, attn_mask=mask, is_causal=is_causal, dropout_p=p, scale=scale),
+                [q.astype(dtype), k.astype(dtype), v.astype(dtype)],
+                atol=(1e-12 if dtype == np.float64 else 3e-6) * terms)
 
 
-def test_forward_and_grads_float32_on_device(device):
+def test_forward_and_grads_float32_on_device(device, tier):
     rs = np.random.default_rng(0)
     q, k, v = (rs.standard_normal((2, 3, 5, 4)) for _ in range(3))
     mask = rs.random((5, 5)) < 0.6
@@ -154,14 +172,14 @@ def test_forward_and_grads_float32_on_device(device):
 
 
 def test_both_softmax_paths_agree(monkeypatch):
-    """Row-max subtraction on or off (the Cauchy-Schwarz shortcut) gives the same numbers."""
+    """The fast core's row-max subtraction on or off (its Cauchy-Schwarz shortcut) gives the same numbers."""
     rs = np.random.default_rng(1)
     q, k, v, g = (rs.standard_normal((3, 6, 8)).astype(np.float32) for _ in range(4))
     mask = rs.random((6, 6)) < 0.5
     mask[0] = False
     runs = []
     for limit in (np.inf, 0.0):     # inf: never subtract the row max; 0: always subtract it
-        monkeypatch.setattr(A, "_NO_SHIFT_LIMIT", limit)
+        monkeypatch.setattr(tuning, "NO_SHIFT_LIMIT", limit)
         Q, K, V = _tensors(q, k, v)
         out = sdpa(Q, K, V, attn_mask=mask)
         out.backward(Tensor(g))
@@ -171,7 +189,7 @@ def test_both_softmax_paths_agree(monkeypatch):
     np.testing.assert_allclose(runs[0][0], ref_attention(q, k, v, mask), rtol=1e-5, atol=1e-6)
 
 
-def test_huge_scores_do_not_overflow(device):
+def test_huge_scores_do_not_overflow(device, tier):
     rs = np.random.default_rng(2)
     q, k, v = (rs.standard_normal((2, 4, 5, 3)).astype(np.float32) for _ in range(3))
     Q, K, V = _tensors(q * 100, k * 100, v, device=device)
@@ -184,7 +202,7 @@ def test_huge_scores_do_not_overflow(device):
 
 # ----------------------------------------------------------------------------- masks
 
-def test_causal_is_bottom_right_aligned(device):
+def test_causal_is_bottom_right_aligned(device, tier):
     """With v = identity the output IS P: check which keys each query sees."""
     rs = np.random.default_rng(3)
     for T, S in ((3, 3), (2, 5), (5, 2)):
@@ -199,7 +217,7 @@ def test_causal_is_bottom_right_aligned(device):
         np.testing.assert_allclose(P.sum(axis=-1), [1.0 if i >= T - S else 0.0 for i in range(T)])
 
 
-def test_causal_combines_with_masks():
+def test_causal_combines_with_masks(tier):
     """is_causal with a bool mask: allowed where BOTH allow; with a float mask: added."""
     rs = np.random.default_rng(4)
     q, k, v = rs.standard_normal((2, 4, 3)), rs.standard_normal((2, 4, 3)), rs.standard_normal((2, 4, 2))
@@ -213,7 +231,7 @@ def test_causal_combines_with_masks():
 
 
 @pytest.mark.parametrize("how", ["bool", "float", "causal"])
-def test_fully_masked_rows_give_zeros_not_nan(device, how):
+def test_fully_masked_rows_give_zeros_not_nan(device, tier, how):
     rs = np.random.default_rng(5)
     T, S = 4, 3
     q, k, v = rs.standard_normal((2, T, 3)), rs.standard_normal((2, S, 3)), rs.standard_normal((2, S, 2))
@@ -237,7 +255,7 @@ def test_fully_masked_rows_give_zeros_not_nan(device, how):
 
 
 @pytest.mark.parametrize("how", ["bool", "float"])
-def test_masked_entries_get_exactly_zero_gradient(device, how):
+def test_masked_entries_get_exactly_zero_gradient(device, tier, how):
     """Key 2 is masked for every query: dK and dV there are exactly 0, and moving it
     changes nothing."""
     rs = np.random.default_rng(6)
@@ -259,7 +277,7 @@ def test_masked_entries_get_exactly_zero_gradient(device, how):
     np.testing.assert_array_equal(to_np(out2), to_np(out))
 
 
-def test_mask_forms_are_equivalent_and_get_no_gradient():
+def test_mask_forms_are_equivalent_and_get_no_gradient(tier):
     rs = np.random.default_rng(7)
     q, k, v = (rs.standard_normal((2, 3, 4, 5)) for _ in range(3))
     allowed = rs.random((3, 4, 4)) < 0.7
@@ -276,7 +294,25 @@ def test_mask_forms_are_equivalent_and_get_no_gradient():
         np.testing.assert_allclose(o, outs[0], rtol=1e-12, atol=1e-14)
 
 
-def test_float64_mask_does_not_upcast_float32_inputs():
+def test_float_mask_with_causal_never_gives_nan(device, tier):
+    """A float mask is added first, then causally forbidden scores are SET to -inf: even +inf
+    (or NaN) in the mask at a forbidden entry cannot leak into the result."""
+    rs = np.random.default_rng(14)
+    q, k, v = rs.standard_normal((2, 4, 3)), rs.standard_normal((2, 4, 3)), rs.standard_normal((2, 4, 2))
+    fmask = rs.standard_normal((4, 4))
+    bad = fmask.copy()
+    bad[np.triu_indices(4, 1)] = np.inf                  # every causally forbidden entry
+    bad[0, 3] = np.nan
+    Q, K, V = _tensors(q, k, v, device=device)
+    out = sdpa(Q, K, V, attn_mask=Tensor(bad, device=device), is_causal=True)
+    out.sum().backward()
+    for a in (out, Q.grad, K.grad, V.grad):
+        assert np.isfinite(to_np(a)).all()
+    tril = np.tril(np.ones((4, 4), dtype=bool))
+    np.testing.assert_allclose(to_np(out), ref_attention(q, k, v, np.where(tril, fmask, -np.inf)), atol=1e-12)
+
+
+def test_float64_mask_does_not_upcast_float32_inputs(tier):
     q = Tensor(np.ones((2, 3, 4), dtype=np.float32), requires_grad=True)
     out = sdpa(q, q, q, attn_mask=np.zeros((3, 3), dtype=np.float64), is_causal=True)
     out.sum().backward()
@@ -285,7 +321,7 @@ def test_float64_mask_does_not_upcast_float32_inputs():
 
 # ----------------------------------------------------------------------------- shapes, broadcast
 
-def test_broadcast_leading_dims():
+def test_broadcast_leading_dims(tier):
     """q (T, D) against k, v (B, H, S, .): the output broadcasts, q's gradient is summed."""
     rs = np.random.default_rng(8)
     q, k, v = rs.standard_normal((3, 4)), rs.standard_normal((2, 1, 5, 4)), rs.standard_normal((1, 3, 5, 2))
@@ -298,7 +334,7 @@ def test_broadcast_leading_dims():
     gradcheck(lambda a, b, c: sdpa(a, b, c), [Q, K, V])
 
 
-def test_2d_and_empty_key_set():
+def test_2d_and_empty_key_set(tier):
     rs = np.random.default_rng(9)
     q, k, v = rs.standard_normal((3, 2)), rs.standard_normal((4, 2)), rs.standard_normal((4, 5))
     out = sdpa(*_tensors(q, k, v, requires_grad=False), scale=0.7)
@@ -321,15 +357,12 @@ def test_is_one_graph_node():
 
 
 def test_exported_from_functional():
-    import tinygrad_llm.nn.functional as F
-    if not hasattr(F, "scaled_dot_product_attention"):
-        pytest.skip("nn.functional does not export scaled_dot_product_attention yet")
-    assert F.scaled_dot_product_attention is sdpa
+    assert "scaled_dot_product_attention" in F.__all__ and "causal_self_attention" in F.__all__
 
 
 # ----------------------------------------------------------------------------- dropout
 
-def test_dropout_is_reproducible_and_only_drawn_when_p_positive():
+def test_dropout_is_reproducible_and_only_drawn_when_p_positive(tier):
     rs = np.random.default_rng(11)
     Q, K, V = _tensors(*(rs.standard_normal((2, 2, 6, 4)) for _ in range(3)), requires_grad=False)
     manual_seed(5)
@@ -345,7 +378,7 @@ def test_dropout_is_reproducible_and_only_drawn_when_p_positive():
     np.testing.assert_allclose(d, ref_attention(Q.data, K.data, V.data), atol=1e-12)
 
 
-def test_dropout_scales_kept_probabilities(device):
+def test_dropout_scales_kept_probabilities(device, tier):
     """v = identity makes the output the dropped probabilities: each is 0 or P / (1 - p)."""
     rs = np.random.default_rng(12)
     T, S, p = 8, 8, 0.3
@@ -358,6 +391,16 @@ def test_dropout_scales_kept_probabilities(device):
     np.testing.assert_allclose(out[kept], P[kept] / (1 - p), rtol=1e-12)
     frac = 1 - kept[P > 0].mean()
     assert abs(frac - p) < 0.03, frac
+
+
+def test_dropout_in_float16(tier):
+    """The one dropout-mask helper draws float32 numbers for float16 data (CuPy has no float16 draws)."""
+    rs = np.random.default_rng(15)
+    Q, K, V = _tensors(*(rs.standard_normal((2, 3, 5, 4)).astype(np.float16) for _ in range(3)))
+    manual_seed(2)
+    out = sdpa(Q, K, V, is_causal=True, dropout_p=0.3)
+    out.sum().backward()
+    assert out.dtype == np.float16 and np.isfinite(out.numpy()).all() and np.isfinite(Q.grad).all()
 
 
 def test_dropout_expected_value_is_the_plain_output():
@@ -422,7 +465,7 @@ def _torch_case(rs, T, S, mask_kind, dtype):
 @pytest.mark.parametrize("T, S, mask_kind, causal", [
     (5, 5, None, False), (5, 5, "bool", False), (4, 6, "float", False), (6, 6, None, True),
     (6, 6, "bool", True), (3, 6, None, True), (6, 3, None, True), (4, 7, "bool", True)])
-def test_matches_torch(dtype, tol, T, S, mask_kind, causal):
+def test_matches_torch(tier, dtype, tol, T, S, mask_kind, causal):
     torch = pytest.importorskip("torch")
     TF = torch.nn.functional
     rs = np.random.default_rng(T * 10 + S)
@@ -448,6 +491,11 @@ def test_matches_torch(dtype, tol, T, S, mask_kind, causal):
         theirs = theirs.detach().numpy()
         assert np.isfinite(theirs).all()
         np.testing.assert_allclose(ours, theirs, rtol=tol, atol=tol)
+    if mask_kind is None:                   # the shared helper: PyTorch in float64, its gradients too
+        helper_test_op([q, k, v], lambda a, b, c: sdpa(a, b, c, is_causal=causal, scale=0.6),
+                       torch_fn=lambda a, b, c: TF.scaled_dot_product_attention(
+                           a, b.expand(2, 3, S, 4), c, attn_mask=None if T == S or not causal else torch.tensor(
+                               np.tril(np.ones((T, S), dtype=bool), k=S - T)), is_causal=causal and T == S, scale=0.6))
 
 
 # ----------------------------------------------------------------------------- the example

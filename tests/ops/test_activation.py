@@ -1,0 +1,114 @@
+"""gelu (exact and tanh forms) and silu (ops/activation.py, fast kernels in kernels/cpu.py):
+forward and gradients against NumPy, PyTorch and finite differences on both tiers, the tiers
+against each other, large inputs, dtypes, bad input. ReLU is in test_elementwise.py."""
+import math
+
+import numpy as np
+import pytest
+from conftest import to_np
+from helper_op import fixture_ok, helper_test_op, leaf, seeds, tiers_agree
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinygrad_llm.nn.functional as F
+from tinygrad_llm import Tensor
+
+
+def np_gelu(x, approximate):
+    if approximate == "tanh":
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+
+
+def np_gelu_grad(x, approximate):
+    if approximate == "tanh":
+        k = math.sqrt(2 / math.pi)
+        t = np.tanh(k * (x + 0.044715 * x**3))
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x)
+    return 0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2))) + x * np.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+
+
+@fixture_ok
+@given(shape=st.lists(st.integers(1, 4), min_size=0, max_size=3).map(tuple),
+       op=st.sampled_from(["gelu", "gelu_tanh", "silu"]), scale=st.sampled_from([1.0, 4.0]), seed=seeds)
+def test_activation_against_numpy_and_gradcheck(device, tier, shape, op, scale, seed):
+    a = np.random.default_rng(seed).standard_normal(shape) * scale
+    fn, ref = {"gelu": (F.gelu, lambda x: np_gelu(x, "none")),
+               "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), lambda x: np_gelu(x, "tanh")),
+               "silu": (F.silu, lambda x: x / (1 + np.exp(-x)))}[op]
+    helper_test_op([a], fn, ref, device=device)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 1e-6), (np.float64, 1e-14)])
+def test_gelu_forward_and_grad_match_numpy(device, tier, approximate, dtype, tol):
+    x = np.concatenate([np.linspace(-8, 8, 801), [0.0, -0.0, 30.0, -30.0]]).astype(dtype)
+    t = leaf(x, device)
+    y = F.gelu(t, approximate=approximate)
+    assert y.dtype == dtype
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(to_np(y), np_gelu(x64, approximate), rtol=tol * 4, atol=tol)
+    y.sum().backward()
+    np.testing.assert_allclose(to_np(t.grad), np_gelu_grad(x64, approximate), rtol=tol * 4, atol=tol * 4)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 1e-6), (np.float64, 1e-15)])
+def test_silu_forward_and_grad_match_numpy(device, tier, dtype, tol):
+    x = np.concatenate([np.linspace(-100, 100, 401), [-1e4, 1e4, 0.5, -0.5]]).astype(dtype)
+    x64 = x.astype(np.float64)
+    t = leaf(x, device)
+    y = F.silu(t)
+    with np.errstate(over="ignore"):
+        sig = 1 / (1 + np.exp(-x64))
+    np.testing.assert_allclose(to_np(y), x64 * sig, rtol=tol * 4, atol=tol)
+    y.sum().backward()
+    np.testing.assert_allclose(to_np(t.grad), sig * (1 + x64 * (1 - sig)), rtol=tol * 4, atol=tol)
+
+
+def test_activation_bad_inputs():
+    x = Tensor(np.zeros(3))
+    with pytest.raises(ValueError, match="approximate must be 'none' or 'tanh'"):
+        F.gelu(x, approximate="sigmoid")
+    for name, fn in (("gelu", F.gelu), ("silu", F.silu)):
+        with pytest.raises(TypeError, match=f"{name}: input must be a floating-point tensor"):
+            fn(Tensor(np.arange(3)))
+    with pytest.raises(RuntimeError, match=r"relu\(inplace=True\).*no_grad"):
+        F.relu(Tensor(np.zeros(3), requires_grad=True), inplace=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_matches_torch(tier, dtype, approximate):
+    torch = pytest.importorskip("torch")
+    x = np.concatenate([np.linspace(-9, 9, 721), [0.0, 40.0, -40.0]]).astype(dtype)
+    helper_test_op([x], lambda x: F.gelu(x, approximate=approximate),
+                   torch_fn=lambda x: torch.nn.functional.gelu(x, approximate=approximate))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_silu_matches_torch(tier, dtype):
+    torch = pytest.importorskip("torch")
+    x = np.concatenate([np.linspace(-50, 50, 401), [0.5, -0.5]]).astype(dtype)
+    helper_test_op([x], F.silu, torch_fn=torch.nn.functional.silu)
+
+
+@given(shape=st.lists(st.integers(1, 40), min_size=0, max_size=3).map(tuple),
+       op=st.sampled_from(["gelu", "gelu_tanh", "silu"]), scale=st.sampled_from([1.0, 10.0, 200.0]),
+       dtype=st.sampled_from([np.float64, np.float32, np.float16]), seed=seeds)
+def test_activation_fast_tier_equals_reference(shape, op, scale, dtype, seed):
+    """The same formulas, evaluated in another order (in place, block by block): equal to float
+    rounding (float64 1e-10, float32 1e-5, float16 1e-2 relative)."""
+    if dtype == np.float16:
+        scale = min(scale, 10.0)        # x * x overflows float16 beyond 255: both tiers give NaN there
+    x = (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
+    fn = {"gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "silu": F.silu}[op]
+    tiers_agree(fn, [x])
+
+
+def test_activation_fast_tier_equals_reference_across_blocks(monkeypatch):
+    """Arrays longer than one cache block (several blocks, a ragged last one)."""
+    from tinygrad_llm.kernels import tuning
+    monkeypatch.setattr(tuning, "ACTIVATION_BLOCK", 64)
+    x = np.random.default_rng(3).standard_normal((7, 45)).astype(np.float32) * 4
+    for fn in (F.gelu, lambda x: F.gelu(x, approximate="tanh"), F.silu):
+        tiers_agree(fn, [x])
