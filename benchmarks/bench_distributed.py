@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cpu")
     p.add_argument("--batch-size", type=int, default=None, help="rows per rank (default: the preset's)")
-    p.add_argument("--iters", type=int, default=30, help="timed steps")
+    p.add_argument("--iters", type=int, default=40, help="timed steps")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--allreduce-iters", type=int, default=50)
     args = p.parse_args(argv)
