@@ -388,6 +388,52 @@ def test_guard_ends_the_job_on_an_error_of_one_rank(capsys):
         raise SystemExit(2)
 
 
+class TwinMPI:
+    """mpi4py's names that MPICommunicator uses, for a world of two ranks that hold the same
+    values (every sum doubles), in this process."""
+    IN_PLACE, SUM, COMM_TYPE_SHARED = object(), "sum", 0
+
+    class COMM:
+        def Get_rank(self):
+            return 0
+
+        def Get_size(self):
+            return 2
+
+        def Split_type(self, kind):
+            return self
+
+        def Free(self):
+            pass
+
+        def Allreduce(self, send, recv, op):
+            assert send is TwinMPI.IN_PLACE and op == "sum"
+            recv *= 2
+
+        def Bcast(self, buf, root):
+            pass
+
+        def allgather(self, obj):
+            return [obj, obj]
+
+
+def test_the_mpi_communicator_averages_host_arrays_and_refuses_device_arrays():
+    comm = distributed.MPICommunicator(TwinMPI.COMM(), TwinMPI, timeout=None)
+    assert (comm.rank, comm.world_size, comm.local_size) == (0, 2, 2)
+    a = np.array([1.0, -3.0, 0.25], np.float32)
+    assert comm.allreduce_mean_(a) is a and a.tolist() == [1.0, -3.0, 0.25] and a.dtype == np.float32
+    assert comm.allreduce_sum([1.5, True]) == [3.0, 2.0]
+    assert comm.mean(0.75) == 0.75 and comm.any(True) and not comm.any(False)
+    comm.raise_together(None)
+
+    class DeviceArray:
+        pass
+    for call in (comm.allreduce_mean_, comm.broadcast_):
+        with pytest.raises(distributed.DistributedError, match="exchanges host .NumPy. arrays.*init.'gpu'.") as info:
+            call(DeviceArray())
+        assert distributed.raised_together(info.value)
+
+
 def test_the_watchdog_fires_after_the_timeout_and_only_then():
     fired = []
     done = threading.Event()

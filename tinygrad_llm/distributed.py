@@ -243,15 +243,23 @@ class MPICommunicator(Communicator):
                    f"ranks in {what} (the timeout is {self.timeout:g} s): one of them has died or hangs. "
                    "Stopping the job")
 
+    @staticmethod
+    def _host(array):
+        if not isinstance(array, np.ndarray):    # (MPI would need to be built CUDA-aware)
+            raise together(DistributedError(
+                f"the MPI communicator exchanges host (NumPy) arrays, got a {type(array).__module__}."
+                f"{type(array).__name__}: for a model on GPUs use distributed.init('gpu') (NCCL)"))
+        return array
+
     def allreduce_mean_(self, array, *, what: str = "the gradients' allreduce"):
         with self._watch(what):
-            self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
+            self.comm.Allreduce(self.MPI.IN_PLACE, self._host(array), op=self.MPI.SUM)
         array *= array.dtype.type(1.0 / self.world_size)
         return array
 
     def broadcast_(self, array, root: int = 0, *, what: str = "a broadcast of the parameters"):
         with self._watch(what):
-            self.comm.Bcast(array, root=root)
+            self.comm.Bcast(self._host(array), root=root)
         return array
 
     def allreduce_sum(self, values, *, what: str = "an allreduce") -> list[float]:
