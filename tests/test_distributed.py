@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -262,6 +263,31 @@ def test_the_script_trains_on_two_processes_and_prints_once(env):
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"resumed from {out / 'latest'} at iteration 3" in r.stdout
     assert load_checkpoint(out / "latest").trainer_state["iter"] == 6
+
+
+@needs_mpi
+def test_sigterm_to_mpiexec_stops_every_rank_at_one_iteration_and_saves(env):
+    """mpiexec passes the signal to every process; they agree to stop after the same
+    iteration (a rank that went on alone would wait forever), and rank 0 saves latest/."""
+    root, e = env
+    out = root / "term"
+    flags = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "8", "--eval_interval", "100000",
+             "--eval_iters", "1", "--log_interval", "1"]
+    proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, TRAIN, "--distributed", "--data", root / "fox.txt",
+                             "--out", out, "--max_iters", "1000000", *flags], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=e)
+    try:
+        for line in proc.stdout:                       # a few steps in
+            if line.startswith("iter 3:"):
+                break
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    assert "SIGTERM: stopping after this iteration" in stdout and "stopped at iteration" in stdout
+    it = load_checkpoint(out / "latest").trainer_state["iter"]
+    assert it >= 3 and f"stopped at iteration {it}; continue with --resume" in stdout
 
 
 @needs_mpi
