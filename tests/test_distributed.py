@@ -236,9 +236,10 @@ def test_a_rank_that_raises_ends_the_job_with_its_message(env):
 @needs_mpi
 def test_a_rank_that_hangs_ends_the_job_after_the_timeout(env):
     root, e = env
-    r, dt, _ = run_job(root, e, "hang", [one_run(root / "hang", "accum1")], hang_at=2, timeout=3)
+    # (5 s: more than any honest wait of this job, e.g. rank 0's first import of matplotlib)
+    r, dt, _ = run_job(root, e, "hang", [one_run(root / "hang", "accum1")], hang_at=3, timeout=5)
     assert r.returncode != 0 and dt < 40, r.stderr                 # rank 1 sleeps for 60 s
-    assert "error: rank 0 of 2 waited" in r.stderr and "(the timeout is 3 s): one of them has died or hangs" \
+    assert "error: rank 0 of 2 waited" in r.stderr and "(the timeout is 5 s): one of them has died or hangs" \
         in r.stderr
 
 
