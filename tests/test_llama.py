@@ -222,10 +222,10 @@ def test_training_script_with_arch_llama(tmp_path, monkeypatch, capsys):
     assert "unknown option --norm" in capsys.readouterr().err
 
 
-def test_sft_with_lora_on_a_llama_checkpoint(tmp_path, capsys):
+def test_sft_and_dpo_with_lora_on_a_llama_checkpoint(tmp_path, capsys):
     """examples/finetune_instructions.py on a Llama: LoRA on its seven projections by default,
-    and the result samples with examples/sample.py."""
-    from finetune_data import records, template_tokenizer, words
+    and the result samples with examples/sample.py; then examples/dpo.py on that."""
+    from finetune_data import pairs, records, template_tokenizer, words
     import json
     tok = template_tokenizer(eos=False)
     save_checkpoint(tmp_path / "base", "latest", model_of(LlamaConfig(
@@ -243,6 +243,14 @@ def test_sft_with_lora_on_a_llama_checkpoint(tmp_path, capsys):
         list(Llama.lora_targets)
     assert _script("sample").main([str(a) for a in ["--ckpt", out, "--instruction", "Say it.",
                                                     "--max-new-tokens", "3", "--seed", "0"]]) == 0
+    (tmp_path / "dpo.jsonl").write_text("\n".join(json.dumps(r) for r in pairs(words()[:8])))
+    code = _script("dpo").main([str(a) for a in [
+        "--ckpt", out, "--data", tmp_path / "dpo.jsonl", "--out", tmp_path / "dpo", "--lora-rank", "2",
+        "--epochs", "1", "--batch-size", "4", "--log-interval", "0", "--max-new-tokens", "4", "--show", "1"]])
+    printed = capsys.readouterr().out
+    assert code == 0 and "margin" in printed
+    ck = load_checkpoint(tmp_path / "dpo" / "latest")
+    assert type(ck.model) is Llama and ck.train_config["finetune"] == "dpo"
 
 
 def test_demo_describes_and_looks_inside_a_llama():
