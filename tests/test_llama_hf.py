@@ -25,14 +25,20 @@ LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_fr
           "original_max_position_embeddings": 32}
 
 
+def rope_kwargs(theta, scaling):
+    """LlamaConfig's rope arguments: transformers 5's rope_parameters, or 4's rope_theta and rope_scaling."""
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return {"rope_parameters": {"rope_type": "default", **(scaling or {}), "rope_theta": theta}}
+    return {"rope_theta": theta, "rope_scaling": None if scaling is None else dict(scaling)}
+
+
 def hf_model(kv_heads=2, tied=False, scaled=False, seed=0, **kw):
     """A random float32 transformers LlamaForCausalLM: 2 layers, 4 heads of 8, rope theta 500
     (head_dim 8 with these wavelengths puts every llama3 regime to use)."""
-    rope = {"rope_type": "default", "rope_theta": 500.0} if not scaled else {**LLAMA3, "rope_theta": 500.0}
     cfg = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=40, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=64,
-                                   rms_norm_eps=1e-5, tie_word_embeddings=tied, rope_parameters=rope,
-                                   bos_token_id=None, eos_token_id=None, pad_token_id=None, **kw)
+                                   rms_norm_eps=1e-5, tie_word_embeddings=tied, bos_token_id=None, eos_token_id=None,
+                                   pad_token_id=None, **rope_kwargs(500.0, LLAMA3 if scaled else None), **kw)
     torch.manual_seed(seed)
     model = transformers.LlamaForCausalLM(cfg).float().eval()
     with torch.no_grad():                     # norms away from 1 and biases, if any, away from 0

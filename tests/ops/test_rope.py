@@ -98,9 +98,11 @@ def test_tables_match_hugging_face(scaling):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-    rope = {"rope_type": "default", "rope_theta": 10000.0} if scaling is None else {**scaling, "rope_theta": 10000.0}
-    cfg = transformers.LlamaConfig(hidden_size=64, num_attention_heads=2, max_position_embeddings=128,
-                                   rope_parameters=rope)
+    if int(transformers.__version__.split(".")[0]) >= 5:      # transformers 5 keeps both in rope_parameters
+        rope = {"rope_parameters": {"rope_type": "default", **(scaling or {}), "rope_theta": 10000.0}}
+    else:
+        rope = {"rope_theta": 10000.0, "rope_scaling": scaling}
+    cfg = transformers.LlamaConfig(hidden_size=64, num_attention_heads=2, max_position_embeddings=128, **rope)
     hf = LlamaRotaryEmbedding(cfg)
     ours = RotaryEmbedding(32, theta=10000.0, scaling=scaling)
     np.testing.assert_allclose(ours.inv_freq.numpy(), hf.inv_freq.numpy(), rtol=2e-7)
