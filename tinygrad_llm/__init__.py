@@ -10,14 +10,14 @@ Also here: ``GPT``/``GPTConfig`` (tinygrad_llm.model), and ``load_gpt2``/``save_
 """
 import numpy as _np
 
-from .backend import DeviceError, gpu_available, manual_seed
-from .creation import (arange, eye, full, full_like, ones, ones_like, rand, rand_like, randn,
+from .backend import ArgumentError, DeviceError, DtypeError, ShapeError, gpu_available, manual_seed
+from .creation import (arange, eye, full, full_like, ones, ones_like, rand, rand_like, randint, randn,
                        randn_like, zeros, zeros_like)
 from .function import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .gradcheck import GradcheckError, gradcheck
 from .hf import load_gpt2, save_gpt2
 from .model import GPT, GPTConfig
-from .tensor import Tensor, cat, maximum, minimum, stack, where
+from .tensor import Tensor, ValuesIndices, cat, einsum, maximum, minimum, multinomial, stack, where
 from .tiers import reference_tier, reference_tier_forced, use_reference_tier
 from . import kernels as _kernels  # noqa: E402,F401  (registers the fast tier's kernels)
 
@@ -33,9 +33,10 @@ __all__ = [
     "Tensor", "Function", "GPT", "GPTConfig", "load_gpt2", "save_gpt2",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "gradcheck", "GradcheckError", "manual_seed", "gpu_available", "DeviceError",
-    "zeros", "ones", "full", "randn", "rand", "arange", "eye",
+    "ShapeError", "DtypeError", "ArgumentError",
+    "zeros", "ones", "full", "randn", "rand", "randint", "arange", "eye",
     "zeros_like", "ones_like", "full_like", "randn_like", "rand_like",
-    "cat", "stack", "where", "maximum", "minimum",
+    "cat", "stack", "where", "maximum", "minimum", "einsum", "multinomial", "ValuesIndices",
     "use_reference_tier", "reference_tier", "reference_tier_forced",
     "float16", "float32", "float64", "int64", "bool_",
 ]

@@ -276,8 +276,23 @@ def test_where_cond_gets_no_gradient_and_needs_a_tensor(device):
     tg.where(cond, a, 0.0).sum().backward()
     close(a.grad, [1.0, 0.0])
     assert cond.grad is None
-    with pytest.raises(TypeError, match="at least one"):
-        tg.where(cond, 1.0, 2.0)
+    with pytest.raises(TypeError, match="cond must be a Tensor"):
+        tg.where([True, False], 1.0, 2.0)
+    with pytest.raises(TypeError, match="Tensors or numbers"):
+        tg.where(cond, [1.0, 2.0], 2.0)
+
+
+@pytest.mark.parametrize("a, b, dtype", [(4, 2, np.int64), (4.0, 2, np.float32), (4, 2.5, np.float32),
+                                         (True, False, np.bool_), (True, 2, np.int64)])
+def test_where_with_two_numbers_is_pytorchs(device, a, b, dtype):
+    """``where(cond, 4, 2)`` with two Python numbers: a tensor on cond's device, of PyTorch's dtype."""
+    cond = Tensor(np.array([True, False, True]), device=device)
+    out = tg.where(cond, a, b)
+    assert out.dtype == dtype and out.device == cond.device and not out.requires_grad
+    np.testing.assert_array_equal(to_np(out), np.array([a, b, a]).astype(dtype))
+    torch = pytest.importorskip("torch")
+    expected = torch.where(torch.tensor([True, False, True]), a, b)
+    assert str(expected.dtype).replace("torch.", "") == np.dtype(dtype).name
 
 
 @with_fixtures

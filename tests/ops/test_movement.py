@@ -71,8 +71,10 @@ def test_transpose_two_axes_swaps_them(device):
     x_np = np.arange(24.0).reshape(2, 3, 4)
     check(device, x_np, lambda t: t.transpose(0, 2), lambda a: np.swapaxes(a, 0, 2))
     check(device, x_np, lambda t: t.transpose(-1, -2), lambda a: np.swapaxes(a, -1, -2))
-    check(device, x_np[0], lambda t: t.transpose(1, 0), lambda a: a.T)      # 2-D: NumPy's rule, same thing
-    check(device, x_np[0], lambda t: t.transpose(0, 1), lambda a: a)
+    check(device, x_np[0], lambda t: t.transpose(1, 0), lambda a: a.T)
+    check(device, x_np[0], lambda t: t.transpose(0, 1), lambda a: a.T)      # 2-D too: a swap, as PyTorch
+    check(device, x_np[0], lambda t: t.transpose(dim0=1, dim1=0), lambda a: a.T)
+    check(device, x_np, lambda t: t.transpose(1, 1), lambda a: a)
 
 
 def test_axes_out_of_range(device):
@@ -182,7 +184,8 @@ def test_getitem_mixed_and_boolean(device):
     t_idx = Tensor(idx, device=device)
     check(device, x_np, lambda t: t[t_idx, 1:3], lambda a: a[idx, 1:3])
     check(device, x_np, lambda t: t[..., t_idx], lambda a: a[..., idx])
-    check(device, x_np, lambda t: t[1, ::-2, t_idx[0]], lambda a: a[1, ::-2, idx[0]])
+    # an int beside an index array: PyTorch selects with the int first (NumPy would put idx's dims first)
+    check(device, x_np, lambda t: t[1, ::-2, t_idx[0]], lambda a: a[1][::-2][:, idx[0]])
     rs = np.random.default_rng(0)
     mask = rs.random((3, 4, 5)) < 0.4
     x = check(device, x_np, lambda t: t[Tensor(mask, device=device)], lambda a: a[mask])

@@ -1,7 +1,8 @@
-"""Activation functions, each one graph node: GELU (exact and tanh forms) and SiLU; any shape.
+"""Activation functions, each one graph node: GELU (exact and tanh forms), SiLU, leaky ReLU,
+ELU and softplus; any shape.
 
 ReLU is the elementwise primitive ``ReLU`` in ops/elementwise.py (``Tensor.relu`` and
-``F.relu`` both run it). Derivations: docs/backprop.md, section "GELU". The fast CPU
+``F.relu`` both run it). Derivations: docs/backprop.md, sections "GELU" and "More activations". The fast CPU
 kernels (threaded, cache-blocked, in place) are in ``kernels/cpu.py``.
 """
 from __future__ import annotations
@@ -63,3 +64,50 @@ class SiLU(Function):
     def backward(self, g):
         x, sig = self.x, self.sig
         return g * sig * (1.0 + x * (1.0 - sig))
+
+
+class LeakyReLU(Function):
+    """out = x where x > 0, else slope * x.   dx = g where x > 0, else slope * g (slope at x == 0,
+    as PyTorch)."""
+
+    def forward(self, x, negative_slope=0.01):
+        self.positive, self.slope = x > 0, negative_slope
+        return self.xp.where(self.positive, x, x * negative_slope)
+
+    def backward(self, g):
+        return self.xp.where(self.positive, g, g * self.slope)
+
+
+class ELU(Function):
+    """out = x where x > 0, else alpha * (exp(x) - 1).   dx = g where x > 0, else g * alpha * exp(x)
+    = g * (out + alpha). Saved: the mask and out."""
+
+    def forward(self, x, alpha=1.0):
+        xp = self.xp
+        self.positive, self.alpha = x > 0, alpha
+        self.out = xp.where(self.positive, x, alpha * xp.expm1(xp.minimum(x, 0)))   # expm1 of <= 0: no overflow
+        return self.out
+
+    def backward(self, g):
+        return self.xp.where(self.positive, g, g * (self.out + self.alpha))
+
+
+class Softplus(Function):
+    """out = log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (PyTorch's rule).
+
+    Computed as (max(z, 0) + log1p(exp(-|z|))) / beta with z = beta x: exp never overflows.
+    dx = g * sigmoid(z) (g where z > threshold), sigmoid(z) = 1 / (1 + exp(-z)) written as
+    1 / (1 + e) or e / (1 + e) with e = exp(-|z|).
+    """
+
+    def forward(self, x, beta=1.0, threshold=20.0):
+        xp = self.xp
+        self.z, self.linear = x * beta, x * beta > threshold
+        soft = (xp.maximum(self.z, 0) + xp.log1p(xp.exp(-xp.abs(self.z)))) / beta
+        return xp.where(self.linear, x, soft)
+
+    def backward(self, g):
+        xp = self.xp
+        e = xp.exp(-xp.abs(self.z))                 # in (0, 1]
+        sig = xp.where(self.z >= 0, 1 / (1 + e), e / (1 + e))
+        return xp.where(self.linear, g, g * sig)

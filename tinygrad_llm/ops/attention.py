@@ -5,7 +5,7 @@ Tk keys; the leading dims ("...", usually batch and heads) broadcast between q, 
 With s the scale (default 1/sqrt(D)) and qs = s Q (scaled once, up front):
 
     forward                                     backward (dO = gradient of O)
-    S  = qs K^T + bias            (..., T, Tk)  dV = Pd^T dO
+    S  = qs K^T + bias            (..., T, Tk)  dV = Pd^T dO,  dbias = dS (summed to bias's shape)
     S  = -inf where not allowed                 dP = (dO V^T) * keep / (1 - p)
     P  = softmax(S), per row      (..., T, Tk)  delta = rowsum(dP * P) = rowsum(dO * O)
     Pd = P * keep / (1 - p)       (dropout)     dS = P * (dP - delta)
@@ -76,12 +76,14 @@ def attention_forward(xp, qs, k, v, allowed=None, bias=None, keep=None, inv_keep
     return P, O
 
 
-def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=None):
+def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=None, dS_out=None):
     """(dQ, dK, dV) from dO (..., T, Dv) and the forward's P, O, qs, k, v (as attention_forward).
 
     Each gradient has the broadcast leading dims; the caller sums them back to its
     inputs' shapes. dQ is with respect to the unscaled Q. ``out``: three arrays to write
-    them into (e.g. views of the thirds of one buffer), or None.
+    them into (e.g. views of the thirds of one buffer), or None. ``dS_out``: an array of
+    P's shape to write dS into, the gradient of the scores, and so of a float bias added
+    to them (a float attn_mask that requires grad), or None.
     """
     Pd = P if keep is None else P * keep * inv_keep
     dV = Pd.swapaxes(-1, -2) @ dO
@@ -90,6 +92,8 @@ def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=N
         dP = dP * keep * inv_keep                      # chain through the dropout
     delta = (dO * O).sum(axis=-1, keepdims=True)      # = rowsum(dP * P), as O = Pd V (docs)
     dS = P * (dP - delta)
+    if dS_out is not None:
+        dS_out[...] = dS
     dQ = scale * (dS @ k)
     dK = dS.swapaxes(-1, -2) @ qs
     if out is None:
@@ -100,11 +104,14 @@ def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=N
 
 
 class ScaledDotProductAttention(Function):
-    """O = softmax(s q k^T + mask) v, one node with inputs (q, k, v); see the module docstring.
+    """O = softmax(s q k^T + mask) v, one node with inputs (q, k, v), or (q, k, v, attn_mask)
+    when a float mask is to be differentiated; see the module docstring.
 
     attn_mask: None, a bool array (True = may attend) or a float array of q's dtype (added
     to the scores), broadcastable to (..., T, Tk); is_causal: AND the bottom-right causal
-    mask into it. Saved: qs, k, v, P, O and the dropout keep-mask.
+    mask into it. Saved: qs, k, v, P, O and the dropout keep-mask. As a fourth input, the
+    float mask gets dS summed back to its shape (where a score was set to -inf, P = 0 and
+    so dS = 0).
     """
 
     core_forward = staticmethod(attention_forward)     # the fast tier swaps in its own core
@@ -121,14 +128,17 @@ class ScaledDotProductAttention(Function):
             batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
             self.keep = dropout_mask(self.device, batch + (T, Tk), dropout_p, q.dtype)
             self.inv_keep = 1.0 / (1.0 - dropout_p)
-        self.shapes, self.scale = (q.shape, k.shape, v.shape), scale
+        self.shapes, self.scale = (q.shape, k.shape, v.shape, None if bias is None else bias.shape), scale
         self.qs, self.k, self.v = q * q.dtype.type(scale), k, v
         self.P, self.O = self.core_forward(self.xp, self.qs, k, v, allowed, bias, self.keep, self.inv_keep)
         return self.O
 
     def backward(self, g):
         xp = self.xp
+        q_shape, k_shape, v_shape, bias_shape = self.shapes
+        bias_grad = len(self.needs_input_grad) == 4 and self.needs_input_grad[3]
+        dS = xp.empty(self.P.shape, dtype=g.dtype) if bias_grad else None
         dq, dk, dv = self.core_backward(g, self.P, self.O, self.qs, self.k, self.v, self.scale,
-                                        self.keep, self.inv_keep)
-        q_shape, k_shape, v_shape = self.shapes
-        return unbroadcast(xp, dq, q_shape), unbroadcast(xp, dk, k_shape), unbroadcast(xp, dv, v_shape)
+                                        self.keep, self.inv_keep, dS_out=dS)
+        grads = unbroadcast(xp, dq, q_shape), unbroadcast(xp, dk, k_shape), unbroadcast(xp, dv, v_shape)
+        return grads + (unbroadcast(xp, dS, bias_shape),) if bias_grad else grads

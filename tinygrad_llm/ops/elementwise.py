@@ -278,3 +278,109 @@ class ToDevice(Function):
         if self.device == "cpu":
             return backend.to_numpy(g)
         return backend.xp_for(self.device).asarray(g)
+
+
+class Sin(Function):
+    """out = sin(x).   dx = g * cos(x)."""
+
+    def forward(self, x):
+        self.x = x
+        return self.xp.sin(x)
+
+    def backward(self, g):
+        return g * self.xp.cos(self.x)
+
+
+class Cos(Function):
+    """out = cos(x).   dx = -g * sin(x)."""
+
+    def forward(self, x):
+        self.x = x
+        return self.xp.cos(x)
+
+    def backward(self, g):
+        return -g * self.xp.sin(self.x)
+
+
+class Square(Function):
+    """out = x * x.   dx = 2 g x."""
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, g):
+        return 2 * g * self.x
+
+
+class Rsqrt(Function):
+    """out = 1 / sqrt(x).   dx = -g * out**3 / 2 (d x^(-1/2) = -x^(-3/2) / 2)."""
+
+    def forward(self, x):
+        with quiet(self.xp, divide="ignore"):        # rsqrt(0) = inf, as PyTorch
+            self.out = 1 / self.xp.sqrt(x)
+        return self.out
+
+    def backward(self, g):
+        return -0.5 * g * self.out * self.out * self.out
+
+
+LN2 = 0.6931471805599453     # log(2), a Python float: keeps float32 arrays float32
+
+
+class Log2(Function):
+    """out = log2(x).   dx = g / (x log 2)."""
+
+    def forward(self, x):
+        self.x = x
+        return self.xp.log2(x)
+
+    def backward(self, g):
+        return g / (self.x * LN2)
+
+
+class Exp2(Function):
+    """out = 2**x.   dx = g * out * log 2."""
+
+    def forward(self, x):
+        self.out = self.xp.exp2(x)
+        return self.out
+
+    def backward(self, g):
+        return g * self.out * LN2
+
+
+class _Steps(Function):
+    """An op that is piecewise constant (sign, floor, ceil, round): its derivative is 0 wherever
+    it exists, and the backward gives 0 everywhere, the jumps included (PyTorch's choice)."""
+
+    def backward(self, g):
+        return self.xp.zeros_like(g)
+
+
+class Sign(_Steps):
+    """out = -1, 0 or 1 by the sign of x (NaN stays NaN).   dx = 0."""
+
+    def forward(self, x):
+        return self.xp.sign(x)
+
+
+class Floor(_Steps):
+    """out = the largest integer <= x.   dx = 0."""
+
+    def forward(self, x):
+        return self.xp.floor(x)
+
+
+class Ceil(_Steps):
+    """out = the smallest integer >= x.   dx = 0."""
+
+    def forward(self, x):
+        return self.xp.ceil(x)
+
+
+class Round(_Steps):
+    """out = x rounded to ``decimals`` places, halves to even (as PyTorch and NumPy).   dx = 0."""
+
+    def forward(self, x, decimals=0):
+        return self.xp.round(x, decimals)
