@@ -81,8 +81,8 @@ def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=N
 
     Each gradient has the broadcast leading dims; the caller sums them back to its
     inputs' shapes. dQ is with respect to the unscaled Q. ``out``: three arrays to write
-    them into (e.g. views of the thirds of one buffer), or None. ``dS_out``: an array of
-    P's shape to write dS into, the gradient of the scores, and so of a float bias added
+    them into (e.g. views of the thirds of one buffer), or None. ``dS_out``: an array
+    (batch..., T, Tk), batch the leading dims of q, k and v broadcast, to write dS into, the gradient of the scores, and so of a float bias added
     to them (a float attn_mask that requires grad), or None.
     """
     Pd = P if keep is None else P * keep * inv_keep
@@ -137,7 +137,11 @@ class ScaledDotProductAttention(Function):
         xp = self.xp
         q_shape, k_shape, v_shape, bias_shape = self.shapes
         bias_grad = len(self.needs_input_grad) == 4 and self.needs_input_grad[3]
-        dS = xp.empty(self.P.shape, dtype=g.dtype) if bias_grad else None
+        if bias_grad:                 # dS has the leading dims of q, k and v broadcast (P may have fewer)
+            batch = np.broadcast_shapes(q_shape[:-2], k_shape[:-2], v_shape[:-2])
+            dS = xp.empty(batch + self.P.shape[-2:], dtype=g.dtype)
+        else:
+            dS = None
         dq, dk, dv = self.core_backward(g, self.P, self.O, self.qs, self.k, self.v, self.scale,
                                         self.keep, self.inv_keep, dS_out=dS)
         grads = unbroadcast(xp, dq, q_shape), unbroadcast(xp, dk, k_shape), unbroadcast(xp, dv, v_shape)
