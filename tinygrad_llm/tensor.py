@@ -1168,15 +1168,15 @@ def einsum(equation: str, *operands):
     terms, out = _einsum_terms(equation.replace(" ", ""), [t.ndim for t in operands])
     sizes = {}
     for k, (term, t) in enumerate(zip(terms, operands)):
+        for c in set(term):
+            dims = [n for d, n in zip(term, t.shape) if d == c]
+            if len(set(dims)) > 1:
+                raise ShapeError(f"einsum: subscript {c} is repeated in operand {k} with sizes {dims}, which differ")
         for c, n in zip(term, t.shape):
             if c in sizes and n != sizes[c] and 1 not in (n, sizes[c]):
                 raise ShapeError(f"einsum: subscript {c} has size {n} in operand {k}, which does not "
                                  f"broadcast with size {sizes[c]} seen before")
             sizes[c] = n if sizes.get(c, 1) == 1 else sizes[c]
-        for c in set(term):
-            dims = [n for d, n in zip(term, t.shape) if d == c]
-            if len(set(dims)) > 1:
-                raise ShapeError(f"einsum: subscript {c} is repeated in operand {k} with sizes {dims}, which differ")
     return Einsum.apply(*operands, terms=tuple(terms), out=out)
 
 
