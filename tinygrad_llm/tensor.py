@@ -684,10 +684,11 @@ class Tensor:
             raise DtypeError(f"multinomial: weights must be numbers, got {w.dtype}")
         xp = self.xp
         positive = (w > 0).sum(axis=1)
-        bad = bool(((w < 0) | ~xp.isfinite(w)).any()) if w.dtype.kind == "f" else bool((w < 0).any())  # host syncs:
-        if bad or bool((positive == 0).any()):                                                       # worth the check
+        flags = xp.stack([((w < 0) | ~xp.isfinite(w)).any(), (positive == 0).any(), (positive < num_samples).any()])
+        bad, empty, too_few = backend.to_numpy(flags).tolist()            # one host sync: the checks are worth it
+        if bad or empty:
             raise ArgumentError("multinomial: weights must be finite and >= 0, with a positive sum in every row")
-        if not replacement and (num_samples > w.shape[1] or bool((positive < num_samples).any())):
+        if not replacement and too_few:
             raise ArgumentError(f"multinomial: cannot draw {num_samples} samples without replacement from "
                                 f"rows with fewer categories of positive weight")
         idx = _multinomial(self.device, w, int(num_samples), bool(replacement))

@@ -84,7 +84,7 @@ class ELU(Function):
 
     def forward(self, x, alpha=1.0):
         xp = self.xp
-        self.positive, self.alpha = x > 0, alpha
+        self.positive, self.alpha = ~(x <= 0), alpha      # x > 0, and NaN (out NaN, g passes: PyTorch)
         self.out = xp.where(self.positive, x, alpha * xp.expm1(xp.minimum(x, 0)))   # expm1 of <= 0: no overflow
         return self.out
 

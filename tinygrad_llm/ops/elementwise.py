@@ -151,54 +151,66 @@ class Sigmoid(Function):
 
 class ReLU(Function):
     """out = max(x, 0), any shape and dtype (integers too, as PyTorch).   dx = g where x > 0,
-    else 0 (0 at x == 0). The package's one ReLU: ``Tensor.relu``, ``F.relu`` and ``nn.ReLU``."""
+    else 0 (0 at x == 0; g at NaN, as PyTorch). The package's one ReLU: ``Tensor.relu``,
+    ``F.relu`` and ``nn.ReLU``."""
 
     def forward(self, x):
-        self.mask = x > 0
+        self.mask = ~(x <= 0)                       # x > 0, and NaN (whose out is NaN) passes g
         return self.xp.maximum(x, x.dtype.type(0))   # not x * mask: -inf * 0 would be NaN
 
     def backward(self, g):
         return g * self.mask
 
 
+def sign(x):
+    """-1, 0 or 1 by the sign of x, in x's dtype; 0 for NaN (PyTorch's sign, where NumPy's gives NaN)."""
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+
+
 class Abs(Function):
-    """out = |x|.   dx = g * sign(x) (0 at x == 0)."""
+    """out = |x|.   dx = g * sign(x) (0 at x == 0 and at NaN, as PyTorch)."""
 
     def forward(self, x):
         self.x = x
         return self.xp.abs(x)
 
     def backward(self, g):
-        return g * self.xp.sign(self.x)
+        return g * sign(self.x)
 
 
 class Maximum(Function):
-    """out = maximum(a, b).   The larger input gets g; on a tie each gets g / 2."""
+    """out = maximum(a, b).   The larger input gets g; on a tie each gets g / 2 (where either is
+    NaN, out is NaN and both get g, as PyTorch)."""
 
     def forward(self, a, b):
         self.a, self.b = a, b
         return self.xp.maximum(a, b)
 
     def backward(self, g):
-        return _pick_grads(self, g, self.a > self.b)
+        return _pick_grads(self, g, self.a < self.b, self.b < self.a)
 
 
 class Minimum(Function):
-    """out = minimum(a, b).   The smaller input gets g; on a tie each gets g / 2."""
+    """out = minimum(a, b).   The smaller input gets g; on a tie each gets g / 2 (where either is
+    NaN, both get g)."""
 
     def forward(self, a, b):
         self.a, self.b = a, b
         return self.xp.minimum(a, b)
 
     def backward(self, g):
-        return _pick_grads(self, g, self.a < self.b)
+        return _pick_grads(self, g, self.a > self.b, self.b > self.a)
 
 
-def _pick_grads(node, g, a_wins):
+def _pick_grads(node, g, a_loses, b_loses):
+    """Each input's share of g: 0 where it loses, 1/2 on a tie, else 1 (so both get g at a NaN)."""
     xp, a, b = node.xp, node.a, node.b
-    w = xp.where(a_wins, 1.0, xp.where(a == b, 0.5, 0.0)).astype(g.dtype)
-    da = unbroadcast(xp, g * w, a.shape) if node.needs_input_grad[0] else None
-    db = unbroadcast(xp, g * (1 - w), b.shape) if node.needs_input_grad[1] else None
+    tie = a == b
+    da = db = None
+    if node.needs_input_grad[0]:
+        da = unbroadcast(xp, g * xp.where(a_loses, 0.0, xp.where(tie, 0.5, 1.0)).astype(g.dtype), a.shape)
+    if node.needs_input_grad[1]:
+        db = unbroadcast(xp, g * xp.where(b_loses, 0.0, xp.where(tie, 0.5, 1.0)).astype(g.dtype), b.shape)
     return da, db
 
 
@@ -359,10 +371,10 @@ class _Steps(Function):
 
 
 class Sign(_Steps):
-    """out = -1, 0 or 1 by the sign of x (NaN stays NaN).   dx = 0."""
+    """out = -1, 0 or 1 by the sign of x (0 for NaN, as PyTorch).   dx = 0."""
 
     def forward(self, x):
-        return self.xp.sign(x)
+        return sign(x)
 
 
 class Floor(_Steps):

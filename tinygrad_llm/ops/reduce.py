@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import operator
 
-from ..backend import quiet
+from ..backend import ArgumentError, quiet
 from ..function import Function
 
 
@@ -89,21 +89,25 @@ class Mean(Function):
 
 
 class _Extreme(Function):
-    """max / min. Ties: the gradient is split evenly among all tied elements."""
+    """max / min. Ties: the gradient is split evenly among all tied elements (a slice holding
+    NaN has max NaN: its NaN elements share the gradient, as PyTorch)."""
 
     pick = None  # "max" or "min"
 
     def forward(self, x, axis=None, keepdims=False):
-        if x.size == 0:
-            raise ValueError(f"{self.pick}() of an empty tensor (shape {x.shape})")
         self.x, self.keepdims = x, keepdims
         self.axes = normalize_axes(axis, x.ndim)
+        if x.size == 0 and axis is None:       # PyTorch's classes: RuntimeError here, IndexError below
+            raise ArgumentError(f"{self.pick}() of an empty tensor (shape {x.shape}): there is no extreme of nothing")
+        if any(x.shape[a] == 0 for a in self.axes):
+            raise IndexError(f"{self.pick}() over an empty dim (shape {x.shape}, dims {self.axes})")
         self.out = getattr(x, self.pick)(axis=self.axes, keepdims=True)
         return self.out if keepdims else self.out.reshape(
             [n for i, n in enumerate(x.shape) if i not in self.axes])
 
     def backward(self, g):
-        hit = (self.x == self.out)
+        xp = self.xp
+        hit = (self.x == self.out) | (xp.isnan(self.x) & xp.isnan(self.out))   # a NaN slice: its NaNs
         count = hit.sum(axis=self.axes, keepdims=True)
         g = _expand(g, self.x.shape, self.axes, self.keepdims)
         return hit * (g / count.astype(g.dtype))
