@@ -85,6 +85,16 @@ def _ragged_message(data) -> str:
             f"[{shown}]; every list at one depth must have the same length")
 
 
+def _float_function(op, what):
+    """A Tensor method applying the elementwise ``op`` (one node), in the default float dtype
+    for an integer or boolean tensor (PyTorch's rule; NumPy would give float64)."""
+    def method(self):
+        return op.apply(self._floating())
+    method.__name__ = op.__name__.lower()
+    method.__doc__ = f"{what}, elementwise (one {op.__name__} node); integers compute in the default float dtype."
+    return method
+
+
 class Tensor:
     __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "_vbox", "_grad_storage", "__weakref__")
 
@@ -371,10 +381,16 @@ class Tensor:
         return E.Neg.apply(self)
 
     def __matmul__(self, o):
-        return M.MatMul.apply(*_same_dtype("matmul", self, self._lift(o)))
+        o = self._lift(o)
+        if o.data.dtype != self.data.dtype:
+            _dtype_mismatch("matmul", self, o)
+        return M.MatMul.apply(self, o)
 
     def __rmatmul__(self, o):
-        return M.MatMul.apply(*_same_dtype("matmul", self._lift(o), self))
+        o = self._lift(o)
+        if o.data.dtype != self.data.dtype:
+            _dtype_mismatch("matmul", o, self)
+        return M.MatMul.apply(o, self)
 
     add, sub, mul, div, pow, matmul = __add__, __sub__, __mul__, __truediv__, __pow__, __matmul__
 
@@ -385,7 +401,9 @@ class Tensor:
             raise ShapeError(f"dot: 1-D tensors expected, got shapes {self.shape} and {other.shape}")
         if self.shape != other.shape:
             raise ShapeError(f"dot: the tensors must have one size, got {self.shape[0]} and {other.shape[0]}")
-        return M.MatMul.apply(*_same_dtype("dot", self, other))
+        if other.dtype != self.dtype:
+            _dtype_mismatch("dot", self, other)
+        return M.MatMul.apply(self, other)
 
     def neg(self):
         return E.Neg.apply(self)
@@ -467,37 +485,16 @@ class Tensor:
         exp, log, sin, ... (NumPy would give float64)."""
         return self if self.dtype.kind == "f" else self.to(dtype=backend.default_dtype)
 
-    def exp(self):
-        return E.Exp.apply(self._floating())
-
-    def log(self):
-        return E.Log.apply(self._floating())
-
-    def sqrt(self):
-        return E.Sqrt.apply(self._floating())
-
-    def tanh(self):
-        return E.Tanh.apply(self._floating())
-
-    def sigmoid(self):
-        return E.Sigmoid.apply(self._floating())
-
-    def sin(self):
-        return E.Sin.apply(self._floating())
-
-    def cos(self):
-        return E.Cos.apply(self._floating())
-
-    def rsqrt(self):
-        """1 / sqrt(x)."""
-        return E.Rsqrt.apply(self._floating())
-
-    def log2(self):
-        return E.Log2.apply(self._floating())
-
-    def exp2(self):
-        """2 ** x."""
-        return E.Exp2.apply(self._floating())
+    exp = _float_function(E.Exp, "e ** x")
+    log = _float_function(E.Log, "the natural logarithm")
+    sqrt = _float_function(E.Sqrt, "the square root")
+    tanh = _float_function(E.Tanh, "the hyperbolic tangent")
+    sigmoid = _float_function(E.Sigmoid, "1 / (1 + exp(-x)), without overflow")
+    sin = _float_function(E.Sin, "the sine")
+    cos = _float_function(E.Cos, "the cosine")
+    rsqrt = _float_function(E.Rsqrt, "1 / sqrt(x)")
+    log2 = _float_function(E.Log2, "the base-2 logarithm")
+    exp2 = _float_function(E.Exp2, "2 ** x")
 
     def square(self):
         """x * x, one node; integers stay integers."""
@@ -982,13 +979,11 @@ def _as_tensor(x, like) -> "Tensor":
     return x if isinstance(x, Tensor) else Tensor(x, device=like.device)
 
 
-def _same_dtype(op, a, b):
-    """(a, b) when they share a dtype; PyTorch refuses a matrix product of float32 with
-    float64 (or int with float), and so do we, instead of promoting silently."""
-    if a.dtype != b.dtype:
-        raise DtypeError(f"{op}: both operands must have one dtype, got {a.dtype} and {b.dtype}; "
-                         "cast one with .to(dtype)")
-    return a, b
+def _dtype_mismatch(op, a, b):
+    """PyTorch refuses a matrix product of float32 with float64 (or int with float), and so
+    do we, instead of promoting silently."""
+    raise DtypeError(f"{op}: both operands must have one dtype, got {a.dtype} and {b.dtype}; "
+                     "cast one with .to(dtype)")
 
 
 def _shape_arg(shape) -> tuple:
@@ -1043,13 +1038,17 @@ def _index_arg(index, like):
         index = tuple(index)
     if not isinstance(index, tuple):
         return _index_item(index, like), None
-    items = [_index_item(i, like) for i in index]
-    has_int = has_array = False
-    for i in items:
-        if _is_int(i):
+    items, has_int, has_array = [], False, False
+    for i in index:
+        if type(i) is int:
             has_int = True
-        elif getattr(i, "ndim", 0) > 0:
-            has_array = True
+        elif type(i) is not slice and i is not None and i is not Ellipsis:
+            i = _index_item(i, like)
+            if _is_int(i):
+                has_int = True
+            elif getattr(i, "ndim", 0) > 0:
+                has_array = True
+        items.append(i)
     if not (has_int and has_array):
         return tuple(items), None
     first, then, consumed, ellipsis = [], [], 0, False
