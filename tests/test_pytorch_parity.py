@@ -234,6 +234,8 @@ for key, (ours_index, torch_index) in {
 
 # nn.functional
 W, B = A(5, 4), A(5)
+_angles = np.arange(3)[:, None] * np.array([1.0, 0.1, 1.0, 0.1])       # (T, D), "rotate half" layout
+ROPE_COS, ROPE_SIN = np.cos(_angles), np.sin(_angles)
 TARGETS = np.array([[0, 3, 1], [4, 4, 0]])
 PROBS = In((2, 3, 5), domain="unit", grad=True)
 CASES += [
@@ -265,6 +267,10 @@ CASES += [
        id="gelu_tanh"),
     C2("relu", F.relu, TF.relu, A(3, 4)),
     C2("silu", F.silu, TF.silu, A(3, 4)),
+    C2("swiglu", F.swiglu, lambda g, u: TF.silu(g) * u, A(3, 4), A(3, 4)),
+    C2("rotary_embedding", lambda x: F.rotary_embedding(x, ROPE_COS, ROPE_SIN),
+       lambda x: x * torch.tensor(ROPE_COS, dtype=x.dtype) + torch.cat((-x[..., 2:], x[..., :2]), -1)
+       * torch.tensor(ROPE_SIN, dtype=x.dtype), A(2, 3, 4)),
     C2("leaky_relu", lambda x: F.leaky_relu(x, 0.2), lambda x: TF.leaky_relu(x, 0.2), A(3, 4)),
     C2("elu", lambda x: F.elu(x, 0.7), lambda x: TF.elu(x, 0.7), A(3, 4)),
     C2("softplus", lambda x: F.softplus(x, 2.0, 5.0), lambda x: TF.softplus(x, 2.0, 5.0), A(3, 4)),
@@ -280,6 +286,10 @@ CASES += [
     C2("scaled_dot_product_attention", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
        lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=True), A(2, 4, 3), A(2, 4, 3), A(2, 4, 3),
        id="sdpa_causal"),
+    C2("scaled_dot_product_attention", lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m,
+                                                                                        enable_gqa=True),
+       lambda q, k, v, m: TF.scaled_dot_product_attention(q, k, v, attn_mask=m, enable_gqa=True),
+       A(2, 4, 3, 2), A(2, 2, 5, 2), A(2, 2, 5, 3), A(4, 1, 5), id="sdpa_gqa_mask"),
     C2("causal_self_attention", lambda qkv: F.causal_self_attention(qkv, 2), lambda qkv: _torch_csa(qkv, 2),
        A(2, 3, 12), special=False),
     C2("dpo_loss", lambda a, b, c, d: F.dpo_loss(a, b, c, d, beta=0.5), lambda a, b, c, d: -TF.logsigmoid(

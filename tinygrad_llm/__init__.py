@@ -5,8 +5,9 @@
     (x * x).sum().backward()
     x.grad            # array([[2., 4.]], dtype=float32)
 
-Also here: ``GPT``/``GPTConfig`` (tinygrad_llm.model), and ``load_gpt2``/``save_gpt2``
-(tinygrad_llm.hf) to read and write Hugging Face GPT-2 folders.
+Also here: ``GPT``/``GPTConfig`` (tinygrad_llm.model) and ``Llama``/``LlamaConfig``
+(tinygrad_llm.llama); ``load_gpt2``/``save_gpt2`` (tinygrad_llm.hf) and ``load_llama``/
+``save_llama`` (tinygrad_llm.hf_llama) to read and write Hugging Face GPT-2 and Llama folders.
 """
 import numpy as _np
 
@@ -16,6 +17,8 @@ from .creation import (arange, eye, full, full_like, ones, ones_like, rand, rand
 from .function import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .gradcheck import GradcheckError, gradcheck
 from .hf import load_gpt2, save_gpt2
+from .hf_llama import load_llama, save_llama
+from .llama import Llama, LlamaConfig
 from .model import GPT, GPTConfig
 from .tensor import Tensor, ValuesIndices, cat, einsum, maximum, minimum, multinomial, stack, where
 from .tiers import reference_tier, reference_tier_forced, use_reference_tier
@@ -31,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "Function", "GPT", "GPTConfig", "load_gpt2", "save_gpt2",
+    "Llama", "LlamaConfig", "load_llama", "save_llama",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "gradcheck", "GradcheckError", "manual_seed", "gpu_available", "DeviceError",
     "ShapeError", "DtypeError", "ArgumentError",

@@ -1,4 +1,4 @@
-"""gelu (exact and tanh forms) and silu (ops/activation.py, fast kernels in kernels/cpu.py):
+"""gelu (exact and tanh forms), silu and swiglu (ops/activation.py, fast kernels in kernels/cpu.py):
 forward and gradients against NumPy, PyTorch and finite differences on both tiers, the tiers
 against each other, large inputs, dtypes, bad input. leaky_relu, elu and softplus (reference
 tier only) the same way. ReLU is in test_elementwise.py."""
@@ -114,6 +114,76 @@ def test_activation_fast_tier_equals_reference_across_blocks(monkeypatch):
     x = np.random.default_rng(3).standard_normal((7, 45)).astype(np.float32) * 4
     for fn in (F.gelu, lambda x: F.gelu(x, approximate="tanh"), F.silu):
         tiers_agree(fn, [x])
+
+
+# ----------------------------------------------------------------------------- swiglu
+
+def np_swiglu(gate, up):
+    return gate / (1 + np.exp(-gate)) * up
+
+
+@fixture_ok
+@given(shape=st.lists(st.integers(1, 4), min_size=0, max_size=3).map(tuple),
+       scale=st.sampled_from([1.0, 4.0]), seed=seeds)
+def test_swiglu_against_numpy_and_gradcheck(device, tier, shape, scale, seed):
+    rs = np.random.default_rng(seed)
+    gate, up = rs.standard_normal(shape) * scale, rs.standard_normal(shape)
+    helper_test_op([gate, up], F.swiglu, np_swiglu, device=device)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_swiglu_matches_torch(tier, dtype):
+    torch = pytest.importorskip("torch")
+    rs = np.random.default_rng(4)
+    gate = np.concatenate([np.linspace(-50, 50, 401), [0.5, -0.5]]).astype(dtype)
+    up = rs.standard_normal(gate.shape).astype(dtype)
+    helper_test_op([gate, up], F.swiglu, torch_fn=lambda g, u: torch.nn.functional.silu(g) * u)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 1e-6), (np.float64, 1e-15)])
+def test_swiglu_large_gates_and_both_gradients(device, tier, dtype, tol):
+    """dgate = g * up * silu'(gate) and dup = g * silu(gate), also where exp(-gate) overflows."""
+    gate = np.concatenate([np.linspace(-100, 100, 401), [-1e4, 1e4]]).astype(dtype)
+    up = np.linspace(-2, 3, gate.size).astype(dtype)
+    tg_, tu = leaf(gate, device), leaf(up, device)
+    h = F.swiglu(tg_, tu)
+    assert h.grad_fn.name == "SwiGLU" and len(h.grad_fn.inputs) == 2       # one node, both inputs
+    g64, u64 = gate.astype(np.float64), up.astype(np.float64)
+    with np.errstate(over="ignore"):
+        sig = 1 / (1 + np.exp(-g64))
+    np.testing.assert_allclose(to_np(h), g64 * sig * u64, rtol=tol * 4, atol=tol)
+    h.sum().backward()
+    np.testing.assert_allclose(to_np(tg_.grad), u64 * sig * (1 + g64 * (1 - sig)), rtol=tol * 4, atol=tol * 4)
+    np.testing.assert_allclose(to_np(tu.grad), g64 * sig, rtol=tol * 4, atol=tol)
+
+
+@given(shape=st.lists(st.integers(1, 40), min_size=0, max_size=3).map(tuple),
+       scale=st.sampled_from([1.0, 10.0, 200.0]), dtype=st.sampled_from([np.float64, np.float32, np.float16]),
+       seed=seeds)
+def test_swiglu_fast_tier_equals_reference(shape, scale, dtype, seed):
+    rs = np.random.default_rng(seed)
+    gate = (rs.standard_normal(shape) * scale).astype(dtype)
+    up = rs.standard_normal(shape).astype(dtype)
+    tiers_agree(F.swiglu, [gate, up])
+
+
+def test_swiglu_fast_tier_across_blocks_and_strides(monkeypatch):
+    """Several cache blocks (a ragged last one), and inputs that are not contiguous."""
+    from tinygrad_llm.kernels import tuning
+    monkeypatch.setattr(tuning, "ACTIVATION_BLOCK", 64)
+    rs = np.random.default_rng(5)
+    gate, up = (rs.standard_normal((7, 45)).astype(np.float32) * 4 for _ in range(2))
+    tiers_agree(F.swiglu, [gate, up])
+    tiers_agree(lambda g, u: F.swiglu(g.T, u.T), [gate, up])
+
+
+def test_swiglu_bad_inputs():
+    with pytest.raises(ValueError, match=r"swiglu: gate and up must have one shape and dtype"):
+        F.swiglu(Tensor(np.zeros(3)), Tensor(np.zeros(4)))
+    with pytest.raises(ValueError, match=r"swiglu: gate and up must have one shape and dtype"):
+        F.swiglu(Tensor(np.zeros(3)), Tensor(np.zeros(3, dtype=np.float32)))
+    with pytest.raises(TypeError, match="swiglu: up must be a floating-point tensor"):
+        F.swiglu(Tensor(np.zeros(3)), Tensor(np.arange(3)))
 
 
 # ------------------------------------------------------------------------------ leaky_relu, elu, softplus

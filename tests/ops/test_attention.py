@@ -419,6 +419,106 @@ def test_dropout_expected_value_is_the_plain_output():
     assert (np.abs(out.mean(axis=0) - ref_attention(q, k, v)[0]) < 5 * se + 1e-12).all()
 
 
+# ----------------------------------------------------------------------------- grouped-query attention
+
+@st.composite
+def gqa_cases(draw):
+    """q (B, KV * G, T, D), k and v (B, KV, S, D), a mask over (B, H, T, S) or (T, S), is_causal."""
+    B, KV, G = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(2, 3))
+    T, S, D = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    rs = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    q = rs.standard_normal((B, KV * G, T, D))
+    k, v = rs.standard_normal((B, KV, S, D)), rs.standard_normal((B, KV, S, D))
+    mask = draw(st.sampled_from([None, (T, S), (B, KV * G, T, S), (B, 1, T, S), (B, 1, 1, S), (KV * G, 1, S)]))
+    if mask is not None:
+        mask = rs.random(mask) < 0.7
+    return q, k, v, mask, draw(st.booleans())
+
+
+def repeat_heads(a, G):
+    """(..., KV, S, D) -> (..., KV * G, S, D): key/value head kv serves query heads kv * G .. kv * G + G - 1."""
+    return np.repeat(a, G, axis=-3)
+
+
+@with_fixtures
+@given(gqa_cases())
+def test_gqa_against_repeated_heads_and_gradcheck(tier, case):
+    """enable_gqa is attention with each K/V head repeated for its group; gradients by finite differences."""
+    q, k, v, mask, causal = case
+    G = q.shape[1] // k.shape[1]
+    helper_test_op([q, k, v], lambda a, b, c: sdpa(a, b, c, attn_mask=mask, is_causal=causal, enable_gqa=True),
+                   lambda a, b, c: ref_attention(a, repeat_heads(b, G), repeat_heads(c, G), mask, causal))
+
+
+def test_gqa_gradient_of_a_shared_head_is_the_group_sum(device, tier):
+    rs = np.random.default_rng(7)
+    B, KV, G, T, D = 2, 2, 3, 5, 4
+    q, k, v = rs.standard_normal((B, KV * G, T, D)), rs.standard_normal((B, KV, T, D)), rs.standard_normal((B, KV, T, D))
+    g = rs.standard_normal((B, KV * G, T, D))
+    Q, K, V = _tensors(q, k, v, device=device)
+    out = sdpa(Q, K, V, is_causal=True, enable_gqa=True)
+    out.backward(Tensor(g, device=device))
+    Qr, Kr, Vr = _tensors(q, repeat_heads(k, G), repeat_heads(v, G), device=device)
+    ref = sdpa(Qr, Kr, Vr, is_causal=True)
+    ref.backward(Tensor(g, device=device))
+    np.testing.assert_allclose(to_np(out), to_np(ref), atol=1e-12)
+    np.testing.assert_allclose(to_np(Q.grad), to_np(Qr.grad), atol=1e-12)
+    for ours, repeated in ((K.grad, Kr.grad), (V.grad, Vr.grad)):
+        np.testing.assert_allclose(to_np(ours), to_np(repeated).reshape(B, KV, G, T, D).sum(axis=2), atol=1e-12)
+    assert out.shape == (B, KV * G, T, D) and K.grad.shape == (B, KV, T, D)
+
+
+def test_gqa_with_dropout_draws_the_mask_of_the_repeated_heads(tier):
+    rs = np.random.default_rng(8)
+    q, k, v = rs.standard_normal((2, 6, 4, 3)), rs.standard_normal((2, 3, 4, 3)), rs.standard_normal((2, 3, 4, 3))
+    outs = []
+    for kk, vv, gqa in ((k, v, True), (repeat_heads(k, 2), repeat_heads(v, 2), False)):
+        manual_seed(3)
+        outs.append(sdpa(Tensor(q), Tensor(kk), Tensor(vv), dropout_p=0.4, is_causal=True, enable_gqa=gqa).numpy())
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-12)
+    Q, K, V = _tensors(q, k, v)
+
+    def fn(a, b, c):
+        manual_seed(5)
+        return sdpa(a, b, c, dropout_p=0.3, enable_gqa=True)
+    gradcheck(fn, [Q, K, V])
+
+
+@given(gqa_cases(), st.sampled_from([np.float64, np.float32]))
+def test_gqa_fast_tier_equals_reference(case, dtype):
+    q, k, v, mask, causal = case
+    tiers_agree(lambda a, b, c: sdpa(a, b, c, attn_mask=mask, is_causal=causal, enable_gqa=True),
+                [q.astype(dtype), k.astype(dtype), v.astype(dtype)], scaled_atol=True)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_gqa_matches_torch(tier, dtype, tol):
+    torch = pytest.importorskip("torch")
+    rs = np.random.default_rng(9)
+    q = rs.standard_normal((2, 6, 5, 4)).astype(dtype)
+    k, v = rs.standard_normal((2, 2, 5, 4)).astype(dtype), rs.standard_normal((2, 2, 5, 4)).astype(dtype)
+    helper_test_op([q, k, v], lambda a, b, c: sdpa(a, b, c, is_causal=True, enable_gqa=True),
+                   torch_fn=lambda a, b, c: torch.nn.functional.scaled_dot_product_attention(
+                       a, b, c, is_causal=True, enable_gqa=True), rtol=tol, atol=tol)
+
+
+def test_gqa_bad_input():
+    q, k = Tensor(np.zeros((1, 6, 3, 4))), Tensor(np.zeros((1, 4, 3, 4)))
+    with pytest.raises(ValueError, match=r"key/value heads \(4\) to divide the query heads \(6\)"):
+        sdpa(q, k, k, enable_gqa=True)
+    with pytest.raises(ValueError, match="key and value need the same number of heads"):
+        sdpa(q, Tensor(np.zeros((1, 2, 3, 4))), Tensor(np.zeros((1, 3, 3, 4))), enable_gqa=True)
+    with pytest.raises(ValueError, match="needs a heads dim"):
+        sdpa(Tensor(np.zeros((3, 4))), Tensor(np.zeros((3, 4))), Tensor(np.zeros((3, 4))), enable_gqa=True)
+    with pytest.raises(TypeError, match="enable_gqa must be a bool"):
+        sdpa(q, q, q, enable_gqa=1)
+    with pytest.raises(ValueError, match="do not broadcast"):            # without enable_gqa: as before
+        sdpa(q, Tensor(np.zeros((1, 2, 3, 4))), Tensor(np.zeros((1, 2, 3, 4))))
+    with pytest.raises(ValueError, match=r"attn_mask of shape \(1, 2, 3, 3\) does not broadcast"):
+        sdpa(q, Tensor(np.zeros((1, 2, 3, 4))), Tensor(np.zeros((1, 2, 3, 4))), enable_gqa=True,
+             attn_mask=np.ones((1, 2, 3, 3), dtype=bool))             # a mask over the K/V heads, not H
+
+
 # ----------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("shapes, match", [
@@ -549,6 +649,18 @@ def test_float_mask_gradient_on_device_and_in_float32(device, tier):
     with tg_no_grad():
         assert sdpa(q, k, v, attn_mask=m).grad_fn is None
     assert len(sdpa(q, k, v, attn_mask=m.detach()).grad_fn.inputs) == 3
+
+
+@pytest.mark.parametrize("mshape", [(3, 5), (1, 3, 5), (4, 3, 5), (2, 1, 1, 5), (2, 4, 3, 5)])
+def test_float_mask_gradient_with_grouped_query_attention(tier, mshape):
+    """enable_gqa stacks each K/V head's query heads as rows, the mask's rows too: the mask's
+    gradient is unstacked again and summed back to its shape (shared by all heads, or per head)."""
+    rs = np.random.default_rng(len(mshape) + mshape[0])
+    q, k, v = rs.standard_normal((2, 4, 3, 2)), rs.standard_normal((2, 2, 5, 2)), rs.standard_normal((2, 2, 5, 3))
+    mask = rs.standard_normal(mshape)
+    mask[..., 0, 1] = -np.inf
+    out, grads = helper_test_op([q, k, v, mask], lambda a, b, c, m: sdpa(a, b, c, attn_mask=m, enable_gqa=True))
+    assert grads[3].shape == mshape and (grads[3][..., 0, 1] == 0).all()
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])

@@ -340,6 +340,23 @@ class GELU(_Blockwise, activation.GELU):
         d *= g
 
 
+def silu_block(x, sig, y):
+    """sig = sigmoid(x) and y = x * sig, in place."""
+    np.negative(x, out=sig)
+    np.exp(sig, out=sig)                         # inf for x < -88 (float32): sig becomes exactly 0
+    sig += 1.0
+    np.reciprocal(sig, out=sig)
+    np.multiply(x, sig, out=y)
+
+
+def silu_slope_block(x, sig, d):
+    """d = sig * (1 + x * (1 - sig)) (d silu / dx), in place."""
+    np.subtract(1.0, sig, out=d)
+    d *= x
+    d += 1.0
+    d *= sig
+
+
 @tiers.register(activation.SiLU)
 class SiLU(_Blockwise, activation.SiLU):
     """The reference's formulas, block by block, in place (``saved`` is sig)."""
@@ -348,18 +365,46 @@ class SiLU(_Blockwise, activation.SiLU):
         return self._forward(x)
 
     def forward_block(self, x, sig, y):
-        np.negative(x, out=sig)
-        np.exp(sig, out=sig)                     # inf for x < -88 (float32): sig becomes exactly 0
-        sig += 1.0
-        np.reciprocal(sig, out=sig)
-        np.multiply(x, sig, out=y)
+        silu_block(x, sig, y)
 
     def backward_block(self, x, sig, g, d):
-        np.subtract(1.0, sig, out=d)
-        d *= x
-        d += 1.0
-        d *= sig
+        silu_slope_block(x, sig, d)
         d *= g
+
+
+@tiers.register(activation.SwiGLU)
+class SwiGLU(activation.SwiGLU):
+    """The reference's formulas on cache-sized blocks, in place, one chunk of blocks per core
+    (``tuning.ACTIVATION_BLOCK``); dgate and dup in one pass over each block."""
+
+    def forward(self, gate, up):
+        self.shape = gate.shape
+        self.gate, self.up = gate.reshape(-1), up.reshape(-1)     # views when contiguous
+        self.sig, h = np.empty_like(self.gate), np.empty_like(self.gate)
+
+        def run(lo, hi):
+            with np.errstate(over="ignore"):         # here: NumPy's error state is per thread
+                silu_block(self.gate[lo:hi], self.sig[lo:hi], h[lo:hi])
+            h[lo:hi] *= self.up[lo:hi]
+
+        parallel_for(run, h.size, block=tuning.ACTIVATION_BLOCK)
+        return h.reshape(self.shape)
+
+    def backward(self, g):
+        g = g.reshape(-1)
+        dgate, dup = np.empty_like(self.gate), np.empty_like(self.gate)
+
+        def run(lo, hi):
+            gate, sig, gr = self.gate[lo:hi], self.sig[lo:hi], g[lo:hi]
+            du, dg = dup[lo:hi], dgate[lo:hi]
+            np.multiply(gate, sig, out=du)
+            du *= gr                                 # dup = g * silu(gate)
+            silu_slope_block(gate, sig, dg)
+            dg *= gr
+            dg *= self.up[lo:hi]                     # dgate = g * up * silu'(gate)
+
+        parallel_for(run, g.size, block=tuning.ACTIVATION_BLOCK)
+        return dgate.reshape(self.shape), dup.reshape(self.shape)
 
 
 # ----------------------------------------------------------------------------- cross-entropy

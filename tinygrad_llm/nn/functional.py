@@ -17,7 +17,7 @@ import numpy as np
 from .. import backend
 from ..function import is_grad_enabled
 from ..backend import ArgumentError, DtypeError, ShapeError
-from ..ops.activation import ELU, GELU_APPROXIMATIONS, GELU, LeakyReLU, SiLU, Softplus
+from ..ops.activation import ELU, GELU_APPROXIMATIONS, GELU, LeakyReLU, SiLU, Softplus, SwiGLU
 from ..ops.attention import ScaledDotProductAttention
 from ..ops.binary_cross_entropy import BinaryCrossEntropy, BinaryCrossEntropyWithLogits
 from ..ops.cross_entropy import REDUCTIONS, CrossEntropy
@@ -28,14 +28,15 @@ from ..ops.embedding import Embedding
 from ..ops.linear import Linear
 from ..ops.movement import Pad
 from ..ops.norm import LayerNorm, RMSNorm
+from ..ops.rope import RoPE
 from ..ops.self_attention import CausalSelfAttention
 from ..tensor import Tensor
 
 __all__ = [
     "linear", "softmax", "log_softmax", "cross_entropy", "binary_cross_entropy",
     "binary_cross_entropy_with_logits", "layer_norm", "rms_norm",
-    "gelu", "relu", "silu", "leaky_relu", "elu", "softplus", "embedding", "one_hot", "pad", "dropout",
-    "scaled_dot_product_attention", "causal_self_attention", "dpo_loss",
+    "gelu", "relu", "silu", "swiglu", "leaky_relu", "elu", "softplus", "embedding", "one_hot", "pad", "dropout",
+    "scaled_dot_product_attention", "causal_self_attention", "rotary_embedding", "dpo_loss",
 ]
 
 
@@ -363,6 +364,21 @@ def silu(input, inplace=False):
     return _in_place(x, SiLU.apply(x), "silu") if inplace else SiLU.apply(x)
 
 
+def swiglu(gate, up):
+    """silu(gate) * up, one graph node (the activation of Llama's MLP: ``down(swiglu(gate(x), up(x)))``).
+
+    gate and up: floating-point tensors of one shape, dtype and device. The backward gives
+    both gradients in one pass: dgate = g * up * silu'(gate), dup = g * silu(gate).
+    """
+    name = "swiglu"
+    _float_tensor(gate, name, "gate")
+    _float_tensor(up, name, "up")
+    if gate.shape != up.shape or gate.dtype != up.dtype:
+        raise ValueError(f"{name}: gate and up must have one shape and dtype, got {gate.shape} {gate.dtype} "
+                         f"and {up.shape} {up.dtype}")
+    return SwiGLU.apply(gate, up)
+
+
 def _number(value, op, name, positive=False):
     """``value`` as a float when it is a finite real number (> 0 with ``positive``); ValueError naming it."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
@@ -509,11 +525,15 @@ def _mask_array(attn_mask, query, batch, T, Tk):
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
-                                 scale=None):
+                                 scale=None, enable_gqa=False):
     """softmax(scale * query key^T + mask) value, one graph node (PyTorch's signature).
 
     query (..., T, D), key (..., S, D), value (..., S, Dv) -> (..., T, Dv); the leading
     dims broadcast against each other. ``scale`` defaults to 1/sqrt(D).
+
+    enable_gqa: grouped-query attention, as PyTorch's: query (..., H, T, D) and key, value
+    (..., KV, S, D) with KV dividing H; query head h attends with key/value head h // (H / KV),
+    and each key/value head's gradient is the sum over the H / KV query heads that share it.
 
     attn_mask: broadcastable to (..., T, S); a Tensor, an array or a nested list. Boolean:
     True = may attend. Floating point: added to the scores (use -inf to forbid; cast to the
@@ -555,8 +575,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if value.shape[-2] != S:
         raise ValueError(f"{name}: key and value need the same number of keys (dim -2), got "
                          f"key {key.shape} (S={S}) and value {value.shape} (S={value.shape[-2]})")
+    if not isinstance(enable_gqa, (bool, np.bool_)):
+        raise TypeError(f"{name}: enable_gqa must be a bool, got {enable_gqa!r}")
+    grouped = bool(enable_gqa) and _query_groups(query, key, value, name) > 1
+    kv_shapes = [t.shape[:-3] + (query.shape[-3],) if grouped else t.shape[:-2] for t in (key, value)]
     try:
-        batch = tuple(np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2]))
+        batch = tuple(np.broadcast_shapes(query.shape[:-2], *kv_shapes))
     except ValueError:
         raise ValueError(f"{name}: the leading dims of query {query.shape}, key {key.shape} and "
                          f"value {value.shape} do not broadcast") from None
@@ -568,11 +592,25 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if not isinstance(is_causal, (bool, np.bool_)):
         raise TypeError(f"{name}: is_causal must be a bool, got {is_causal!r}")
     mask = None if attn_mask is None else _mask_array(attn_mask, query, batch, T, S)
-    options = dict(is_causal=bool(is_causal), dropout_p=dropout_p, scale=float(scale))
+    options = dict(is_causal=bool(is_causal), dropout_p=dropout_p, scale=float(scale), enable_gqa=grouped)
     if isinstance(attn_mask, Tensor) and attn_mask.requires_grad and is_grad_enabled():
         # a float mask to differentiate: a fourth input of the node (in the query's dtype: a Cast node)
         return ScaledDotProductAttention.apply(query, key, value, attn_mask.to(dtype=query.dtype), **options)
     return ScaledDotProductAttention.apply(query, key, value, attn_mask=mask, **options)
+
+def _query_groups(query, key, value, name) -> int:
+    """G = H / KV, the query heads per key/value head (dim -3); ValueError unless KV divides H."""
+    if min(query.ndim, key.ndim, value.ndim) < 3:
+        raise ValueError(f"{name}: enable_gqa needs a heads dim (..., heads, L, E) in query, key and value, "
+                         f"got shapes {query.shape}, {key.shape} and {value.shape}")
+    H, KV = query.shape[-3], key.shape[-3]
+    if value.shape[-3] != KV:
+        raise ValueError(f"{name}: key and value need the same number of heads (dim -3), got "
+                         f"key {key.shape} and value {value.shape}")
+    if KV == 0 or H % KV:
+        raise ValueError(f"{name}: enable_gqa needs the key/value heads ({KV}) to divide the query heads "
+                         f"({H}), got query {query.shape} and key {key.shape}")
+    return H // KV
 
 
 def causal_self_attention(qkv, n_head: int, dropout_p: float = 0.0):
@@ -594,6 +632,52 @@ def causal_self_attention(qkv, n_head: int, dropout_p: float = 0.0):
         raise ValueError(f"{name}: last dim {C3} must be 3 * n_head * head_dim (n_head={n_head})")
     dropout_p = _probability(dropout_p, f"{name}: dropout_p", hi_open=True)
     return CausalSelfAttention.apply(qkv, n_head=int(n_head), dropout_p=dropout_p)
+
+
+# ----------------------------------------------------------------------------- rotary embeddings
+
+def _table(t, x, name):
+    """A cos / sin table (Tensor or array) as an array of x's dtype on x's device."""
+    op = "rotary_embedding"
+    if isinstance(t, Tensor):
+        if t.requires_grad and is_grad_enabled():
+            raise ValueError(f"{op}: {name} is a constant table here (no gradient flows to it); pass {name}.detach()")
+        if t.device != x.device:
+            raise backend.DeviceError(f"{op}: {name} is on {t.device!r} but the input is on {x.device!r}; "
+                                      "move it with .to(device)")
+        a = t.data
+    else:
+        a = backend.as_array(t, x.device)
+    if a.dtype.kind != "f":
+        raise TypeError(f"{op}: {name} must be floating point, got dtype {a.dtype}")
+    return a.astype(x.dtype, copy=False)
+
+
+def rotary_embedding(input, cos, sin):
+    """Rotary position embeddings in the "rotate half" layout (Hugging Face Llama's), one graph node:
+    ``input * cos + rotate_half(input) * sin`` with rotate_half([x1, x2]) = [-x2, x1].
+
+    input (..., D), D even (a head's queries or keys, e.g. (B, H, T, D) or (B, T, H, D));
+    cos and sin: the tables of the positions, broadcastable to input with last dim D, e.g.
+    (T, D) or (T, 1, D) (``tinygrad_llm.nn.RotaryEmbedding`` makes them), constants (Tensors
+    or arrays, cast to input's dtype). The gradient is the rotation by minus the angles:
+    dx = g * cos - rotate_half(g * sin) (docs/backprop.md).
+    """
+    name = "rotary_embedding"
+    x = _float_tensor(input, name)
+    if x.ndim == 0 or x.shape[-1] % 2:
+        raise ValueError(f"{name}: the last dim of input must be even (pairs of channels are rotated), "
+                         f"got shape {x.shape}")
+    cos, sin = _table(cos, x, "cos"), _table(sin, x, "sin")
+    for t_name, t in (("cos", cos), ("sin", sin)):
+        try:
+            ok = t.ndim >= 1 and t.shape[-1] == x.shape[-1] and tuple(np.broadcast_shapes(t.shape, x.shape)) == x.shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{name}: {t_name} of shape {tuple(t.shape)} does not broadcast to the input's "
+                             f"shape {x.shape} (its last dim must be {x.shape[-1]})")
+    return RoPE.apply(x, cos=cos, sin=sin)
 
 
 # ----------------------------------------------------------------------------- DPO loss
