@@ -11,8 +11,8 @@ Also here: ``GPT``/``GPTConfig`` (tinygrad_llm.model) and ``Llama``/``LlamaConfi
 """
 import numpy as _np
 
-from .backend import DeviceError, gpu_available, manual_seed
-from .creation import (arange, eye, full, full_like, ones, ones_like, rand, rand_like, randn,
+from .backend import ArgumentError, DeviceError, DtypeError, ShapeError, gpu_available, manual_seed
+from .creation import (arange, eye, full, full_like, ones, ones_like, rand, rand_like, randint, randn,
                        randn_like, zeros, zeros_like)
 from .function import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .gradcheck import GradcheckError, gradcheck
@@ -20,7 +20,7 @@ from .hf import load_gpt2, save_gpt2
 from .hf_llama import load_llama, save_llama
 from .llama import Llama, LlamaConfig
 from .model import GPT, GPTConfig
-from .tensor import Tensor, cat, maximum, minimum, stack, where
+from .tensor import Tensor, ValuesIndices, cat, einsum, maximum, minimum, multinomial, stack, where
 from .tiers import reference_tier, reference_tier_forced, use_reference_tier
 from . import kernels as _kernels  # noqa: E402,F401  (registers the fast tier's kernels)
 
@@ -37,9 +37,10 @@ __all__ = [
     "Llama", "LlamaConfig", "load_llama", "save_llama",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "gradcheck", "GradcheckError", "manual_seed", "gpu_available", "DeviceError",
-    "zeros", "ones", "full", "randn", "rand", "arange", "eye",
+    "ShapeError", "DtypeError", "ArgumentError",
+    "zeros", "ones", "full", "randn", "rand", "randint", "arange", "eye",
     "zeros_like", "ones_like", "full_like", "randn_like", "rand_like",
-    "cat", "stack", "where", "maximum", "minimum",
+    "cat", "stack", "where", "maximum", "minimum", "einsum", "multinomial", "ValuesIndices",
     "use_reference_tier", "reference_tier", "reference_tier_forced",
     "float16", "float32", "float64", "int64", "bool_",
 ]

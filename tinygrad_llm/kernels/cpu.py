@@ -131,7 +131,10 @@ class Embedding(embedding.Embedding):
         if not self.needs_input_grad[1]:
             return None, None
         D = g.shape[-1]
-        return None, scatter_add_rows(self.ids.reshape(-1), g.reshape(-1, D), self.V)
+        dweight = scatter_add_rows(self.ids.reshape(-1), g.reshape(-1, D), self.V)
+        if self.padding_idx is not None:
+            dweight[self.padding_idx] = 0
+        return None, dweight
 
 
 # ----------------------------------------------------------------------------- norms
@@ -614,7 +617,7 @@ def attention_forward(xp, qs, k, v, allowed=None, bias=None, keep=None, inv_keep
     return (P, O) if batch else (P[0], O[0])
 
 
-def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=None):
+def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=None, dS_out=None):
     """The reference's ``attention_backward``, same arguments and results.
 
     Cut into chunks and pieces as the forward; dS is built in place in the buffer of dO V^T,
@@ -627,6 +630,7 @@ def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=N
     dO_ = _batched(blas_matrices(dO), batch, (T, Dv))
     q_, k_, v_ = (_batched(blas_matrices(a), batch, tail) for a, tail in ((qs, (T, D)), (k, (Tk, D)), (v, (Tk, Dv))))
     keep_ = None if keep is None else _batched(keep, batch, (T, Tk))
+    dS_ = None if dS_out is None else _batched(dS_out, batch, (T, Tk))
     lead = P_.shape[:-2]
     if out is None:
         dq, dk, dv = (np.empty(lead + tail, dtype=dt) for tail in ((T, D), (Tk, D), (Tk, Dv)))
@@ -643,6 +647,8 @@ def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=N
             dS *= dt.type(inv_keep)
         dS -= row_dots(dO_[a:z], O_[a:z])                               # - delta
         dS *= Pa                                                        # dS = P * (dP - delta)
+        if dS_ is not None:
+            dS_[a:z] = dS                                               # a float bias's gradient
         np.matmul(dS, k_[a:z], out=dq[a:z])
         dq[a:z] *= dt.type(scale)                                       # dQ = s dS K
         np.matmul(dS.swapaxes(-1, -2), q_[a:z], out=dk[a:z])           # dK = dS^T qs

@@ -95,20 +95,32 @@ class Linear(Module):
 
 
 class Embedding(Module):
-    """out = weight[ids].   ids: integer tensor (...) -> out: (..., embedding_dim); weight ~ N(0, 1)."""
+    """out = weight[ids].   ids: integer tensor (...) -> out: (..., embedding_dim); weight ~ N(0, 1).
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None):
+    ``padding_idx`` (as PyTorch): that row starts at zeros and gets no gradient, so it stays
+    what it is (a padding token's embedding)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, device=None, dtype=None):
         super().__init__()
         _check_positive_int("num_embeddings", num_embeddings)
         _check_positive_int("embedding_dim", embedding_dim)
-        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        if padding_idx is not None:
+            if isinstance(padding_idx, bool) or not isinstance(padding_idx, int) \
+                    or not -num_embeddings <= padding_idx < num_embeddings:
+                raise ValueError(f"padding_idx must be an int in [{-num_embeddings}, {num_embeddings - 1}], "
+                                 f"got {padding_idx!r}")
+            padding_idx %= num_embeddings
+        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
         self.weight = _normal((num_embeddings, embedding_dim), device, dtype)
+        if padding_idx is not None:
+            self.weight.data[padding_idx] = 0
 
     def forward(self, ids: Tensor) -> Tensor:
-        return F.embedding(ids, self.weight)
+        return F.embedding(ids, self.weight, padding_idx=self.padding_idx)
 
     def extra_repr(self):
-        return f"{self.num_embeddings}, {self.embedding_dim}"
+        return f"{self.num_embeddings}, {self.embedding_dim}" + (
+            "" if self.padding_idx is None else f", padding_idx={self.padding_idx}")
 
 
 class LayerNorm(Module):

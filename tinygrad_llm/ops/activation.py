@@ -1,9 +1,11 @@
-"""Activation functions, each one graph node: GELU (exact and tanh forms), SiLU, and SwiGLU
-(``silu(gate) * up``, Llama's MLP activation, two inputs); any shape.
+"""Activation functions, each one graph node: GELU (exact and tanh forms), SiLU, SwiGLU
+(``silu(gate) * up``, Llama's MLP activation, two inputs), leaky ReLU, ELU and softplus;
+any shape.
 
 ReLU is the elementwise primitive ``ReLU`` in ops/elementwise.py (``Tensor.relu`` and
-``F.relu`` both run it). Derivations: docs/backprop.md, sections "GELU" and "SwiGLU". The
-fast CPU kernels (threaded, cache-blocked, in place) are in ``kernels/cpu.py``.
+``F.relu`` both run it). Derivations: docs/backprop.md, sections "GELU", "SwiGLU" and
+"More activations". The fast CPU kernels (threaded, cache-blocked, in place) are in
+``kernels/cpu.py``.
 """
 from __future__ import annotations
 
@@ -92,3 +94,46 @@ class SwiGLU(Function):
         dgate = g * up * silu_slope(gate, sig)
         dup = g * gate * sig
         return dgate, dup
+
+
+class LeakyReLU(Function):
+    """out = x where x > 0, else slope * x.   dx = g where x > 0, else slope * g (slope at x == 0,
+    as PyTorch)."""
+
+    def forward(self, x, negative_slope=0.01):
+        self.positive, self.slope = x > 0, negative_slope
+        return self.xp.where(self.positive, x, x * negative_slope)
+
+    def backward(self, g):
+        return self.xp.where(self.positive, g, g * self.slope)
+
+
+class ELU(Function):
+    """out = x where x > 0, else alpha * (exp(x) - 1).   dx = g where x > 0, else g * alpha * exp(x)
+    = g * (out + alpha). Saved: the mask and out."""
+
+    def forward(self, x, alpha=1.0):
+        xp = self.xp
+        self.positive, self.alpha = ~(x <= 0), alpha      # x > 0, and NaN (out NaN, g passes: PyTorch)
+        self.out = xp.where(self.positive, x, alpha * xp.expm1(xp.minimum(x, 0)))   # expm1 of <= 0: no overflow
+        return self.out
+
+    def backward(self, g):
+        return self.xp.where(self.positive, g, g * (self.out + self.alpha))
+
+
+class Softplus(Function):
+    """out = log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (PyTorch's rule).
+
+    Computed as (max(z, 0) + log1p(exp(-|z|))) / beta with z = beta x: exp never overflows.
+    dx = g * sigmoid(z) (g where z > threshold).
+    """
+
+    def forward(self, x, beta=1.0, threshold=20.0):
+        xp = self.xp
+        self.z, self.linear = x * beta, x * beta > threshold
+        soft = (xp.maximum(self.z, 0) + xp.log1p(xp.exp(-xp.abs(self.z)))) / beta
+        return xp.where(self.linear, x, soft)
+
+    def backward(self, g):
+        return self.xp.where(self.linear, g, g * sigmoid(self.xp, self.z))

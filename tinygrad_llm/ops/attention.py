@@ -5,7 +5,7 @@ Tk keys; the leading dims ("...", usually batch and heads) broadcast between q, 
 With s the scale (default 1/sqrt(D)) and qs = s Q (scaled once, up front):
 
     forward                                     backward (dO = gradient of O)
-    S  = qs K^T + bias            (..., T, Tk)  dV = Pd^T dO
+    S  = qs K^T + bias            (..., T, Tk)  dV = Pd^T dO,  dbias = dS (summed to bias's shape)
     S  = -inf where not allowed                 dP = (dO V^T) * keep / (1 - p)
     P  = softmax(S), per row      (..., T, Tk)  delta = rowsum(dP * P) = rowsum(dO * O)
     Pd = P * keep / (1 - p)       (dropout)     dS = P * (dP - delta)
@@ -88,12 +88,14 @@ def attention_forward(xp, qs, k, v, allowed=None, bias=None, keep=None, inv_keep
     return P, O
 
 
-def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=None):
+def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=None, dS_out=None):
     """(dQ, dK, dV) from dO (..., T, Dv) and the forward's P, O, qs, k, v (as attention_forward).
 
     Each gradient has the broadcast leading dims; the caller sums them back to its
     inputs' shapes. dQ is with respect to the unscaled Q. ``out``: three arrays to write
-    them into (e.g. views of the thirds of one buffer), or None.
+    them into (e.g. views of the thirds of one buffer), or None. ``dS_out``: an array
+    (batch..., T, Tk), batch the leading dims of q, k and v broadcast, to write dS into, the gradient of the scores, and so of a float bias added
+    to them (a float attn_mask that requires grad), or None.
     """
     Pd = P if keep is None else P * keep * inv_keep
     dV = Pd.swapaxes(-1, -2) @ dO
@@ -102,6 +104,8 @@ def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=N
         dP = dP * keep * inv_keep                      # chain through the dropout
     delta = (dO * O).sum(axis=-1, keepdims=True)      # = rowsum(dP * P), as O = Pd V (docs)
     dS = P * (dP - delta)
+    if dS_out is not None:
+        dS_out[...] = dS
     dQ = scale * (dS @ k)
     dK = dS.swapaxes(-1, -2) @ qs
     if out is None:
@@ -132,12 +136,15 @@ def group_queries(xp, q, mask, G: int):
 
 
 class ScaledDotProductAttention(Function):
-    """O = softmax(s q k^T + mask) v, one node with inputs (q, k, v); see the module docstring.
+    """O = softmax(s q k^T + mask) v, one node with inputs (q, k, v), or (q, k, v, attn_mask)
+    when a float mask is to be differentiated; see the module docstring.
 
     attn_mask: None, a bool array (True = may attend) or a float array of q's dtype (added
     to the scores), broadcastable to (..., T, Tk); is_causal: AND the bottom-right causal
     mask into it; enable_gqa: q's H heads share k's and v's KV heads in groups of G = H / KV
-    (:func:`group_queries`). Saved: qs, k, v, P, O and the dropout keep-mask.
+    (:func:`group_queries`). Saved: qs, k, v, P, O and the dropout keep-mask. As a fourth
+    input, the float mask gets dS (its heads unstacked again with enable_gqa) summed back to
+    its shape; where a score was set to -inf, P = 0 and so dS = 0.
     """
 
     core_forward = staticmethod(attention_forward)     # the fast tier swaps in its own core
@@ -145,7 +152,9 @@ class ScaledDotProductAttention(Function):
 
     def forward(self, q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0, scale=1.0, enable_gqa=False):
         self.shapes, Tq, Tk = (q.shape, k.shape, v.shape), q.shape[-2], k.shape[-2]
+        self.mask_shape = None if attn_mask is None or attn_mask.dtype == bool else attn_mask.shape
         G = q.shape[-3] // k.shape[-3] if enable_gqa else 1
+        self.G = G
         if G > 1:
             q, attn_mask = group_queries(self.xp, q, attn_mask, G)     # (..., KV, G * Tq, D)
         self.q_shape = q.shape
@@ -169,8 +178,18 @@ class ScaledDotProductAttention(Function):
     def backward(self, g):
         xp = self.xp
         dO = g.reshape(self.O.shape)                   # with enable_gqa: each group's heads stacked again
-        dq, dk, dv = self.core_backward(dO, self.P, self.O, self.qs, self.k, self.v, self.scale,
-                                        self.keep, self.inv_keep)
         q_shape, k_shape, v_shape = self.shapes
+        mask_grad = len(self.needs_input_grad) == 4 and self.needs_input_grad[3]
+        dS = None
+        if mask_grad:                  # dS has the leading dims of q, k and v broadcast (P may have fewer)
+            batch = np.broadcast_shapes(self.q_shape[:-2], k_shape[:-2], v_shape[:-2])
+            dS = xp.empty(batch + self.P.shape[-2:], dtype=g.dtype)
+        dq, dk, dv = self.core_backward(dO, self.P, self.O, self.qs, self.k, self.v, self.scale,
+                                        self.keep, self.inv_keep, dS_out=dS)
         dq = unbroadcast(xp, dq, self.q_shape).reshape(q_shape)
-        return dq, unbroadcast(xp, dk, k_shape), unbroadcast(xp, dv, v_shape)
+        grads = dq, unbroadcast(xp, dk, k_shape), unbroadcast(xp, dv, v_shape)
+        if not mask_grad:
+            return grads
+        if self.G > 1:                 # the groups' heads unstacked: (..., KV, G * T, Tk) -> (..., H, T, Tk)
+            dS = dS.reshape(dS.shape[:-3] + (dS.shape[-3] * self.G, q_shape[-2], dS.shape[-1]))
+        return grads + (unbroadcast(xp, dS, self.mask_shape),)
