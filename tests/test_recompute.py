@@ -105,6 +105,26 @@ def test_gpt_recompute_gives_bitwise_the_same_gradients(device):
                 np.testing.assert_array_equal(a, b)
 
 
+def test_recomputation_runs_under_the_forwards_autocast():
+    """Checkpointed under amp.autocast("float16"), the backward (outside autocast, as a training
+    loop runs it) recomputes in float16 too: bitwise the gradients of the plain float16 run."""
+    fn, params = mlp("cpu")
+    x = np.random.default_rng(1).standard_normal((4, 6)).astype(np.float32)
+    grads = []
+    for use in (False, True):
+        xt = Tensor(x, requires_grad=True)
+        for p in params:
+            p.grad = None
+        tg.manual_seed(3)
+        with tg.amp.autocast("float16"):
+            y = checkpoint(fn, xt) if use else fn(xt)
+        assert y.dtype == np.float16
+        (y.float() * y.float()).sum().backward()
+        grads.append([xt.grad] + [p.grad for p in params])
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_the_node_and_its_inputs():
     fn, params = mlp("cpu")
     x = Tensor(np.ones((2, 6), dtype=np.float32), requires_grad=True)

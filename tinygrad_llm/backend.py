@@ -16,7 +16,7 @@ import contextlib
 import numpy as np
 
 __all__ = [
-    "DeviceError", "canonical_device", "xp_for", "device_of_array", "gpu_available",
+    "DeviceError", "ArgumentError", "ShapeError", "DtypeError", "canonical_device", "xp_for", "device_of_array", "gpu_available",
     "manual_seed", "rng", "get_rng_state", "set_rng_state", "rng_replayer", "swap_rng",
     "to_numpy", "as_array", "scatter_add", "quiet",
     "default_dtype", "canonical_dtype",
@@ -25,6 +25,23 @@ __all__ = [
 
 class DeviceError(RuntimeError):
     """A device was asked for that cannot be used, or two devices were mixed."""
+
+
+class ArgumentError(ValueError, RuntimeError):
+    """A bad argument value that PyTorch refuses with a RuntimeError (an invalid distribution
+    for multinomial, a class index out of range for one_hot, ...). A ValueError, and also a
+    RuntimeError: ``except ValueError`` and PyTorch users' ``except RuntimeError`` both catch it."""
+
+
+class ShapeError(ArgumentError):
+    """Shapes that do not fit an op (broadcasting, a matrix product, reshape, cat, ...); a
+    ValueError and a RuntimeError (PyTorch's class for the same mistake)."""
+
+
+class DtypeError(TypeError, RuntimeError):
+    """Dtypes that an op does not accept together (float32 with float64 in a matrix
+    product, a gradient for an integer tensor, ...). A TypeError, and also a RuntimeError,
+    the class PyTorch raises for the same mistake."""
 
 
 _cupy = None          # the cupy module once imported

@@ -157,7 +157,12 @@ class Function:
                     "move one with .to(device)")
         xp = backend.xp_for(device)
         node = tiers.kernel_for(cls, device)(device, xp)   # the fast kernel, unless the reference tier is forced
-        out = node.forward(*[t.data for t in inputs], **kwargs)
+        try:
+            out = node.forward(*[t.data for t in inputs], **kwargs)
+        except ValueError as e:   # NumPy's "could not be broadcast": the class PyTorch raises is RuntimeError
+            if type(e) is ValueError and "broadcast" in str(e):
+                raise backend.ShapeError(f"{cls.__name__}: {e}") from None
+            raise
         if not isinstance(out, xp.ndarray):  # numpy reductions may return scalars
             out = xp.asarray(out)
         needs = tuple([t.requires_grad for t in inputs])

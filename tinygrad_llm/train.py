@@ -17,6 +17,11 @@ SIGTERM finishes the current iteration (or stops an evaluation), saves ``latest`
 returns; a second one stops at once, without saving (KeyboardInterrupt). A loss or gradient
 that is NaN or inf stops the run with NonFiniteLossError before the step is taken, and
 nothing from it is saved.
+
+Data-parallel training (``comm``, from ``distributed.init()``, docs/distributed.md): every rank
+runs this loop on its slice of each batch, the gradients are averaged across the ranks by
+one allreduce per step, the losses are averaged, a stop asked of any rank stops all of them
+at the same iteration, and only rank 0 takes the folder's lock, logs and writes files.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, hardware
+from . import backend, distributed, hardware
 from .amp import GradScaler, autocast, check_amp_dtype
 from .atomic import atomic_open
 from .checkpoint import CheckpointError, clean_stale, load_checkpoint, save_checkpoint
@@ -132,16 +137,15 @@ class TrainConfig:
 
 def training_memory(config, batch_size: int, dtype: str = "float32") -> dict:
     """A lower bound of the memory one training step needs, in bytes, without building the
-    model: ``params`` (float32 weights, gradients and AdamW's two moments: 16 bytes per
-    parameter), ``activations`` (kept for the backward pass: about 16 * n_embd values per
-    token and layer and the attention scores; 4 * n_embd and the scores with
-    ``recompute="mlp"``; n_embd, plus one block's worth while it is recomputed, with
-    ``recompute="block"``; no scores with ``attention="flash"``; 2 bytes a value for
+    model (``config``: a GPTConfig or LlamaConfig): ``params`` (float32 weights, gradients and
+    AdamW's two moments: 16 bytes per parameter), ``activations`` (kept for the backward pass:
+    about 16 * n_embd values per token and layer and the attention scores; 4 * n_embd and the
+    scores with ``recompute="mlp"``; n_embd, plus one block's worth while it is recomputed,
+    with ``recompute="block"``; no scores with ``attention="flash"``; 2 bytes a value for
     ``dtype="float16"``; and the float32 logits with their gradient), ``total``; and
     ``n_params``. Measured peaks are 1.15-1.7 times this (docs/nn.md)."""
     C, T, V, L, H = config.n_embd, config.block_size, config.vocab_size, config.n_layer, config.n_head
-    n_params = V * C * (1 if config.tie_weights else 2) + (T * C if config.pos == "learned" else 0) \
-        + L * (12 * C * C + 13 * C) + 2 * C
+    n_params = config.num_params()
     params = 16 * n_params
     scores = 0 if config.attention == "flash" else H * T        # values per token and layer
     block = 16 * C + scores
@@ -152,11 +156,14 @@ def training_memory(config, batch_size: int, dtype: str = "float32") -> dict:
 
 @no_grad()
 def estimate_loss(model, data, batch_size: int, eval_iters: int, seed: int, should_stop=None,
-                  progress=None) -> dict | None:
+                  progress=None, comm=None) -> dict | None:
     """Mean loss over ``eval_iters`` batches of each split, from a generator seeded with ``seed``.
 
     ``should_stop()`` is asked before each batch: True ends the evaluation and returns None.
-    ``progress(done, total)`` is called after each batch."""
+    ``progress(done, total)`` is called after each batch. With a communicator of several
+    ranks, each rank evaluates its slice of batches of ``batch_size * world_size`` rows and
+    the means are averaged over the ranks (``should_stop`` must then agree across them)."""
+    comm = comm or distributed.SINGLE
     was_training = model.training
     model.eval()
     out = {}
@@ -167,11 +174,12 @@ def estimate_loss(model, data, batch_size: int, eval_iters: int, seed: int, shou
             for i in range(eval_iters):
                 if should_stop is not None and should_stop():
                     return None
-                x, y = get_batch(ids, batch_size, model.config.block_size, model.device, rng=rng)
+                x, y = get_batch(ids, batch_size, model.config.block_size, model.device, rng=rng,
+                                 rank=comm.rank, world_size=comm.world_size)
                 losses.append(float(model(x, y)[1].item()))
                 if progress is not None:
                     progress(k * eval_iters + i + 1, 2 * eval_iters)
-            out[split] = float(np.mean(losses))
+            out[split] = comm.mean(float(np.mean(losses)), what="averaging the evaluation loss")
     finally:
         model.train(was_training)
     return out
@@ -267,15 +275,35 @@ def _finite_or_none(v):
     return v if v is not None and math.isfinite(v) else None
 
 
+def _quiet(*args, **kwargs):
+    """The log of the ranks other than rank 0."""
+
+
+def _state_arrays(model, optimizer) -> list:
+    """The weights and the optimizer's state (step counts, moments) as arrays, in a fixed order."""
+    arrays = [p.data for p in model.parameters()]
+    state = optimizer.state_dict()["state"]
+    for k in sorted(state):
+        arrays.append(np.asarray(state[k]["step"]))
+        arrays += [state[k][name] for name in sorted(state[k]) if name != "step"]
+    return arrays
+
+
 def train(model, data, cfg: TrainConfig, out_dir, tokenizer=None, resume: bool = False,
-          log=print, extra_config: dict | None = None, overwrite: bool = False) -> dict:
+          log=print, extra_config: dict | None = None, overwrite: bool = False, comm=None) -> dict:
     """Train ``model`` on ``data`` (``.train``/``.val`` id arrays).
 
     Returns a summary dict: ``iter``; ``best_val_loss`` and ``best_iter`` of the ``best``
     checkpoint written (None if none was); ``history`` (eval rows); ``interrupted``;
     ``latest`` (its path). Raises RunExistsError (a new run into a folder that holds one,
     without ``overwrite``), RunDirError (the folder is in use or unusable),
-    NonFiniteLossError, CheckpointError (a checkpoint cannot be written or read)."""
+    NonFiniteLossError, CheckpointError (a checkpoint cannot be written or read).
+
+    ``comm``: the ranks of a data-parallel run (``distributed.init()``), each with batches of
+    ``cfg.batch_size`` rows; None: this process alone. With several ranks, what this raises is
+    raised on every rank alike, and a failure of one rank alone ends the whole job
+    (``distributed.guard``)."""
+    comm = comm or distributed.SINGLE
     out_dir = Path(out_dir)
     T = model.config.block_size
     for split in ("train", "val"):
@@ -283,24 +311,37 @@ def train(model, data, cfg: TrainConfig, out_dir, tokenizer=None, resume: bool =
         if n <= T:
             raise ValueError(f"the {split} split has {n} tokens; it needs more than block_size={T} "
                              "for even one batch: use more data or a smaller block_size")
-    with lock_run_dir(out_dir):
-        clean_stale(out_dir)
-        if not resume:
-            check_fresh(out_dir, overwrite)
-        return _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_config)
+    with distributed.guard(comm), contextlib.ExitStack() as held:
+        def open_folder():                    # rank 0 holds the lock for all ranks
+            held.enter_context(lock_run_dir(out_dir))
+            clean_stale(out_dir)
+            if not resume:
+                check_fresh(out_dir, overwrite)
+        distributed.on_rank0(comm, open_folder, what="waiting for rank 0 to open the run folder")
+        return _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_config, comm)
 
 
-def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_config) -> dict:
+def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_config, comm) -> dict:
     T = model.config.block_size
+    if comm.rank != 0:                   # only rank 0 logs
+        log = _quiet
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
     iter_num, best_val, best_iter, history, elapsed0 = 0, None, None, [], 0.0
     if resume:
-        ckpt = load_checkpoint(out_dir / "latest", device=model.device, model=model)
-        st = ckpt.trainer_state
-        if not isinstance(st.get("iter"), int) or "rng" not in st:
-            raise CheckpointError(f"{ckpt.path} cannot be resumed: its trainer_state.json has no iteration "
-                                  "or RNG state")
-        ckpt.load_optimizer(optimizer)
+        ckpt = error = None
+        try:                             # every rank loads the same checkpoint
+            ckpt = load_checkpoint(out_dir / "latest", device=model.device, model=model)
+            st = ckpt.trainer_state
+            if not isinstance(st.get("iter"), int) or "rng" not in st:
+                raise CheckpointError(f"{ckpt.path} cannot be resumed: its trainer_state.json has no iteration "
+                                      "or RNG state")
+            ckpt.load_optimizer(optimizer)
+        except Exception as e:  # noqa: BLE001 - shared with the other ranks, then raised
+            error = e
+        comm.raise_together(error, what="loading the checkpoint")
+        if comm.world_size > 1:
+            distributed.check_in_sync(comm, _state_arrays(model, optimizer),
+                                      f"weights and optimizer state after loading {ckpt.path}")
         iter_num = st["iter"]
         best_val, best_iter = _finite_or_none(st.get("best_val_loss")), st.get("best_iter")
         backend.set_rng_state(st["rng"])
@@ -311,8 +352,10 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
         log(f"resumed from {ckpt.path} at iteration {iter_num}{best}")
     else:
         backend.manual_seed(cfg.seed)
+        distributed.broadcast_model(comm, model)             # every rank starts from rank 0's
+        distributed.broadcast_optimizer(comm, optimizer)
     train_config = dataclasses.asdict(cfg) | (extra_config or {})
-    tokens_per_iter = cfg.batch_size * T * cfg.grad_accum_steps
+    tokens_per_iter = cfg.batch_size * T * cfg.grad_accum_steps * comm.world_size    # of all ranks
     eval_seed = cfg.seed + 1_000_003
     peak = cfg.peak_flops or hardware.peak_flops(model.device)
     t_start = _now()
@@ -334,8 +377,21 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                 "history": history, "elapsed_s": round(elapsed(), 3), "scaler": scaler.state_dict()}
 
     def save(name, it):
-        save_checkpoint(out_dir, name, model, optimizer, state(it), train_config, tokenizer)
+        distributed.on_rank0(comm, lambda: save_checkpoint(out_dir, name, model, optimizer, state(it),
+                                                        train_config, tokenizer),
+                             what=f"waiting for rank 0 to write {name}/")
         saved[name] = it
+
+    def write_run_files():
+        for name, write in (("history.csv", _write_history), ("loss.png", _plot)):
+            try:
+                write(out_dir / name, history)
+            except OSError as e:
+                raise CheckpointError(f"cannot write {out_dir / name}: {e.strerror or e}; the "
+                                      f"checkpoints in {out_dir} are as they were") from None
+
+    def stop_asked():                     # by any rank: all stop at the same point
+        return comm.any(flag.stop, what="agreeing whether to stop")
 
     def lr_at(it):
         if not cfg.decay_lr:
@@ -347,9 +403,9 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
         last = saved.get("latest", iter_num if resume else None)
         where = (f"the last checkpoint, {out_dir / 'latest'} (iteration {last}), is kept" if last is not None
                  else "no checkpoint was written")
-        return NonFiniteLossError(f"training stopped: the {what} is {value} at iteration {it}; nothing from "
-                                  f"that step was saved and {where}. Try a lower learning_rate "
-                                  f"(now {cfg.learning_rate:g}) or grad_clip > 0")
+        return distributed.together(NonFiniteLossError(      # (the values are the same on every rank)
+            f"training stopped: the {what} is {value} at iteration {it}; nothing from that step was saved "
+            f"and {where}. Try a lower learning_rate (now {cfg.learning_rate:g}) or grad_clip > 0"))
 
     model.train()
     window_s, window_steps, timed = 0.0, 0, False
@@ -368,9 +424,11 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                         if _now() - t_eval[0] >= EVAL_PROGRESS_S:
                             t_eval[0] = _now()
                             log(f"  evaluating step {it}: {done}/{total} batches")
+                    if comm.world_size > 1:
+                        distributed.check_in_sync(comm, [p.data for p in model.parameters()], "weights")
                     with precision:
                         losses = estimate_loss(model, data, cfg.batch_size, cfg.eval_iters, eval_seed,
-                                               should_stop=lambda: flag.stop, progress=progress)
+                                               should_stop=stop_asked, progress=progress, comm=comm)
                     if losses is None:               # Ctrl-C during the evaluation
                         interrupted = True
                         break
@@ -382,25 +440,22 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                                     "time_s": round(elapsed(), 3)})
                     log(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
                         f"val ppl {math.exp(min(losses['val'], 50.0)):.2f}")
-                    for name, write in (("history.csv", _write_history), ("loss.png", _plot)):
-                        try:
-                            write(out_dir / name, history)
-                        except OSError as e:
-                            raise CheckpointError(f"cannot write {out_dir / name}: {e.strerror or e}; the "
-                                                  f"checkpoints in {out_dir} are as they were") from None
+                    distributed.on_rank0(comm, write_run_files, what="waiting for rank 0 to write history.csv")
                     if it > 0 and (best_val is None or losses["val"] < best_val):
                         best_val, best_iter = losses["val"], it
                         save("best", it)
                     if it > 0 and cfg.always_save_checkpoint:
                         save("latest", it)
-            if it >= cfg.max_iters or flag.stop:
-                interrupted = flag.stop and it < cfg.max_iters
+            stop = stop_asked()
+            if it >= cfg.max_iters or stop:
+                interrupted = stop and it < cfg.max_iters
                 break
             # ---- one optimisation step
             t_step = _now()
             loss_value = 0.0
             for _ in range(cfg.grad_accum_steps):
-                x, y = get_batch(data.train, cfg.batch_size, T, model.device)
+                x, y = get_batch(data.train, cfg.batch_size, T, model.device, rank=comm.rank,
+                                 world_size=comm.world_size)
                 with precision:
                     _, loss = model(x, y)
                 if cfg.grad_accum_steps > 1:
@@ -408,6 +463,8 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                 with overflows():
                     scaler.scale(loss).backward()    # (float32: the loss itself)
                 loss_value += float(loss.item())
+            distributed.allreduce_grads(comm, optimizer)          # one call: the mean over the ranks
+            loss_value = comm.mean(loss_value, what="averaging the loss")
             if not math.isfinite(loss_value):
                 raise stopped_by_nonfinite("loss", loss_value, it + 1)
             with overflows():
@@ -433,7 +490,7 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                 if window_steps:
                     dt = window_s / window_steps
                     mfu = "n/a" if peak is None else \
-                        f"{model.estimate_mfu(tokens_per_iter, dt, peak_flops=peak) * 100:.2f}%"
+                        f"{model.estimate_mfu(tokens_per_iter // comm.world_size, dt, peak_flops=peak) * 100:.2f}%"
                     line += (f", {dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s, mfu {mfu}, "
                              f"eta {_fmt_eta(dt * (cfg.max_iters - it))}")
                 log(line)

@@ -120,3 +120,13 @@ def test_linear_fast_tier_float16_products_in_float32(lead, n_in, n_out, bias, s
     arrays = [rs.standard_normal(lead + (n_in,)), rs.standard_normal((n_out, n_in))]
     arrays += [rs.standard_normal(n_out)] if bias else []
     tiers_agree(F.linear, [a.astype(np.float16) for a in arrays], rtol=1e-2, atol=2e-2)
+
+
+def test_linear_refuses_mixed_dtypes():
+    """As PyTorch: float32 input with a float64 weight (or bias) raises instead of promoting."""
+    x = Tensor(np.zeros((2, 4), dtype=np.float32))
+    for w, b in ((Tensor(np.zeros((5, 4))), None), (Tensor(np.zeros((5, 4), dtype=np.float32)), Tensor(np.zeros(5)))):
+        with pytest.raises(TypeError, match="one dtype"):
+            F.linear(x, w, b)
+        with pytest.raises(RuntimeError, match="one dtype"):
+            F.linear(x, w, b)

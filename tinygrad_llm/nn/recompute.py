@@ -14,7 +14,8 @@ backward pass reaches it, which costs one more forward of fn. How, step by step:
    inputs, with the generators replaying the snapshot, so its dropout draws the same masks;
    then ``out.backward(g)`` walks that new graph: the fresh leaves receive the inputs'
    gradients, which the node returns, and the parameters accumulate theirs in ``.grad``
-   directly, as they would have without checkpointing.
+   directly, as they would have without checkpointing. fn runs under the autocast dtype
+   (``amp.autocast``) of the forward, whatever holds when the backward runs (as PyTorch).
 
 Because the parameters are inputs of the node, their version counters are checked: changing
 a parameter or an input in place between the forward and the backward (an optimizer step
@@ -25,7 +26,7 @@ passed as an input (else its gradient could not reach it): both are errors.
 from __future__ import annotations
 
 from .. import backend
-from ..function import Function, enable_grad, is_grad_enabled, recorded_nodes
+from ..function import Function, autocast_dtype, enable_grad, is_grad_enabled, recorded_nodes, set_autocast_dtype
 from ..tensor import Tensor
 
 __all__ = ["checkpoint"]
@@ -34,17 +35,18 @@ __all__ = ["checkpoint"]
 class Checkpoint(Function):
     """The node of :func:`checkpoint`: inputs (fn's tensor inputs..., the leaves fn reaches...);
     output fn's output, computed before the node was made (``out``). Saved: fn, how to call it
-    again (``args``, with None where a tensor input goes) and the generators' replays."""
+    again (``args``, with None where a tensor input goes), the generators' replays and the
+    autocast dtype."""
 
-    def forward(self, *arrays, fn=None, args=(), out=None, replays=None, n_inputs=0):
-        self.fn, self.args, self.replays, self.n_inputs = fn, args, replays, n_inputs
+    def forward(self, *arrays, fn=None, args=(), out=None, replays=None, n_inputs=0, autocast=None):
+        self.fn, self.args, self.replays, self.n_inputs, self.autocast = fn, args, replays, n_inputs, autocast
         return out
 
     def backward(self, g):
         n = self.n_inputs
         fresh = [Tensor.wrap(t.data, t.device, requires_grad=need)
                  for t, need in zip(self.inputs[:n], self.needs_input_grad[:n])]
-        out = _call(self.fn, self.args, fresh, self.replays)
+        out = _call(self.fn, self.args, fresh, self.replays, self.autocast)
         if not isinstance(out, Tensor) or out.shape != tuple(g.shape) or out.dtype != g.dtype:
             raise RuntimeError("checkpoint: running the function again gave another result than in the forward "
                                f"pass (a {type(out).__name__} of shape {getattr(out, 'shape', None)}); it must "
@@ -54,16 +56,18 @@ class Checkpoint(Function):
         return tuple(t.grad for t in fresh) + (None,) * (len(self.inputs) - n)
 
 
-def _call(fn, args, tensors, replays):
-    """fn(*args) with ``tensors`` put where args holds None, recording on, each device's generator
-    replaced by its replay while fn runs (then put back)."""
+def _call(fn, args, tensors, replays, autocast):
+    """fn(*args) with ``tensors`` put where args holds None, recording on, under the autocast dtype
+    ``autocast``, each device's generator replaced by its replay while fn runs (all put back after)."""
     it = iter(tensors)
     full = [next(it) if a is None else a for a in args]
     previous = {device: backend.swap_rng(device, replay()) for device, replay in replays.items()}
+    previous_autocast = set_autocast_dtype(autocast)
     try:
         with enable_grad():
             return fn(*full)
     finally:
+        set_autocast_dtype(previous_autocast)
         for device, generator in previous.items():
             backend.swap_rng(device, generator)
 
@@ -103,7 +107,7 @@ def checkpoint(fn, *inputs, preserve_rng_state: bool = True):
     if not leaves and not any(t.requires_grad for t in tensors):
         return out                      # nothing in it needs a gradient: there is nothing to recompute
     return Checkpoint.apply(*tensors, *leaves, fn=fn, args=args, out=out.data, replays=replays,
-                            n_inputs=len(tensors))
+                            n_inputs=len(tensors), autocast=autocast_dtype())
 
 
 def _leaves_reached(nodes, detached) -> list:
