@@ -234,20 +234,26 @@ def test_amp_is_importable_from_the_package():
     assert tg.amp is amp and amp.GradScaler is GradScaler
 
 
-def test_train_script_flags(tmp_path):
-    """examples/train_shakespeare.py takes --dtype float16, --attention flash and --recompute;
-    --dtype bfloat16 is refused in one line before any work."""
+@pytest.mark.parametrize("arch", ["gpt", "llama"])
+def test_train_script_flags(tmp_path, arch):
+    """examples/train_shakespeare.py takes --dtype float16, --attention flash and --recompute,
+    for the GPT and for the Llama (grouped-query heads); --dtype bfloat16 is refused in one line
+    before any work."""
     from test_train import TINY_FLAGS, run_script
     data = tmp_path / "fox.txt"
     data.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    llama = ["--arch", "llama", "--n_kv_head", "1"] if arch == "llama" else []
     r = run_script(["examples/train_shakespeare.py", "--data", str(data), "--out", str(tmp_path / "run"),
-                    "--max_iters", "4", "--sample-tokens", "0", *TINY_FLAGS, "--eval_iters", "1",
+                    "--max_iters", "4", "--sample-tokens", "0", *TINY_FLAGS, "--eval_iters", "1", *llama,
                     "--dtype", "float16", "--attention", "flash", "--recompute", "block"], tmp_path)
     assert r.returncode == 0, r.stderr
     state = json.loads((tmp_path / "run" / "latest" / "trainer_state.json").read_text())
     config = json.loads((tmp_path / "run" / "latest" / "config.json").read_text())
-    assert state["scaler"]["scale"] > 0 and config["train"]["dtype"] == "float16"
+    assert state["scaler"]["scale"] > 0 and config["train"]["dtype"] == "float16" and config["arch"] == arch
     assert config["model"]["attention"] == "flash" and config["model"]["recompute"] == "block"
+    if arch == "llama":
+        assert config["model"]["n_kv_head"] == 1 and config["model"]["n_head"] == 2
+        return
     r = run_script(["examples/train_shakespeare.py", "--data", str(data), "--out", str(tmp_path / "bf"),
                     "--dtype", "bfloat16"], tmp_path)
     assert r.returncode == 2 and "bfloat16 is not available" in r.stderr and "Traceback" not in r.stderr

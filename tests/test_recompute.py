@@ -15,7 +15,7 @@ from conftest import to_np
 
 import tinygrad_llm as tg
 import tinygrad_llm.nn.functional as F
-from tinygrad_llm import GPT, GPTConfig, Tensor, backend, nn, no_grad
+from tinygrad_llm import GPT, GPTConfig, Llama, LlamaConfig, Tensor, backend, nn, no_grad
 from tinygrad_llm.nn.recompute import Checkpoint
 from tinygrad_llm.nn.utils import checkpoint
 
@@ -103,6 +103,29 @@ def test_gpt_recompute_gives_bitwise_the_same_gradients(device):
             assert other[0] == runs[0][0]
             for a, b in zip(runs[0][1:], other[1:]):
                 np.testing.assert_array_equal(a, b)
+
+
+def test_llama_recompute_gives_bitwise_the_same_gradients():
+    """The Llama's layers checkpointed as the GPT's blocks (the rotary tables pass through as
+    constant inputs), with dropout on the attention weights, both attention implementations."""
+    rs = np.random.default_rng(0)
+    x, y = rs.integers(0, 13, (2, 12)), rs.integers(0, 13, (2, 12))
+    for attention in ("standard", "flash"):
+        runs = []
+        for recompute in ("none", "mlp", "block"):
+            tg.manual_seed(0)
+            model = Llama(LlamaConfig(vocab_size=13, block_size=12, n_layer=2, n_head=4, n_kv_head=2, n_embd=16,
+                                      dropout=0.2, attention=attention, recompute=recompute))
+            tg.manual_seed(5)
+            _, loss = model(Tensor(x), Tensor(y))
+            loss.backward()
+            runs.append([loss.item()] + [p.grad for p in model.parameters()])
+        for other in runs[1:]:
+            assert other[0] == runs[0][0]
+            for a, b in zip(runs[0][1:], other[1:]):
+                np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="LlamaConfig.recompute must be one of"):
+        LlamaConfig(recompute="all")
 
 
 def test_recomputation_runs_under_the_forwards_autocast():

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from strategies import with_fixtures
 
 import tinygrad_llm.nn.functional as F
-from tinygrad_llm import GPT, GPTConfig, Tensor, gradcheck, manual_seed
+from tinygrad_llm import GPT, GPTConfig, Llama, LlamaConfig, Tensor, gradcheck, manual_seed
 from tinygrad_llm.ops import flash_attention as FA
 from tinygrad_llm.ops.attention import attention_backward, attention_forward, causal_mask
 from tinygrad_llm.ops.dropout import replay_keep, replay_seed
@@ -48,14 +48,15 @@ def cases(draw, max_side=9):
     return q, k, v, mask, kind.endswith("causal"), scale, blocks
 
 
-def _run(impl, q, k, v, mask, causal, scale, blocks=None, dropout_p=0.0, seed=0, device="cpu", dtype=None):
+def _run(impl, q, k, v, mask, causal, scale, blocks=None, dropout_p=0.0, seed=0, device="cpu", dtype=None,
+         gqa=False):
     """(O, dQ, dK, dV) as float64 NumPy arrays, one backward of a fixed random cotangent."""
     ts = [Tensor(a if dtype is None else a.astype(dtype), requires_grad=True, device=device) for a in (q, k, v)]
     m = None if mask is None or mask.dtype == bool or dtype is None else mask.astype(dtype)
     m = mask if m is None else m
     manual_seed(seed)
     out = F.scaled_dot_product_attention(*ts, attn_mask=m, is_causal=causal, scale=scale, dropout_p=dropout_p,
-                                         impl=impl, block_size=blocks)
+                                         impl=impl, block_size=blocks, enable_gqa=gqa)
     g = np.random.default_rng(1).standard_normal(out.shape).astype(out.dtype)
     out.backward(Tensor(g, device=device))
     return [to_np(a).astype(np.float64) for a in (out, ts[0].grad, ts[1].grad, ts[2].grad)]
@@ -137,6 +138,91 @@ def test_fast_tier_equals_reference_for_the_gpt_node(T, p, dtype):
     qkv = np.random.default_rng(T).standard_normal((3, T, 12)).astype(dtype)
     tiers_agree(lambda x: F.causal_self_attention(x, 2, dropout_p=p, impl="flash", block_size=(2, 3)), [qkv],
                 scaled_atol=True)
+
+
+# ----------------------------------------------------------------------------- grouped-query heads
+
+
+@st.composite
+def gqa_cases(draw, max_side=7):
+    """q (B, H, T, D) and k, v (B, KV, S, D) with H = KV * G, a mask shared by the heads or one
+    per query head, is_causal, and tile sizes."""
+    B, KV, G = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    T, S, D = draw(st.integers(1, max_side)), draw(st.integers(1, max_side)), draw(st.integers(1, 4))
+    rs = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    q, k, v = rs.standard_normal((B, KV * G, T, D)), rs.standard_normal((B, KV, S, D)), rs.standard_normal((B, KV, S, D))
+    kind = draw(st.sampled_from(["none", "bool", "bool per head", "float per head"]))
+    shape = (T, S) if kind == "bool" else (KV * G, T, S)
+    mask = None if kind == "none" else rs.random(shape) < 0.7
+    if kind == "float per head":
+        mask = np.where(mask, rs.standard_normal(shape), -np.inf)
+    blocks = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    return q, k, v, mask, draw(st.booleans()), blocks
+
+
+@with_fixtures
+@given(case=gqa_cases())
+def test_grouped_query_heads_equal_the_standard_attention(device, tier, case):
+    """enable_gqa: flash's output and dQ, dK, dV (each key/value head's summed over its group
+    of query heads) equal the standard attention's, masks shared or per query head, causal."""
+    q, k, v, mask, causal, blocks = case
+    flash = _run("flash", q, k, v, mask, causal, None, blocks, device=device, gqa=True)
+    standard = _run("standard", q, k, v, mask, causal, None, device=device, gqa=True)
+    assert flash[2].shape == k.shape and flash[0].shape == q.shape
+    for a, b in zip(flash, standard):
+        assert np.isfinite(a).all()
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12 * max(1.0, np.abs(b).max()))
+
+
+@with_fixtures
+@given(case=gqa_cases(max_side=5), p=st.sampled_from([0.0, 0.3]))
+def test_grouped_query_heads_gradcheck_float64(device, tier, case, p):
+    q, k, v, mask, causal, blocks = case
+    ts = [Tensor(a, requires_grad=True, device=device) for a in (q, k, v)]
+
+    def fn(a, b, c):
+        manual_seed(7)
+        return F.scaled_dot_product_attention(a, b, c, attn_mask=mask, is_causal=causal, dropout_p=p,
+                                              impl="flash", block_size=blocks, enable_gqa=True)
+    gradcheck(fn, ts)
+
+
+@given(case=gqa_cases(), p=st.sampled_from([0.0, 0.4]))
+def test_grouped_query_heads_with_dropout_are_the_heads_repeated(case, p):
+    """Grouped heads are the same problems as k and v repeated to every query head: the same
+    dropout counters, so bitwise the same output and dQ, and dK, dV the group sums."""
+    q, k, v, mask, causal, blocks = case
+    G = q.shape[1] // k.shape[1]
+    grouped = _run("flash", q, k, v, mask, causal, None, blocks, dropout_p=p, seed=5, gqa=True)
+    out, dq, dk, dv = _run("flash", q, np.repeat(k, G, axis=1), np.repeat(v, G, axis=1), mask, causal, None, blocks,
+                           dropout_p=p, seed=5)
+    np.testing.assert_array_equal(grouped[0], out)
+    np.testing.assert_array_equal(grouped[1], dq)
+    for ours, per_head in zip(grouped[2:], (dk, dv)):
+        np.testing.assert_allclose(ours, per_head.reshape(k.shape[:2] + (G,) + k.shape[2:]).sum(axis=2),
+                                   rtol=1e-12, atol=1e-12)
+
+
+@given(case=gqa_cases(), dtype=st.sampled_from([np.float32, np.float16]), p=st.sampled_from([0.0, 0.3]))
+def test_grouped_query_heads_fast_tier_equals_reference(case, dtype, p):
+    q, k, v, mask, causal, blocks = case
+    m = mask.astype(dtype) if mask is not None and mask.dtype != bool else mask
+
+    def fn(a, b, c):
+        return F.scaled_dot_product_attention(a, b, c, attn_mask=m, is_causal=causal, dropout_p=p, impl="flash",
+                                              block_size=blocks, enable_gqa=True)
+    tiers_agree(fn, [np.clip(a, -2.0, 2.0).astype(dtype) for a in (q, k, v)], scaled_atol=True)
+
+
+def test_a_float_mask_that_requires_grad_is_refused():
+    """The standard attention differentiates a float attn_mask (a (..., T, S) gradient); the
+    tiled one never holds such an array: it says so, and takes the mask detached."""
+    q = Tensor(np.zeros((2, 3, 4)), requires_grad=True)
+    bias = Tensor(np.zeros((3, 3)), requires_grad=True)
+    with pytest.raises(ValueError, match="impl='flash' does not differentiate attn_mask"):
+        F.scaled_dot_product_attention(q, q, q, attn_mask=bias, impl="flash")
+    out = F.scaled_dot_product_attention(q, q, q, attn_mask=bias.detach(), impl="flash")
+    np.testing.assert_allclose(out.numpy(), 0.0)
 
 
 # ----------------------------------------------------------------------------- edge cases
@@ -266,6 +352,30 @@ def test_gpt_with_flash_attention_generates_as_standard():
         model.eval()
         outs.append(generate(model, [[1, 2, 3]], 12, temperature=0.0))
     np.testing.assert_array_equal(*outs)
+
+
+def test_llama_with_flash_attention_equals_standard(device):
+    """The Llama's grouped-query attention (4 query heads on 2 key/value heads) by tiles: the
+    same loss and gradients (float32 noise), and greedy generation through the KV cache agrees."""
+    from tinygrad_llm.generate import generate
+    rs = np.random.default_rng(0)
+    x, y = rs.integers(0, 11, (2, 10)), rs.integers(0, 11, (2, 10))
+    runs, outs = [], []
+    for impl in ("standard", "flash"):
+        manual_seed(0)
+        model = Llama(LlamaConfig(vocab_size=11, block_size=24, n_layer=2, n_head=4, n_kv_head=2, n_embd=16,
+                                  attention=impl)).to(device)
+        _, loss = model(Tensor(x, device=device), Tensor(y, device=device))
+        loss.backward()
+        runs.append((loss.item(), [to_np(p.grad) for p in model.parameters()]))
+        model.eval()
+        outs.append(to_np(generate(model, [[1, 2, 3]], 12, temperature=0.0)))
+    assert abs(runs[0][0] - runs[1][0]) < 1e-6
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(*outs)
+    with pytest.raises(ValueError, match="LlamaConfig.attention must be one of"):
+        LlamaConfig(attention="tiled")
 
 
 # ----------------------------------------------------------------------------- memory

@@ -653,9 +653,6 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         if mask_grad:
             raise ValueError(f"{name}: impl='flash' does not differentiate attn_mask (its gradient is a (..., T, S) "
                              f"array, the memory the tiles avoid); pass attn_mask.detach() or impl='standard'")
-        if grouped:
-            raise NotImplementedError(f"{name}: impl='flash' with enable_gqa is not implemented yet")
-        options.pop("enable_gqa")
         return FlashAttention.apply(query, key, value, attn_mask=mask, **options, **blocks)
     if mask_grad:
         # a float mask to differentiate: a fourth input of the node (in the query's dtype: a Cast node)

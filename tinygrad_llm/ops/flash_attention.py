@@ -34,6 +34,12 @@ from ``replay_keep(seed, counter)`` (ops/dropout.py) with each entry's counter i
 in the whole (..., T, S) mask, so the backward rebuilds exactly the forward's tiles from the
 saved seed. float16 data: the tiles' products run in float16, the statistics (m, l, L,
 delta) and the accumulators (Ot, dQ, dK, dV) in float32, as FlashAttention does on a GPU.
+
+Grouped-query attention (``enable_gqa``: q has H heads, k and v KV heads, G = H / KV) needs
+nothing new in the core: the node views q (..., H, T, D) as (..., KV, G, T, D) and k, v as
+(..., KV, 1, S, D), so each key/value head broadcasts over its group of G query heads like any
+other leading dim (:func:`group_heads`); the core's dK, dV come back per query head, and the
+group sum dK_kv = sum over its G query heads is the sum over that broadcast axis (unbroadcast).
 """
 from __future__ import annotations
 
@@ -44,7 +50,8 @@ import numpy as np
 from ..function import Function, unbroadcast
 from .dropout import replay_keep, replay_seed
 
-__all__ = ["flash_forward", "flash_backward", "FlashAttention", "FlashCausalSelfAttention", "BLOCK_Q", "BLOCK_K"]
+__all__ = ["flash_forward", "flash_backward", "group_heads", "FlashAttention", "FlashCausalSelfAttention",
+           "BLOCK_Q", "BLOCK_K"]
 
 #: default tile sizes: larger tiles mean fewer array calls (each costs microseconds of
 #: Python, and a kernel launch on a GPU), smaller ones less memory per tile; 64 x 64 was the
@@ -182,30 +189,51 @@ def flash_backward(xp, dO, L, O, qs, k, v, scale, allowed=None, bias=None, causa
     return out
 
 
+def group_heads(q, k, v, mask, G: int):
+    """Grouped-query attention as broadcasting: q (..., H, T, D) -> (..., H / G, G, T, D), k and v
+    (..., KV, S, E) -> (..., KV, 1, S, E), all views; query head h = kv * G + g is [kv, g]. A mask
+    with a head dim of H is split the same way; one shared by the heads (head dim 1, or none)
+    gets a group axis of 1."""
+    q = q.reshape(q.shape[:-3] + (q.shape[-3] // G, G) + q.shape[-2:])
+    k, v = (a[..., None, :, :] for a in (k, v))
+    if mask is not None and mask.ndim >= 3:
+        heads = mask.shape[-3]
+        mask = mask.reshape(mask.shape[:-3] + ((heads // G, G) if heads > 1 else (1, 1)) + mask.shape[-2:])
+    return q, k, v, mask
+
+
 class FlashAttention(Function):
     """O = softmax(s q k^T + mask) v by tiles: the function of ScaledDotProductAttention (same
     arguments, plus the tile sizes), one node with inputs (q, k, v). Saved: qs, k, v, O, L and the
-    dropout seed: no (..., T, S) array."""
+    dropout seed: no (..., T, S) array. enable_gqa: the heads grouped by :func:`group_heads`."""
 
     core_forward = staticmethod(flash_forward)         # the fast tier swaps in its own core
     core_backward = staticmethod(flash_backward)
 
-    def forward(self, q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0, scale=1.0,
+    def forward(self, q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0, scale=1.0, enable_gqa=False,
                 block_q=BLOCK_Q, block_k=BLOCK_K):
+        self.shapes, self.scale = (q.shape, k.shape, v.shape), scale
+        G = q.shape[-3] // k.shape[-3] if enable_gqa else 1
+        if G > 1:
+            q, k, v, attn_mask = group_heads(q, k, v, attn_mask, G)
+        self.grouped_shapes = (q.shape, k.shape, v.shape)
         is_bool = attn_mask is not None and attn_mask.dtype == bool
         self.options = dict(allowed=attn_mask if is_bool else None, bias=None if is_bool else attn_mask,
                             causal=is_causal, dropout_p=dropout_p, seed=replay_seed() if dropout_p > 0 else 0,
                             block_q=block_q, block_k=block_k)
-        self.shapes, self.scale = (q.shape, k.shape, v.shape), scale
         self.qs, self.k, self.v = q * q.dtype.type(scale), k, v
         self.L, self.O = self.core_forward(self.xp, self.qs, k, v, **self.options)
-        return self.O
+        if G == 1:
+            return self.O
+        return self.O.reshape(self.O.shape[:-4] + (self.O.shape[-4] * G,) + self.O.shape[-2:])   # heads merged
 
     def backward(self, g):
         xp = self.xp
-        dq, dk, dv = self.core_backward(xp, g, self.L, self.O, self.qs, self.k, self.v, self.scale, **self.options)
-        q_shape, k_shape, v_shape = self.shapes
-        return unbroadcast(xp, dq, q_shape), unbroadcast(xp, dk, k_shape), unbroadcast(xp, dv, v_shape)
+        dq, dk, dv = self.core_backward(xp, g.reshape(self.O.shape), self.L, self.O, self.qs, self.k, self.v,
+                                        self.scale, **self.options)
+        # summed over what broadcast (with enable_gqa: the group axis of k and v), then as the inputs
+        return tuple(unbroadcast(xp, d, grouped).reshape(shape)
+                     for d, grouped, shape in zip((dq, dk, dv), self.grouped_shapes, self.shapes))
 
 
 class FlashCausalSelfAttention(Function):
