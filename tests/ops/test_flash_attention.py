@@ -150,7 +150,8 @@ def gqa_cases(draw, max_side=7):
     B, KV, G = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
     T, S, D = draw(st.integers(1, max_side)), draw(st.integers(1, max_side)), draw(st.integers(1, 4))
     rs = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    q, k, v = rs.standard_normal((B, KV * G, T, D)), rs.standard_normal((B, KV, S, D)), rs.standard_normal((B, KV, S, D))
+    q = rs.standard_normal((B, KV * G, T, D))
+    k, v = rs.standard_normal((B, KV, S, D)), rs.standard_normal((B, KV, S, D))
     kind = draw(st.sampled_from(["none", "bool", "bool per head", "float per head"]))
     shape = (T, S) if kind == "bool" else (KV * G, T, S)
     mask = None if kind == "none" else rs.random(shape) < 0.7

@@ -93,6 +93,18 @@ def widened(*arrays):
     return tuple(a.astype(np.float32) if a is not None and a.dtype == np.float16 else a for a in arrays)
 
 
+def in_float32(block_fn, inputs, outputs):
+    """``block_fn(*inputs, *outputs)``, which fills the output blocks in place; for float16 blocks
+    it runs on float32 copies of the inputs and into float32 outputs, then rounds those into
+    ``outputs`` (NumPy's float16 arithmetic converts element by element: several times slower)."""
+    if inputs[0].dtype != np.float16:
+        return block_fn(*inputs, *outputs)
+    wide = [np.empty(o.shape, np.float32) for o in outputs]
+    block_fn(*widened(*inputs), *wide)
+    for o, w in zip(outputs, wide):
+        o[...] = w
+
+
 def rounded(arrays, out=None):
     """float32 results back to float16: written into ``out`` (arrays of the caller's) when given."""
     if out is None:
@@ -305,13 +317,7 @@ class _Blockwise:
 
         def run(lo, hi):
             with np.errstate(over="ignore"):            # here: NumPy's error state is per thread
-                if self.x.dtype == np.float16:
-                    xb = self.x[lo:hi].astype(np.float32)
-                    sb, yb = np.empty_like(xb), np.empty_like(xb)
-                    self.forward_block(xb, sb, yb)
-                    self.saved[lo:hi], y[lo:hi] = sb, yb
-                else:
-                    self.forward_block(self.x[lo:hi], self.saved[lo:hi], y[lo:hi])
+                in_float32(self.forward_block, (self.x[lo:hi],), (self.saved[lo:hi], y[lo:hi]))
 
         parallel_for(run, self.x.size, block=tuning.ACTIVATION_BLOCK)
         return y.reshape(self.shape)
@@ -321,12 +327,7 @@ class _Blockwise:
         d = np.empty_like(self.x)
 
         def run(lo, hi):
-            if self.x.dtype == np.float16:
-                db = np.empty(hi - lo, np.float32)
-                self.backward_block(*widened(self.x[lo:hi], self.saved[lo:hi], g[lo:hi]), db)
-                d[lo:hi] = db
-            else:
-                self.backward_block(self.x[lo:hi], self.saved[lo:hi], g[lo:hi], d[lo:hi])
+            in_float32(self.backward_block, (self.x[lo:hi], self.saved[lo:hi], g[lo:hi]), (d[lo:hi],))
 
         parallel_for(run, d.size, block=tuning.ACTIVATION_BLOCK)
         return d.reshape(self.shape)
@@ -413,17 +414,21 @@ class SiLU(_Blockwise, activation.SiLU):
 @tiers.register(activation.SwiGLU)
 class SwiGLU(activation.SwiGLU):
     """The reference's formulas on cache-sized blocks, in place, one chunk of blocks per core
-    (``tuning.ACTIVATION_BLOCK``); dgate and dup in one pass over each block."""
+    (``tuning.ACTIVATION_BLOCK``); dgate and dup in one pass over each block; float16 blocks
+    in float32 (``in_float32``)."""
 
     def forward(self, gate, up):
         self.shape = gate.shape
         self.gate, self.up = gate.reshape(-1), up.reshape(-1)     # views when contiguous
         self.sig, h = np.empty_like(self.gate), np.empty_like(self.gate)
 
-        def run(lo, hi):
+        def block(gate, up, sig, hb):
             with np.errstate(over="ignore"):         # here: NumPy's error state is per thread
-                silu_block(self.gate[lo:hi], self.sig[lo:hi], h[lo:hi])
-            h[lo:hi] *= self.up[lo:hi]
+                silu_block(gate, sig, hb)
+            hb *= up
+
+        def run(lo, hi):
+            in_float32(block, (self.gate[lo:hi], self.up[lo:hi]), (self.sig[lo:hi], h[lo:hi]))
 
         parallel_for(run, h.size, block=tuning.ACTIVATION_BLOCK)
         return h.reshape(self.shape)
@@ -432,14 +437,15 @@ class SwiGLU(activation.SwiGLU):
         g = g.reshape(-1)
         dgate, dup = np.empty_like(self.gate), np.empty_like(self.gate)
 
-        def run(lo, hi):
-            gate, sig, gr = self.gate[lo:hi], self.sig[lo:hi], g[lo:hi]
-            du, dg = dup[lo:hi], dgate[lo:hi]
+        def block(gate, sig, up, gr, dg, du):
             np.multiply(gate, sig, out=du)
             du *= gr                                 # dup = g * silu(gate)
             silu_slope_block(gate, sig, dg)
             dg *= gr
-            dg *= self.up[lo:hi]                     # dgate = g * up * silu'(gate)
+            dg *= up                                 # dgate = g * up * silu'(gate)
+
+        def run(lo, hi):
+            in_float32(block, (self.gate[lo:hi], self.sig[lo:hi], self.up[lo:hi], g[lo:hi]), (dgate[lo:hi], dup[lo:hi]))
 
         parallel_for(run, g.size, block=tuning.ACTIVATION_BLOCK)
         return dgate.reshape(self.shape), dup.reshape(self.shape)
@@ -750,7 +756,8 @@ def flash_forward(xp, qs, k, v, allowed=None, bias=None, causal=False, dropout_p
         L[a:z] = flash.flash_forward(np, q_[a:z], k_[a:z], v_[a:z], *(None if m is None else m[a:z] for m in masks),
                                      causal, dropout_p, seed, block_q, block_k, out=O[a:z], first=first + a * per)[0]
 
-    parallel_for(chunk, q_.shape[0], work_per_item=max(1, per * T * S), threaded=_tiles_threaded(block_q, block_k, qs, v))
+    parallel_for(chunk, q_.shape[0], work_per_item=max(1, per * T * S),
+                 threaded=_tiles_threaded(block_q, block_k, qs, v))
     return (L, O) if batch else (L[0], O[0])
 
 
