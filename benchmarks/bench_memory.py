@@ -1,7 +1,8 @@
-"""Peak memory (and time) of one GPT training step: recompute, flash attention, float16.
+"""Peak memory (and time) of one training step of a GPT (or a Llama): recompute, flash attention, float16.
 
     python benchmarks/bench_memory.py                                  # layers and batch sweeps
     python benchmarks/bench_memory.py --layers 4 --batches 8 --variants none block block+flash+fp16
+    python benchmarks/bench_memory.py --arch llama --n-kv-head 2       # the Llama, grouped-query heads
 
 One step = forward, backward, gradient clipping, AdamW step (as train.py, with autocast and a
 GradScaler for float16). Memory: tracemalloc's peak during the step above what was allocated
@@ -22,7 +23,8 @@ import tracemalloc
 import numpy as np
 
 import tinygrad_llm as tg
-from tinygrad_llm import GPT, GPTConfig, amp
+from tinygrad_llm import amp
+from tinygrad_llm.architectures import ARCHITECTURES
 from tinygrad_llm.kernels import num_threads, tune_allocator
 from tinygrad_llm.optim import clip_grad_norm_
 from tinygrad_llm.train import training_memory
@@ -40,9 +42,9 @@ VARIANTS = {
 
 
 class Step:
-    def __init__(self, cfg: GPTConfig, dtype: str):
+    def __init__(self, cfg, dtype: str):
         tg.manual_seed(0)
-        self.model = GPT(cfg)
+        self.model = ARCHITECTURES["llama" if hasattr(cfg, "rope_theta") else "gpt"](cfg)
         self.opt = self.model.configure_optimizers(0.1, 1e-3, (0.9, 0.99))
         self.precision = amp.autocast(dtype)
         self.scaler = amp.GradScaler(enabled=dtype == "float16")
@@ -58,7 +60,7 @@ class Step:
         self.opt.zero_grad()
 
 
-def measure(base: GPTConfig, n_layer: int, batch: int, variant: str, repeat: int):
+def measure(base, n_layer: int, batch: int, variant: str, repeat: int):
     recompute, attention, dtype = VARIANTS[variant]
     cfg = dataclasses.replace(base, n_layer=n_layer, recompute=recompute, attention=attention)
     step = Step(cfg, dtype)
@@ -87,16 +89,24 @@ def main():
                    choices=sorted(VARIANTS))
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="gpt")
+    p.add_argument("--n-kv-head", type=int, default=None, help="--arch llama: key/value heads (default n_head)")
     p.add_argument("--block-size", type=int, default=256)
     p.add_argument("--vocab-size", type=int, default=65)
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
     tuned = tune_allocator()
-    base = GPTConfig(vocab_size=args.vocab_size, block_size=args.block_size, n_layer=1, n_head=args.n_head,
-                     n_embd=args.n_embd)
+    sizes = dict(vocab_size=args.vocab_size, block_size=args.block_size, n_layer=1, n_head=args.n_head,
+                 n_embd=args.n_embd)
+    if args.arch == "llama":
+        sizes["n_kv_head"] = args.n_kv_head
+    elif args.n_kv_head is not None:
+        p.error("--n-kv-head applies to --arch llama only")
+    base = ARCHITECTURES[args.arch].config_class(**sizes)
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}, "
           f"numpy {np.__version__}, {num_threads()} threads, allocator {'tuned' if tuned else 'default'}; "
-          f"GPT n_embd {args.n_embd}, n_head {args.n_head}, block {args.block_size}, vocab {args.vocab_size}")
+          f"{args.arch} n_embd {args.n_embd}, n_head {args.n_head}, n_kv_head {base.n_kv_head}, "
+          f"block {args.block_size}, vocab {args.vocab_size}")
     print(f"{'layers':>6} {'batch':>5} {'variant':>17} {'ms/step':>8} {'peak MiB':>9} {'estimate MiB':>13} "
           f"{'vs none':>8}")
     sweep = [(L, args.batches[len(args.batches) // 2]) for L in args.layers] + \
