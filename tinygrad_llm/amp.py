@@ -189,11 +189,23 @@ class GradScaler:
         if state.get("stepped"):
             raise RuntimeError("GradScaler.step() has already been called on this optimizer since the last update()")
         state["stepped"] = True
-        found = state["found_inf"]
-        if found is not None and bool(found):              # one host sync per step
-            state["skipped"] = True
+        return self._maybe_opt_step(optimizer, state)
+
+    # ------------------------------------------------------------------ the skip (one place)
+    def _maybe_opt_step(self, optimizer, state):
+        """The skip itself (PyTorch's name): ``optimizer.step()`` when the unscaled gradients are
+        all finite, else nothing is changed and None is returned."""
+        if self._found_inf(state):
             return None
         return optimizer.step()
+
+    @staticmethod
+    def _found_inf(state) -> bool:
+        """Whether one optimizer's unscaled gradients held an inf or NaN: the one host read of the
+        device flag that ``unscale_`` recorded (kept, so ``step`` and ``update`` read it once)."""
+        if "found" not in state:
+            state["found"] = state["found_inf"] is not None and bool(state["found_inf"])
+        return state["found"]
 
     def update(self, new_scale=None):
         """After the step(s): halve the scale if any stepped optimizer found inf / NaN (and restart
@@ -209,7 +221,7 @@ class GradScaler:
             if not states:
                 raise RuntimeError("GradScaler.update(): no inf checks were recorded since the last update(); "
                                    "call scaler.step(optimizer) (or unscale_) first")
-            if any(s["found_inf"] is not None and bool(s["found_inf"]) for s in states):
+            if any(self._found_inf(s) for s in states):
                 self._scale *= self._backoff_factor
                 self._growth_tracker = 0
             else:
