@@ -83,17 +83,23 @@ def test_without_preserve_rng_state_the_masks_differ():
     assert not np.array_equal(xt.grad, plain[0])
 
 
-def test_gpt_recompute_gives_bitwise_the_same_gradients(device):
-    """With dropout on the CPU; on a GPU without (its checkpoints reseed the GPU's generator)."""
+@pytest.mark.parametrize("arch", ["gpt", "llama"])
+def test_model_recompute_gives_bitwise_the_same_gradients(device, arch):
+    """Every block (GPT) or decoder layer (Llama, whose rotary tables pass through as constant
+    inputs; grouped-query heads) recomputed, or only each MLP: bitwise the gradients without,
+    both attention implementations, two accumulated passes, with dropout on the CPU (on a GPU
+    without: its checkpoints reseed the GPU's generator)."""
     rs = np.random.default_rng(0)
     x, y = rs.integers(0, 13, (2, 12)), rs.integers(0, 13, (2, 12))
+    dropout = 0.2 if device == "cpu" else 0.0
     for attention in ("standard", "flash"):
         runs = []
         for recompute in ("none", "mlp", "block"):
             tg.manual_seed(0)
-            model = GPT(GPTConfig(vocab_size=13, block_size=12, n_layer=2, n_head=2, n_embd=16,
-                                  dropout=0.2 if device == "cpu" else 0.0, attention=attention,
-                                  recompute=recompute)).to(device)
+            sizes = dict(vocab_size=13, block_size=12, n_layer=2, dropout=dropout, attention=attention,
+                         recompute=recompute)
+            model = (GPT(GPTConfig(n_head=2, n_embd=16, **sizes)) if arch == "gpt" else
+                     Llama(LlamaConfig(n_head=4, n_kv_head=2, n_embd=16, **sizes))).to(device)
             tg.manual_seed(5)
             for _ in range(2):                         # accumulate two passes
                 _, loss = model(Tensor(x, device=device), Tensor(y, device=device))
@@ -103,29 +109,8 @@ def test_gpt_recompute_gives_bitwise_the_same_gradients(device):
             assert other[0] == runs[0][0]
             for a, b in zip(runs[0][1:], other[1:]):
                 np.testing.assert_array_equal(a, b)
-
-
-def test_llama_recompute_gives_bitwise_the_same_gradients():
-    """The Llama's layers checkpointed as the GPT's blocks (the rotary tables pass through as
-    constant inputs), with dropout on the attention weights, both attention implementations."""
-    rs = np.random.default_rng(0)
-    x, y = rs.integers(0, 13, (2, 12)), rs.integers(0, 13, (2, 12))
-    for attention in ("standard", "flash"):
-        runs = []
-        for recompute in ("none", "mlp", "block"):
-            tg.manual_seed(0)
-            model = Llama(LlamaConfig(vocab_size=13, block_size=12, n_layer=2, n_head=4, n_kv_head=2, n_embd=16,
-                                      dropout=0.2, attention=attention, recompute=recompute))
-            tg.manual_seed(5)
-            _, loss = model(Tensor(x), Tensor(y))
-            loss.backward()
-            runs.append([loss.item()] + [p.grad for p in model.parameters()])
-        for other in runs[1:]:
-            assert other[0] == runs[0][0]
-            for a, b in zip(runs[0][1:], other[1:]):
-                np.testing.assert_array_equal(a, b)
-    with pytest.raises(ValueError, match="LlamaConfig.recompute must be one of"):
-        LlamaConfig(recompute="all")
+    with pytest.raises(ValueError, match="Config.recompute must be one of"):
+        (GPTConfig if arch == "gpt" else LlamaConfig)(recompute="all")
 
 
 def test_recomputation_runs_under_the_forwards_autocast():
