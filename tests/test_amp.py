@@ -8,7 +8,7 @@ from conftest import to_np
 
 import tinygrad_llm as tg
 import tinygrad_llm.nn.functional as F
-from tinygrad_llm import GPT, GPTConfig, Tensor, amp, nn
+from tinygrad_llm import GPT, GPTConfig, Llama, LlamaConfig, Tensor, amp, nn
 from tinygrad_llm.amp import GradScaler, autocast
 from tinygrad_llm.checkpoint import load_checkpoint
 from tinygrad_llm.optim import AdamW
@@ -41,11 +41,13 @@ def test_autocast_policy():
     assert lin.weight.grad.dtype == np.float32 and x.grad.dtype == np.float32
 
 
-def test_autocast_gpt_forward_is_float16_and_close_to_float32(device):
-    """The presets' model shape: float16 activations (the logits), the float32 loss within 1%,
-    float32 gradients close to float32's; nothing overflows."""
+@pytest.mark.parametrize("arch", ["gpt", "llama"])
+def test_autocast_forward_is_float16_and_close_to_float32(device, arch):
+    """The presets' model shape (the Llama: 2 key/value heads): float16 activations (the
+    logits), the float32 loss within 1%, float32 gradients close to float32's; nothing overflows."""
     tg.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=65, n_layer=4, n_head=4, n_embd=128, block_size=64)).to(device)
+    sizes = dict(vocab_size=65, n_layer=4, n_head=4, n_embd=128, block_size=64)
+    model = (GPT(GPTConfig(**sizes)) if arch == "gpt" else Llama(LlamaConfig(n_kv_head=2, **sizes))).to(device)
     x = Tensor(np.random.default_rng(0).integers(0, 65, (4, 64)), device=device)
     _, loss32 = model(x, x)
     loss32.backward()
