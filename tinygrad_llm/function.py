@@ -96,7 +96,7 @@ class enable_grad(set_grad_enabled):
 class recorded_nodes:
     """``with recorded_nodes() as nodes:`` collects, in ``nodes``, every node recorded in the block
     (in this thread), in the order they were made. Activation checkpointing uses it to tell
-    the nodes its function made from those that existed before (nn/utils.py)."""
+    the nodes its function made from those that existed before (nn/recompute.py)."""
 
     def __enter__(self):
         self.prev, _state.recorded = _state.recorded, []
