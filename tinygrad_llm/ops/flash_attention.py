@@ -54,8 +54,9 @@ __all__ = ["flash_forward", "flash_backward", "group_heads", "FlashAttention", "
            "BLOCK_Q", "BLOCK_K"]
 
 #: default tile sizes: larger tiles mean fewer array calls (each costs microseconds of
-#: Python, and a kernel launch on a GPU), smaller ones less memory per tile; 64 x 64 was the
-#: fastest on the CPU (docs/benchmarks.md, "Tiled attention")
+#: Python, and a kernel launch on a GPU), smaller ones less memory per tile; 64 x 64 is the
+#: smallest with flat extra memory, and no larger size was reliably faster on the CPU
+#: (docs/benchmarks.md, "Tiled attention")
 BLOCK_Q = 64
 BLOCK_K = 64
 
