@@ -39,7 +39,7 @@ def parse(argv):
     p.add_argument("--top-k", type=cli.integer(min=1), default=200)
     p.add_argument("--top-p", type=cli.number(min=0, max=1, min_open=True), default=None)
     p.add_argument("--repetition-penalty", type=cli.number(min=0, min_open=True), default=1.0, help="1 = off")
-    p.add_argument("--seed", type=cli.integer(), default=None)
+    p.add_argument("--seed", type=cli.integer(min=0), default=None)
     p.add_argument("--stop", default=None, help="stop when this string is generated")
     p.add_argument("--num-samples", type=cli.integer(min=1), default=1)
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context every token")

@@ -1,6 +1,7 @@
 """The two tiers: the switch (function, context manager, environment variable), the registry of
 fast kernels, and the whole GPT trained on each tier giving the same loss curve."""
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -83,10 +84,18 @@ def test_environment_variable_forces_the_reference_tier():
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                            env={**env, tiers.ENV_VAR: value})
         assert r.returncode == 0 and r.stdout.strip() == expect, r.stdout + r.stderr
-    r = subprocess.run([sys.executable, "-c", "import tinygrad_llm"], capture_output=True, text=True, timeout=60,
+    # a bad value: the import works (no traceback in every script), the first op says what is wrong
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        env={**env, tiers.ENV_VAR: "yes"})
-    assert r.returncode != 0
-    assert "TINYGRAD_LLM_REFERENCE must be 1" in r.stderr and "'yes'" in r.stderr
+    assert r.returncode != 0 and "ValueError: TINYGRAD_LLM_REFERENCE must be 1" in r.stderr and "'yes'" in r.stderr
+    # ... and a script says it in one line, exit code 2, before doing anything
+    script = Path(__file__).resolve().parents[1] / "examples" / "sample.py"
+    r = subprocess.run([sys.executable, str(script), "--ckpt", "no-such-folder"], capture_output=True, text=True,
+                       timeout=60, env={**env, tiers.ENV_VAR: "2"})
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [
+        "error: TINYGRAD_LLM_REFERENCE must be 1 (run every op on the reference tier) or 0 / unset "
+        "(use the fast kernels), got '2'"]
 
 
 def test_register_refuses_what_would_break_the_contract():

@@ -90,8 +90,8 @@ class TrainConfig:
                 bad(name, "an integer >= 0")
         if self.lr_decay_iters is not None and (not is_int(self.lr_decay_iters) or self.lr_decay_iters < 1):
             bad("lr_decay_iters", "a positive integer (or None: max_iters)")
-        if not is_int(self.seed):
-            bad("seed", "an integer")
+        if not is_int(self.seed) or self.seed < 0:
+            bad("seed", "an integer >= 0")
         for name in ("decay_lr", "always_save_checkpoint"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 bad(name, "true or false")
