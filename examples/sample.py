@@ -81,7 +81,9 @@ def main(argv=None) -> int:
             if not tokenizer.encode(args.prompt):
                 raise ValueError("it encodes to no tokens: give at least one character")
         except ValueError as e:
-            raise ValueError(f"--prompt {args.prompt!r} cannot be encoded with this model's tokenizer: {e}") from None
+            given = (f"--instruction {args.instruction!r}" + (f" with --input {args.input!r}" if args.input else "")
+                     + " (in the fine-tuning template)") if args.instruction is not None else f"--prompt {args.prompt!r}"
+            raise ValueError(f"{given} cannot be encoded with this model's tokenizer: {e}") from None
         for i in range(args.num_samples):
             seed = None if args.seed is None else args.seed + i
             print(args.prompt, end="", flush=True)

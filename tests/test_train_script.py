@@ -227,6 +227,7 @@ def test_sample_bad_input_is_one_error_line(tmp_path, made):
         (["--ckpt", stranger], "tokenizer.json does not belong to this model: it is char-"),
         (["--ckpt", corrupt], "is damaged: model.safetensors does not match its sha256"),
         (["--ckpt", run_dir, "--prompt", "€"], "--prompt '€' cannot be encoded with this model's tokenizer"),
+        (["--ckpt", run_dir, "--instruction", "€"], "--instruction '€' (in the fine-tuning template) cannot be encoded"),
     ]
     for (argv, match), (code, out, err) in zip(cases, run_many(SAMPLE, [(a, {}) for a, _ in cases], cache)):
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and match in err, (argv, code, err)
