@@ -297,6 +297,44 @@ def test_in_place_ops_work_on_plain_tensors(device):
     assert t._version == 6
 
 
+def test_host_arrays_go_into_a_tensor_on_any_device(device):
+    """NumPy arrays and lists as the right-hand side of in-place writes: CuPy takes only scalars
+    from the host, so on a GPU they are copied to the device first."""
+    t = Tensor(np.zeros((3, 2), np.float32), device=device)
+    t[0:2] = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    t[2] = [5.0, 6.0]
+    t.add_(np.ones((3, 2), np.float32))
+    t.mul_(np.full(2, 2.0, np.float32))
+    t.sub_([[1.0, 1.0]])
+    close(t, [[3.0, 5.0], [7.0, 9.0], [11.0, 13.0]])
+    t[Tensor([0, 2], device=device)] = np.zeros((2, 2), np.float32)
+    close(t, [[0.0, 0.0], [7.0, 9.0], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("index", [
+    lambda d: [0, 3], lambda d: np.array([3]), lambda d: Tensor([-4], device=d), lambda d: (slice(None), [0, 2]),
+    lambda d: (Ellipsis, np.array([5])), lambda d: (None, [1, 3]),
+    lambda d: Tensor([0, 3], device=d).set_value_bounds(0, 3),
+])
+def test_out_of_range_integer_indices_raise_on_every_device(device, index):
+    """NumPy raises for an index out of range; CuPy would wrap it around, so the GPU path checks."""
+    t = Tensor(np.arange(6.0).reshape(3, 2), device=device)
+    with pytest.raises(IndexError, match=r"index -?\d+ is out of bounds for axis \d with size [23]"):
+        t[index(device)]
+    with pytest.raises(IndexError, match="out of bounds"):
+        t[index(device)] = 1.0
+    close(t[Tensor([-3, 2], device=device)], [[0.0, 1.0], [4.0, 5.0]])      # negative indices count from the end
+    close(t[..., [-1]], [[1.0], [3.0], [5.0]])
+
+
+def test_value_bounds_lapse_when_the_tensor_changes(device):
+    ids = Tensor([1, 2], device=device).set_value_bounds(1, 2)
+    assert ids.value_bounds == (1, 2)
+    ids.reshape(2, 1)[0] = 0          # through a view: the record no longer holds
+    assert ids.value_bounds is None
+    assert float(Tensor([2.5], device=device)) == 2.5 and int(Tensor(3, device=device)) == 3
+
+
 @pytest.mark.parametrize("make_view", [
     lambda a: a[0:2], lambda a: a.reshape(2, 2), lambda a: a.T, lambda a: a.detach(),
     lambda a: a[None], lambda a: a.unsqueeze(0).squeeze(0),

@@ -332,7 +332,9 @@ def get_batch(ids, batch_size: int, block_size: int, device="cpu", rng=None):
     Row b is ``ids[o_b : o_b + T]`` for x and ``ids[o_b + 1 : o_b + T + 1]`` for y, with start
     offsets o_b drawn uniformly from [0, len(ids) - T) by rng (default: the package's CPU
     generator, so ``manual_seed`` makes batches reproducible). One gather on the host builds all
-    rows: ``ids[offsets[:, None] + arange(T + 1)]``; then one copy to the device.
+    rows: ``ids[offsets[:, None] + arange(T + 1)]``; then one copy to the device. The rows' min and
+    max, taken there on the host, go with x and y (``Tensor.set_value_bounds``), so the model's
+    range checks of ids and targets need not read anything back from a GPU.
     """
     for name, v in (("batch_size", batch_size), ("block_size", block_size)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
@@ -348,9 +350,10 @@ def get_batch(ids, batch_size: int, block_size: int, device="cpu", rng=None):
         rng = backend.rng("cpu")
     offsets = rng.integers(0, len(ids) - block_size, size=batch_size)
     rows = ids[offsets[:, None] + np.arange(block_size + 1)]          # (B, T+1), still uint16
+    lo, hi = int(rows.min()), int(rows.max())                         # on the host, once
     xp = backend.xp_for(device)
     if xp is not np:
         rows = xp.asarray(rows)                                       # one host -> device copy
     x = xp.ascontiguousarray(rows[:, :-1], dtype=xp.int64)
     y = xp.ascontiguousarray(rows[:, 1:], dtype=xp.int64)
-    return Tensor.wrap(x, device), Tensor.wrap(y, device)
+    return Tensor.wrap(x, device).set_value_bounds(lo, hi), Tensor.wrap(y, device).set_value_bounds(lo, hi)

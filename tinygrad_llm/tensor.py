@@ -68,7 +68,8 @@ def _ragged_message(data) -> str:
 
 
 class Tensor:
-    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "_vbox", "_grad_storage", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "_vbox", "_grad_storage", "_bounds",
+                 "__weakref__")
 
     # NumPy operands on the left (``np.float32(2) * t``, ``arr @ t``) defer to our reflected
     # ops instead of building an object array of Tensors element by element
@@ -104,6 +105,7 @@ class Tensor:
         self.device = device
         self._vbox = [0]
         self._grad_storage = None
+        self._bounds = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -120,7 +122,7 @@ class Tensor:
         """
         t = Tensor.__new__(Tensor)
         t.data, t.grad, t.grad_fn, t.device, t._vbox = array, None, None, device, [0]
-        t._grad_storage, t.requires_grad = None, requires_grad
+        t._grad_storage, t._bounds, t.requires_grad = None, None, requires_grad
         return t
 
     # ------------------------------------------------------------------ properties
@@ -161,6 +163,21 @@ class Tensor:
         value at its forward pass, so a backward that would read the old values raises.
         """
         self._vbox[0] += 1
+
+    def set_value_bounds(self, lo, hi) -> "Tensor":
+        """Record that every value of this (integer) tensor lies in [lo, hi], as known on the host
+        by the code that made it (``get_batch`` from the ids it gathered, the model for its
+        positions). Checks of indices against a table (``F.embedding``, ``F.cross_entropy``,
+        indexing on a GPU) then need not read the values back from the device. The record
+        lapses when the tensor is changed in place. Returns self."""
+        self._bounds = (int(lo), int(hi), self._vbox[0])
+        return self
+
+    @property
+    def value_bounds(self):
+        """(lo, hi) recorded by :meth:`set_value_bounds` while still valid, else None."""
+        b = self._bounds
+        return None if b is None or b[2] != self._vbox[0] else b[:2]
 
     def __len__(self):
         if self.ndim == 0:
@@ -393,6 +410,12 @@ class Tensor:
             raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous")
         return bool(self.item())
 
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
     # ------------------------------------------------------------------ unary / elementwise
     def exp(self):
         return E.Exp.apply(self)
@@ -572,7 +595,14 @@ class Tensor:
         self.bump_version()
 
     def _value(self, v):
-        return v.data if isinstance(v, Tensor) else v
+        """The right-hand side of an in-place op as an operand for ``self.data``: a Tensor's
+        data, or host data (a NumPy array, a list) copied to this tensor's GPU (CuPy takes
+        only scalars from the host)."""
+        if isinstance(v, Tensor):
+            return v.data
+        if self.device != "cpu" and isinstance(v, (np.ndarray, list, tuple)):
+            return backend.as_array(v, self.device)
+        return v
 
     def add_(self, other, alpha=1.0):
         self._inplace_check("add_")
@@ -618,18 +648,57 @@ def _shape_arg(shape) -> tuple:
 
 
 def _index_arg(index, like):
-    """Tensors and lists inside an index become arrays on the tensor's device."""
-    def conv(i):
+    """Tensors and lists inside an index become arrays on the tensor's device.
+
+    On a GPU the integer arrays are also checked against the sizes of the axes they index:
+    NumPy raises IndexError for an index out of range, CuPy would silently wrap it around.
+    Host arrays are checked on the host; device arrays by one read of their min and max,
+    unless their bounds are known (``Tensor.set_value_bounds``)."""
+    items = index if isinstance(index, tuple) else (index,)
+    out, bounds = [], []
+    for i in items:
+        b = None
         if isinstance(i, Tensor):
             if i.device != like.device:
                 raise backend.DeviceError(f"index tensor is on {i.device!r}, the indexed tensor on {like.device!r}")
-            return i.data
-        if isinstance(i, list):
-            return like.xp.asarray(i)
-        return i
-    if isinstance(index, tuple):
-        return tuple(conv(i) for i in index)
-    return conv(index)
+            b, i = i.value_bounds, i.data
+        elif isinstance(i, list):
+            i = np.asarray(i)
+        out.append(i)
+        bounds.append(b)
+    if like.device != "cpu":
+        _check_index_bounds(out, bounds, like.shape, like.xp)
+        out = [like.xp.asarray(i) if isinstance(i, np.ndarray) else i for i in out]
+    return tuple(out) if isinstance(index, tuple) else out[0]
+
+
+def _check_index_bounds(items, bounds, shape, xp):
+    """IndexError, as NumPy's, for an integer array in ``items`` with an entry outside its axis."""
+    def is_array(i):
+        return isinstance(i, (np.ndarray, xp.ndarray))
+
+    consumed = sum(0 if i is None or i is Ellipsis else (i.ndim if is_array(i) and i.dtype == bool else 1)
+                   for i in items)
+    axis = 0
+    for i, b in zip(items, bounds):
+        if i is Ellipsis:
+            axis += len(shape) - consumed
+            continue
+        if i is None:
+            continue
+        if is_array(i) and i.dtype == bool:
+            axis += i.ndim
+            continue
+        if is_array(i) and i.dtype.kind in "iu" and i.size and axis < len(shape):
+            n = shape[axis]
+            if b is None:
+                lo, hi = (int(i.min()), int(i.max())) if isinstance(i, np.ndarray) else \
+                    (int(v) for v in backend.to_numpy(xp.stack([i.min(), i.max()])))   # one read
+            else:
+                lo, hi = b
+            if lo < -n or hi >= n:
+                raise IndexError(f"index {hi if hi >= n else lo} is out of bounds for axis {axis} with size {n}")
+        axis += 1
 
 
 # ---------------------------------------------------------------------- functions on tensors
