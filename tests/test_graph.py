@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from conftest import to_np
 
-from tinygrad_llm import Function, Tensor, enable_grad, gradcheck, is_grad_enabled, no_grad, set_grad_enabled
+from tinygrad_llm import Function, Tensor, enable_grad, gradcheck, is_grad_enabled, manual_seed, nn, no_grad, \
+    reference_tier, set_grad_enabled
+from tinygrad_llm.nn import functional as F
+from tinygrad_llm.optim import AdamW
 
 
 def leaf(a, device, requires_grad=True):
@@ -359,3 +362,43 @@ def test_a_copy_does_not_share_the_version_counter(device):
     assert a._version == 0
     loss.backward()
     close(w.grad, np.arange(4.0))
+
+
+# ------------------------------------------------------------------------------ gradients written in place
+
+def _tied_model_grads(device, with_optimizer, backwards=2):
+    """Gradients of a token embedding tied to an output layer (GPT's wte / lm_head), with a
+    bias and a LayerNorm, after ``backwards`` backward passes (gradients accumulate)."""
+    manual_seed(0)
+    emb, ln, head = nn.Embedding(7, 5, device=device), nn.LayerNorm(5, device=device), \
+        nn.Linear(5, 7, device=device)
+    head.weight = emb.weight
+    params = [emb.weight, ln.weight, ln.bias, head.bias]
+    if with_optimizer:
+        AdamW(params)                 # gives every parameter a view of its flat buffer to fill
+    ids = Tensor(np.array([[1, 3, 3, 6]]), device=device)
+    for _ in range(backwards):
+        y = head(ln(emb(ids)))
+        (y * Tensor(np.linspace(-1, 1, 28).reshape(1, 4, 7).astype(np.float32), device=device)).sum().backward()
+    return [to_np(p.grad) for p in params]
+
+
+def test_weight_gradients_written_in_place_are_the_gradients(device, tier):
+    """The fast kernels write weight gradients straight into a parameter's grad storage (the
+    optimizer's flat buffer), or add them into its .grad (a tied weight's second use, a second
+    backward); the gradients are those backward computes without storage, on the reference tier."""
+    with reference_tier():
+        expected = _tied_model_grads(device, with_optimizer=False)
+    for got, want in zip(_tied_model_grads(device, with_optimizer=True), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for got, want in zip(_tied_model_grads(device, True, backwards=1),
+                         _tied_model_grads(device, False, backwards=1)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_leaf_given_twice_to_one_op_gets_both_gradients(device, tier):
+    w = Tensor(np.arange(6, dtype=np.float32).reshape(2, 3) / 10, requires_grad=True, device=device)
+    AdamW([w])
+    F.linear(w, w).sum().backward()                # y = w w^T: dW = (g + g^T) w with g all ones
+    expected = 2 * np.ones((2, 2)) @ (np.arange(6).reshape(2, 3) / 10)
+    np.testing.assert_allclose(to_np(w.grad), expected, rtol=1e-6)

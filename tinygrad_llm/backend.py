@@ -153,9 +153,9 @@ def data_ptr(a) -> int:
 
 
 def to_numpy(a) -> np.ndarray:
-    """A host (NumPy) copy of a numpy or cupy array."""
-    if isinstance(a, np.ndarray):
-        return a.copy()
+    """A host (NumPy) copy of a numpy or cupy array (or of a NumPy scalar, as a 0-d array)."""
+    if isinstance(a, (np.ndarray, np.generic)):
+        return np.array(a)
     return a.get()
 
 

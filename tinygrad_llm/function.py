@@ -112,6 +112,26 @@ class Function:
     def backward(self, grad_out):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def grad_buffer(self, i: int, dtype):
+        """``(array, add)``: where the backward may put input ``i``'s gradient itself, saving
+        the copy (or the addition) that backward would otherwise make. Fast kernels use it for
+        weight gradients; the reference ops never do.
+
+        For a leaf that requires grad and appears once among the inputs: its ``.grad`` with
+        ``add=True`` when it has one (add the gradient into it), else its grad storage (an
+        optimizer's flat buffer, ``Tensor.set_grad_storage``) with ``add=False`` (overwrite it);
+        otherwise, or when the array is not C-contiguous or not of ``dtype``, ``(None, False)``. A backward that
+        uses the array returns that same array as the input's gradient.
+        """
+        t = self.inputs[i]
+        if t.grad_fn is not None or not self.needs_input_grad[i] or \
+                any(u is t for j, u in enumerate(self.inputs) if j != i):
+            return None, False
+        buf, add = (t.grad, True) if t.grad is not None else (t.grad_storage, False)
+        if buf is None or buf.dtype != dtype or not buf.flags.c_contiguous:
+            return None, False
+        return buf, add
+
     # ------------------------------------------------------------------ running a node
     @classmethod
     def apply(cls, *inputs, **kwargs):
@@ -223,7 +243,10 @@ def run_backward(root_tensor, grad, retain_graph: bool = False):
                 gi = gi.astype(data.dtype)
             fn = t.grad_fn
             if fn is None:
-                _accumulate_leaf(t, gi)
+                if gi is t.grad or (t.grad is None and gi is t.grad_storage):
+                    t.grad = gi             # the backward wrote it in place (Function.grad_buffer)
+                else:
+                    _accumulate_leaf(t, gi)
             else:
                 prev = pending.get(fn)
                 pending[fn] = gi if prev is None else prev + gi

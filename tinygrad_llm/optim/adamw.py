@@ -57,9 +57,9 @@ class AdamW(Optimizer):
         if "weight_decay" in group:
             check_range("weight_decay", group["weight_decay"], 0.0, math.inf, where)
 
-    def _update_range(self, b, lo, hi, step, group):
+    def _update_range(self, b, lo, hi, step, group, skip=None):
         if b.xp is not np or not len(b.tmp):
-            return super()._update_range(b, lo, hi, step, group)
+            return super()._update_range(b, lo, hi, step, group, skip)
 
         def piece(a, z):
             a, z = lo + a, lo + z
