@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = [
     "DeviceError", "canonical_device", "xp_for", "device_of_array", "gpu_available",
-    "manual_seed", "rng", "reseed_from_cpu", "get_rng_state", "set_rng_state", "to_numpy", "as_array",
+    "manual_seed", "rng", "reseed_from_cpu", "fixed_rng", "get_rng_state", "set_rng_state", "to_numpy", "as_array",
     "scatter_add", "quiet", "data_ptr", "default_dtype", "canonical_dtype", "set_tf32", "tf32_enabled", "tf32",
 ]
 
@@ -273,6 +273,22 @@ def reseed_from_cpu(device: str) -> None:
     if device == "cpu":
         return
     _rngs[device] = _device_generator(device, int(rng("cpu").integers(0, 2 ** 63 - 1)))
+
+
+@contextlib.contextmanager
+def fixed_rng(device: str, seed: int):
+    """A block in which ``rng(device)`` is a fresh generator seeded with ``seed``; the generator
+    in use before comes back afterwards (the fast kernels' self-checks draw the same dropout
+    masks twice this way, without disturbing the run's own stream)."""
+    prev = _rngs.get(device)
+    _rngs[device] = np.random.default_rng(seed) if device == "cpu" else _device_generator(device, seed)
+    try:
+        yield
+    finally:
+        if prev is None:
+            _rngs.pop(device, None)
+        else:
+            _rngs[device] = prev
 
 
 def get_rng_state() -> dict:
