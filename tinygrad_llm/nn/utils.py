@@ -43,8 +43,9 @@ def _pieces(grads) -> list:
     by_base, out = {}, []
     for g in grads:
         base = g.base
-        if base is not None and base.ndim == 1 and base.flags.c_contiguous:
-            by_base.setdefault(id(base), (base, {}))[1][id(g)] = g
+        if base is not None and base.ndim == 1 and base.flags.c_contiguous:      # keyed by memory, not by
+            key = (backend.data_ptr(base), base.nbytes)                          # object: CuPy may give a new
+            by_base.setdefault(key, (base, {}))[1][id(g)] = g                   # .base object each time
     covered = set()
     for base, views in by_base.values():
         if _tiles(base, list(views.values())):
