@@ -4,20 +4,26 @@
     .venv/bin/python examples/train_shakespeare.py --device gpu         # GPU recipe (shakespeare_char)
     .venv/bin/python examples/train_shakespeare.py --max_iters 500 --n_layer 2 --out out/try
     .venv/bin/python examples/train_shakespeare.py --out out/try --resume   # continue where it stopped
+    .venv/bin/mpiexec -n 2 .venv/bin/python examples/train_shakespeare.py --distributed   # 2 processes
 
 Every config field below can be given as --field VALUE. Ctrl-C (or SIGTERM) saves a
 checkpoint and --resume continues from it; a second Ctrl-C stops at once. A folder that
-already holds a run is never replaced unless --overwrite is given.
+already holds a run is never replaced unless --overwrite is given. With --distributed,
+under mpiexec, N processes train one model, each on --batch_size rows of every batch of
+N x --batch_size (docs/distributed.md); only the first one prints and writes files.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
 import sys
 import time
 import warnings
 from pathlib import Path
 
-from tinygrad_llm import backend, cli, hardware
+from tinygrad_llm import backend, cli, distributed, hardware
 from tinygrad_llm.checkpoint import CheckpointError, load_checkpoint
 from tinygrad_llm.data import DataError, DownloadError, load_text_dataset, read_text
 from tinygrad_llm.generate import generate_text
@@ -68,6 +74,12 @@ def parse(argv):
                    help="length of the sample printed at the end (0: none)")
     p.add_argument("--prompt", default=None, help="prompt of that sample (default: a newline, or the "
                    "data's first character if the vocabulary has no newline)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over the processes mpiexec started, e.g. mpiexec -n 2 "
+                   "... --distributed: each trains on --batch_size rows of every batch (docs/distributed.md)")
+    p.add_argument("--distributed-timeout", type=cli.number(min=0), default=None, metavar="SECONDS",
+                   help=f"with --distributed: a process that waits this long for the others ends the job "
+                   f"(default {distributed.DEFAULT_TIMEOUT:g}; 0: wait forever)")
     args, rest = p.parse_known_args(argv)
     try:
         args.device = backend.canonical_device(args.device)
@@ -78,6 +90,12 @@ def parse(argv):
         p.error("--resume continues the run in --out and --overwrite deletes it: give one of them")
     if args.switch_data and not args.resume:
         p.error("--switch-data applies to --resume only")
+    if args.distributed_timeout is not None and not args.distributed:
+        p.error("--distributed-timeout applies to --distributed only")
+    launched = distributed.launcher_env()
+    if not args.distributed and launched is not None and (launched[1] or 1) > 1:
+        p.error(f"this is one of the {launched[1]} processes an MPI launcher started: add --distributed to train "
+                "one model with all of them (or run the script without mpiexec)")
     if args.tokenizer_file and (args.tokenizer or args.vocab_size):
         p.error("--tokenizer-file gives the tokenizer: leave out --tokenizer and --vocab-size")
     if args.vocab_size is not None:
@@ -149,14 +167,16 @@ def _resume_data(args, ckpt) -> Path | None:
     return path
 
 
-def _check_memory(cfg: GPTConfig, tcfg: TrainConfig, device: str):
+def _check_memory(cfg: GPTConfig, tcfg: TrainConfig, device: str, copies: int = 1):
+    """MemoryError unless ``copies`` trainings (the ranks on this machine's CPU) fit in memory."""
     need = training_memory(cfg, tcfg.batch_size)
     free = hardware.available_memory(device)
-    if free is not None and need["total"] > free:
+    if free is not None and copies * need["total"] > free:
         gib = 2 ** 30
+        each = f" for each of the {copies} processes on this machine" if copies > 1 else ""
         raise MemoryError(
-            f"the model is too large for this machine: training it needs at least {need['total'] / gib:.1f} GiB "
-            f"({need['n_params'] / 1e6:,.0f}M parameters with gradients and AdamW state: "
+            f"the model is too large for this machine: training it needs at least {need['total'] / gib:.1f} GiB"
+            f"{each} ({need['n_params'] / 1e6:,.0f}M parameters with gradients and AdamW state: "
             f"{need['params'] / gib:.1f} GiB; activations of batch {tcfg.batch_size} x block {cfg.block_size}: "
             f"{need['activations'] / gib:.1f} GiB), and {device} has {free / gib:.1f} GiB free; "
             "shrink --n_layer, --n_embd, --batch_size or --block_size")
@@ -178,8 +198,9 @@ def _prompt(args, data) -> str:
     return data.tokenizer.decode([int(data.train[0])])
 
 
-def prepare(args, preset_name):
+def prepare(args, preset_name, comm=distributed.SINGLE):
     """Everything before training, in order of cost; raises the errors main reports."""
+    copies = comm.local_size if args.device == "cpu" else 1
     backend.xp_for(args.device)  # a clear error now if CuPy or the GPU is missing
     model_fields, train_fields = preset(preset_name)
     model_fields.update(args.model_flags)
@@ -196,23 +217,22 @@ def prepare(args, preset_name):
     tcfg = TrainConfig(**train_fields)
     if not args.resume:   # the other fields now, and the memory with a vocabulary no larger than the real one
         least_vocab = tokenizer.vocab_size if tokenizer else (args.vocab_size or 256 if args.tokenizer == "bpe" else 1)
-        _check_memory(GPTConfig(**{**model_fields, "vocab_size": least_vocab}), tcfg, args.device)
+        _check_memory(GPTConfig(**{**model_fields, "vocab_size": least_vocab}), tcfg, args.device, copies)
     if args.resume:
         done = int(ckpt.trainer_state.get("iter", 0))
         history = ckpt.trainer_state.get("history") or [{}]
         if done >= tcfg.max_iters and history[-1].get("iter") == done:     # (its last evaluation ran too)
             return None, f"the run in {args.out} is finished: it reached iteration {done} of max_iters " \
                 f"{tcfg.max_iters}. To train further, resume with a larger --max_iters, e.g.\n  " \
-                + cli.command(SCRIPT, "--out", args.out, "--resume", "--max_iters", 2 * max(done, 1),
-                              *(["--device", args.device] if args.device != "cpu" else []))
-    elif not args.overwrite:
+                + _command(args, comm, "--out", args.out, "--resume", "--max_iters", 2 * max(done, 1))
+    elif not args.overwrite and comm.rank == 0:
         check_fresh(args.out)                 # a run is there: refuse now (--overwrite deletes it later)
     data_path = _resume_data(args, ckpt) if args.resume else args.data
     data = load_text_dataset(data_path, tokenizer or args.tokenizer or "char",
                              vocab_size=None if tokenizer else args.vocab_size,
                              block_size=model_fields["block_size"])
     cfg = ckpt.config if args.resume else GPTConfig(vocab_size=data.vocab_size, **model_fields)
-    _check_memory(cfg, tcfg, args.device)
+    _check_memory(cfg, tcfg, args.device, copies)
     prompt = _prompt(args, data) if args.sample_tokens else None
     model = ckpt.model if args.resume else GPT(cfg).to(args.device)
     if args.resume:
@@ -222,7 +242,23 @@ def prepare(args, preset_name):
     return (data, tcfg, model, prompt, kind), None
 
 
-def _summary(args, summary, t0):
+def _mpiexec() -> str:
+    """The mpiexec to print in commands: the one beside this Python (the mpich wheel's), else
+    the one on the PATH."""
+    beside = Path(sys.executable).with_name("mpiexec")
+    return str(beside) if beside.exists() else (shutil.which("mpiexec") or "mpiexec")
+
+
+def _command(args, comm, *rest) -> str:
+    """A command that runs this script again with ``rest`` on this device (and, for a
+    data-parallel run, under mpiexec with as many processes)."""
+    device = ["--device", "gpu" if comm.world_size > 1 else args.device] if args.device != "cpu" else []
+    if comm.world_size == 1 and not args.distributed:
+        return cli.command(SCRIPT, *rest, *device)
+    return cli.command(SCRIPT, *rest, *device, "--distributed", launcher=(_mpiexec(), "-n", comm.world_size))
+
+
+def _summary(args, summary, t0, comm):
     out = args.out
     best = summary["best_val_loss"]
     if best is None:
@@ -232,20 +268,38 @@ def _summary(args, summary, t0):
         best_text = f", best val loss {best:.4f}{at} ({out / 'best'})"
     print(f"\ndone in {time.time() - t0:.0f} s: iteration {summary['iter']}{best_text}")
     print(f"checkpoint: {summary['latest']} (iteration {summary['iter']})")
-    device = ["--device", args.device] if args.device != "cpu" else []
+    device = ["--device", "gpu"] if args.device != "cpu" else []
     print("sample from it:\n  " + cli.command(SCRIPT.with_name("sample.py"), "--ckpt", out, *device))
     if summary["interrupted"]:
-        print("resume it:\n  " + cli.command(SCRIPT, "--out", out, "--resume", *device))
+        print("resume it:\n  " + _command(args, comm, "--out", out, "--resume"))
     else:
-        print("train it further:\n  " + cli.command(SCRIPT, "--out", out, "--resume", "--max_iters",
-                                                    2 * max(summary["iter"], 1), *device))
+        print("train it further:\n  " + _command(args, comm, "--out", out, "--resume", "--max_iters",
+                                                  2 * max(summary["iter"], 1)))
 
 
-def run(args, preset_name) -> int:
-    try:
-        ready, finished = prepare(args, preset_name)
-    except (ValueError, DataError, DownloadError, CheckpointError, backend.DeviceError, MemoryError, OSError) as e:
-        cli.fail(e)
+def _fail(comm, error) -> "NoReturn":  # noqa: F821
+    """An error that every process met alike: the first reports it; all exit with code 2."""
+    if comm.rank == 0:
+        cli.error_line(error)
+    raise distributed.together(SystemExit(cli.EXIT_ERROR))
+
+
+PREPARE_ERRORS = (ValueError, DataError, DownloadError, CheckpointError, backend.DeviceError, MemoryError, OSError)
+
+
+def run(args, preset_name, comm=distributed.SINGLE) -> int:
+    ready = finished = None
+    for first in (True, False):     # rank 0 first: it downloads and caches what the others then read
+        error = None
+        if (comm.rank == 0) == first:
+            try:
+                ready, finished = prepare(args, preset_name, comm)
+            except PREPARE_ERRORS as e:
+                error = e
+        try:
+            comm.raise_together(error, what="waiting for the data", watched=False)
+        except PREPARE_ERRORS as e:
+            _fail(comm, e)
     if finished:
         print(finished)
         return 0
@@ -255,12 +309,14 @@ def run(args, preset_name) -> int:
           f"{kind} tokenizer {data.tokenizer.fingerprint()}, vocab {data.vocab_size})")
     print(f"model: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {cfg.block_size}, "
           f"{model.num_params() / 1e6:.2f}M parameters, on {args.device} (preset {preset_name})")
-    print(f"training: {tcfg.max_iters} iterations of batch {tcfg.batch_size}, lr {tcfg.learning_rate:g} "
+    batch = f"batch {tcfg.batch_size}" if comm.world_size == 1 else \
+        f"batch {tcfg.batch_size * comm.world_size} ({comm.world_size} processes x {tcfg.batch_size})"
+    print(f"training: {tcfg.max_iters} iterations of {batch}, lr {tcfg.learning_rate:g} "
           f"(warmup {tcfg.warmup_iters}, cosine to {tcfg.min_lr:g} at {tcfg.lr_decay_iters}); writing to {args.out}")
     t0 = time.time()
     try:
         summary = train(model, data, tcfg, args.out, tokenizer=data.tokenizer, resume=args.resume,
-                        overwrite=args.overwrite,
+                        overwrite=args.overwrite, comm=comm,
                         extra_config={"preset": preset_name, "tokenizer": kind,
                                       "data": str(Path(data.path).resolve()), "data_sha256": data.sha256})
     except KeyboardInterrupt:
@@ -268,26 +324,51 @@ def run(args, preset_name) -> int:
                        "is kept")
         return cli.EXIT_INTERRUPTED
     except (NonFiniteLossError, CheckpointError, RunDirError, MemoryError) as e:
-        cli.fail(e)
-    if not summary["interrupted"] and prompt is not None:
+        _fail(comm, e)
+    if comm.rank == 0 and not summary["interrupted"] and prompt is not None:
         print("\n--- sample ---")
         print(prompt, end="")
         generate_text(model, data.tokenizer, prompt, max_new_tokens=args.sample_tokens,
                       temperature=0.8, top_k=200, seed=tcfg.seed, stream=lambda s: print(s, end="", flush=True))
         print("\n--------------")
-    _summary(args, summary, t0)
+    _summary(args, summary, t0, comm)
     return cli.EXIT_INTERRUPTED if summary["interrupted"] else 0
 
 
+def start_distributed(args) -> distributed.Communicator:
+    """The communicator of this process (--distributed), its device and its share of the
+    cores. From here on only the first process prints (errors excepted)."""
+    timeout = distributed.DEFAULT_TIMEOUT if args.distributed_timeout is None else args.distributed_timeout
+    try:
+        comm = distributed.init(args.device, timeout=timeout)
+    except (distributed.DistributedError, backend.DeviceError) as e:
+        cli.fail(e)
+    args.device = comm.device if comm.backend == "nccl" else "cpu"
+    threads = distributed.share_cpu(comm) if args.device == "cpu" else None
+    if comm.rank != 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
+    each = f", {threads} thread{'s' * (threads > 1)} each" if threads else ""
+    print(f"distributed: {comm.world_size} processes ({comm.backend.upper()}{each})")
+    return comm
+
+
 def main(argv=None) -> int:
-    args, preset_name = parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    launched = distributed.launcher_env()
+    quiet = launched is not None and launched[0] != 0
+    # bad arguments and a failed start are the same in every process: only the first reports them
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull) if quiet else contextlib.nullcontext():
+        args, preset_name = parse(argv)
+        comm = start_distributed(args) if args.distributed else distributed.SINGLE
     # a diverging run overflows before its loss turns NaN: that is reported in one line, not NumPy's warnings
     warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
-    try:
-        with lock_run_dir(args.out):          # before anything else: one run per folder
-            return run(args, preset_name)
-    except RunDirError as e:
-        cli.fail(e)
+    with distributed.guard(comm), contextlib.ExitStack() as held:
+        try:                                  # before anything else: one run per folder (rank 0 holds it)
+            distributed.on_rank0(comm, lambda: held.enter_context(lock_run_dir(args.out)),
+                                 what="waiting for rank 0 to lock the run folder")
+        except RunDirError as e:
+            _fail(comm, e)
+        return run(args, preset_name, comm)
 
 
 if __name__ == "__main__":

@@ -432,6 +432,34 @@ def test_every_offset_reachable_and_no_overrun():
     np.testing.assert_array_equal(y.numpy(), np.tile(ids[1:], (3, 1)))
 
 
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_shards_of_the_ranks_make_up_the_big_batch(world_size):
+    """Each rank draws the whole batch from its own generator (all in the same state) and
+    keeps its slice: side by side the shards are the batch of one process with world_size * B,
+    and every generator ends where that process's does."""
+    ids = np.arange(10_000, dtype=np.uint16)
+    big = np.random.default_rng(5)
+    want_x, want_y = get_batch(ids, 4 * world_size, 8, rng=big)
+    shards = []
+    for rank in range(world_size):
+        g = np.random.default_rng(5)
+        shards.append(get_batch(ids, 4, 8, rng=g, rank=rank, world_size=world_size))
+        assert g.bit_generator.state == big.bit_generator.state          # still in step
+    np.testing.assert_array_equal(np.concatenate([x.numpy() for x, _ in shards]), want_x.numpy())
+    np.testing.assert_array_equal(np.concatenate([y.numpy() for _, y in shards]), want_y.numpy())
+    assert len({x.numpy().tobytes() for x, _ in shards}) == world_size   # different rows per rank
+
+
+def test_shard_errors():
+    ids = np.arange(100, dtype=np.uint16)
+    for rank, world in ((2, 2), (-1, 2), (0.0, 1), (True, 2)):
+        with pytest.raises(ValueError, match=r"rank must be an integer in \[0, world_size"):
+            get_batch(ids, 2, 4, rank=rank, world_size=world)
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="world_size must be a positive integer"):
+            get_batch(ids, 2, 4, world_size=bad)
+
+
 def test_batch_errors():
     ids = np.arange(8, dtype=np.uint16)
     with pytest.raises(ValueError, match=r"8 tokens.*block_size=8"):

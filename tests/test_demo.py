@@ -46,9 +46,9 @@ def demo_mod():
     del sys.modules[spec.name]
 
 
-def tiny_model(tok, block_size=32):
+def tiny_model(tok, block_size=32, n_layer=2):
     tg.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=16))
+    return GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=n_layer, n_head=2, n_embd=16))
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +249,9 @@ def server(tmp_path_factory):
         ckpt = find_checkpoint(ckpt)
     else:
         tok = CharTokenizer.from_text(TEXT)
-        ckpt = save_checkpoint(d, "tiny", tiny_model(tok), tokenizer=tok, trainer_state={"iter": 0})
+        # twelve layers: a token then costs a few ms, so 2000 of them take seconds, and the
+        # browser test's Stop always lands while the text is still streaming
+        ckpt = save_checkpoint(d, "tiny", tiny_model(tok, n_layer=12), tokenizer=tok, trainer_state={"iter": 0})
     port = free_port()
     log = open(d / "server.log", "w+")
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")

@@ -28,14 +28,14 @@ LAYERS = [
     ("nn", ["nn"]),
     ("optim", ["optim"]),
     ("model", ["model"]),
-    ("apps", ["generate", "train", "checkpoint", "rundir", "hf", "presets"]),
+    ("apps", ["generate", "train", "checkpoint", "rundir", "hf", "presets", "distributed"]),
     ("finetune", ["finetune"]),
     ("package", [""]),                       # tinygrad_llm/__init__.py: the public names
 ]
 
 #: Third-party modules that may be imported inside a function: optional dependencies,
 #: imported where they are needed so that the package works without them.
-OPTIONAL = {"cupy", "cupyx", "matplotlib", "tiktoken"}
+OPTIONAL = {"cupy", "cupyx", "matplotlib", "tiktoken", "mpi4py"}
 
 # Known exceptions to the rules above: none. (Kept as explicit, empty sets so that an
 # exception, if one is ever needed, is written down here with its reason.)

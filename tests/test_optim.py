@@ -311,6 +311,76 @@ def test_mixed_dtypes_in_one_group_get_separate_buffers():
     np.testing.assert_allclose(a.numpy(), ta.detach().numpy(), rtol=1e-6)
 
 
+def _all_grads_in(buffer, params):
+    """Every parameter's .grad is a view of ``buffer``, end to end in group order."""
+    off = 0
+    for p in params:
+        assert np.shares_memory(p.grad, buffer)
+        np.testing.assert_array_equal(buffer[off:off + p.size], p.grad.reshape(-1))
+        off += p.size
+    assert off == buffer.size
+
+
+def test_groups_share_one_gradient_buffer_per_device_and_dtype():
+    inits = _arrays(40, [(3, 4), (4,), (2, 2), (5,)])
+    ps = _params(inits)
+    half = Parameter(np.ones(3, np.float64))
+    opt = AdamW([{"params": [ps[0], ps[2]]}, {"params": [ps[1], half, ps[3]], "weight_decay": 0.0}], lr=0.1)
+    for p, g in zip(ps + [half], _arrays(41, [(3, 4), (4,), (2, 2), (5,), (3,)])):
+        p.grad = g.astype(p.dtype)
+    bufs = opt.grad_buffers()
+    assert [b.dtype for b in bufs] == [np.float32, np.float64]      # one array per dtype, all groups
+    _all_grads_in(bufs[0], [ps[0], ps[2], ps[1], ps[3]])
+    _all_grads_in(bufs[1], [half])
+    bufs[0] *= 0.5                                                   # what an allreduce does in place
+    ref = _params(inits)
+    ref_opt = AdamW([{"params": [ref[0], ref[2]]}, {"params": [ref[1], ref[3]], "weight_decay": 0.0}], lr=0.1)
+    for p, g in zip(ref, _arrays(41, [(3, 4), (4,), (2, 2), (5,)])):
+        p.grad = g * 0.5
+    opt.step()
+    ref_opt.step()
+    for p, r in zip(ps, ref):
+        np.testing.assert_array_equal(p.numpy(), r.numpy())
+
+
+def test_a_group_added_later_joins_the_gradient_buffer_and_keeps_the_gradients():
+    m = Quad()
+    opt = AdamW([m.w], lr=0.1)
+    x = Tensor(_arrays(6, [(4, 3)])[0])
+    m(x).backward()
+    w_grad = m.w.grad.copy()
+    opt.add_param_group({"params": [m.b], "weight_decay": 0.0})
+    (buf,) = opt.grad_buffers()
+    _all_grads_in(buf, [m.w, m.b])
+    np.testing.assert_array_equal(m.w.grad, w_grad)                # carried over, not lost
+    assert m.w.grad_storage is m.w.grad                             # backward now fills the new array
+    opt.zero_grad()
+    m(x).backward()
+    assert np.shares_memory(m.w.grad, buf) and np.shares_memory(m.b.grad, buf)
+
+
+def test_grad_buffers_zero_the_slices_of_parameters_without_a_gradient():
+    m = Quad()
+    opt = AdamW(m.parameters(), lr=0.1)
+    x = Tensor(_arrays(6, [(4, 3)])[0])
+    opt.grad_buffers()[0].fill(7.0)                                  # stale values from "an earlier step"
+    m(x).backward()
+    m.b.grad = np.full(2, 3.0, np.float32)                           # set by hand: not the view
+    (buf,) = opt.grad_buffers()
+    assert m.unused.grad is None and not buf[-4:].any()             # no gradient: zeros, still None
+    np.testing.assert_array_equal(buf[6:8], [3.0, 3.0])             # copied in
+    assert np.shares_memory(m.b.grad, buf)
+
+
+def test_flat_false_hands_out_one_gradient_array_per_parameter():
+    ps = _params(_arrays(42, [(3,), (2, 2)]))
+    opt = AdamW(ps, lr=0.1, flat=False)
+    for p in ps:
+        p.grad = np.ones(p.shape, np.float32)
+    bufs = opt.grad_buffers()
+    assert [b.size for b in bufs] == [3, 4] and all(np.shares_memory(b, p.grad) for b, p in zip(bufs, ps))
+
+
 def test_adamw_on_device_matches_cpu(device):
     inits, grad_seq = _arrays(7), [_arrays(60 + i) for i in range(3)]
     results = []

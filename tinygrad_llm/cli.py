@@ -114,9 +114,10 @@ def run(main, argv=None) -> "NoReturn":  # noqa: F821
     sys.exit(code)
 
 
-def command(script, *args) -> str:
+def command(script, *args, launcher=()) -> str:
     """A shell command that runs ``script`` with ``args`` under this Python, as one would type
-    it from the current folder (paths inside it relative to it), quoted where needed."""
+    it from the current folder (paths inside it relative to it), quoted where needed.
+    ``launcher``: a program and its arguments to put first (``("path/mpiexec", "-n", 2)``)."""
     def rel(p) -> str:
         p = os.path.abspath(p)
         try:
@@ -124,8 +125,15 @@ def command(script, *args) -> str:
         except ValueError:                       # another drive (Windows)
             return p
         return p if r.startswith("..") else r
+
+    def program(p) -> str:
+        if os.sep not in str(p):                 # a name looked up on the PATH
+            return str(p)
+        p = rel(p)
+        return p if os.sep in p else os.path.join(".", p)
     py = rel(sys.executable) if sys.executable else "python"
     if os.sep not in py:
         py = os.path.join(".", py)
-    parts = [py, rel(Path(script))] + [str(a) for a in args]
+    parts = [program(launcher[0]), *(str(a) for a in launcher[1:])] if launcher else []
+    parts += [py, rel(Path(script))] + [str(a) for a in args]
     return " ".join(shlex.quote(p) for p in parts)

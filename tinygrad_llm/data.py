@@ -13,7 +13,8 @@ Steps:
      val = ids[n_train:];
   4. :func:`get_batch` draws B start offsets from the package RNG (``manual_seed`` makes batches
      reproducible; a checkpoint's RNG state makes a resumed run continue the same stream) and
-     gathers all rows with one fancy index, then moves them to the device.
+     gathers all rows with one fancy index, then moves them to the device. In data-parallel
+     training each process takes its slice of one batch drawn by all (``rank``, ``world_size``).
 
 With no path, :func:`shakespeare_path` finds Tiny Shakespeare in the cache, or downloads it and
 checks its sha256.
@@ -263,9 +264,11 @@ class TextDataset:
             raise ValueError(f"split must be 'train' or 'val', got {name!r}")
         return self.train if name == "train" else self.val
 
-    def get_batch(self, split: str, batch_size: int, block_size: int, device="cpu", rng=None):
+    def get_batch(self, split: str, batch_size: int, block_size: int, device="cpu", rng=None, *,
+                  rank: int = 0, world_size: int = 1):
         """A random (x, y) batch from one split; see :func:`get_batch`."""
-        return get_batch(self.split(split), batch_size, block_size, device=device, rng=rng)
+        return get_batch(self.split(split), batch_size, block_size, device=device, rng=rng, rank=rank,
+                         world_size=world_size)
 
     def __repr__(self) -> str:
         return (f"TextDataset({str(self.path)!r}, {self.tokenizer!r}, train={len(self.train)}, "
@@ -326,7 +329,8 @@ def load_text_dataset(path=None, tokenizer="char", *, vocab_size: int | None = N
 
 # ----------------------------------------------------------------------------- batches
 
-def get_batch(ids, batch_size: int, block_size: int, device="cpu", rng=None):
+def get_batch(ids, batch_size: int, block_size: int, device="cpu", rng=None, *, rank: int = 0,
+              world_size: int = 1):
     """Random (x, y) int64 Tensors of shape (batch_size, block_size) on device.
 
     Row b is ``ids[o_b : o_b + T]`` for x and ``ids[o_b + 1 : o_b + T + 1]`` for y, with start
@@ -335,10 +339,18 @@ def get_batch(ids, batch_size: int, block_size: int, device="cpu", rng=None):
     rows: ``ids[offsets[:, None] + arange(T + 1)]``; then one copy to the device. The rows' min and
     max, taken there on the host, go with x and y (``Tensor.set_value_bounds``), so the model's
     range checks of ids and targets need not read anything back from a GPU.
+
+    Data parallelism: with ``world_size`` > 1, the generator draws the offsets of the whole
+    batch of ``batch_size * world_size`` rows (every process draws the same, from generators
+    in the same state), and process ``rank`` gets rows ``[rank * batch_size, (rank + 1) *
+    batch_size)`` of it: together the processes hold the batch one process would get with
+    ``batch_size * world_size``, and their generators stay in step.
     """
-    for name, v in (("batch_size", batch_size), ("block_size", block_size)):
+    for name, v in (("batch_size", batch_size), ("block_size", block_size), ("world_size", world_size)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be an integer in [0, world_size={world_size}), got {rank!r}")
     ids = np.asarray(ids)
     if ids.ndim != 1 or ids.dtype.kind not in "iu":
         raise ValueError(f"ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
@@ -348,7 +360,9 @@ def get_batch(ids, batch_size: int, block_size: int, device="cpu", rng=None):
     device = backend.canonical_device(device)
     if rng is None:
         rng = backend.rng("cpu")
-    offsets = rng.integers(0, len(ids) - block_size, size=batch_size)
+    offsets = rng.integers(0, len(ids) - block_size, size=batch_size * world_size)
+    if world_size > 1:
+        offsets = offsets[rank * batch_size:(rank + 1) * batch_size]
     rows = ids[offsets[:, None] + np.arange(block_size + 1)]          # (B, T+1), still uint16
     lo, hi = int(rows.min()), int(rows.max())                         # on the host, once
     xp = backend.xp_for(device)

@@ -22,6 +22,12 @@ returns; a second one stops at once, without saving (KeyboardInterrupt). A loss 
 that is NaN or inf stops the run with NonFiniteLossError naming that iteration; its step is
 not taken, and nothing from it is saved (on the CPU the run stops at once; on a GPU at the
 next read, the steps in between skipped on the device).
+
+Data-parallel training (``comm``, from ``distributed.init()``, docs/distributed.md): every rank
+runs this loop on its slice of each batch, the gradients are averaged across the ranks by
+one allreduce per step, the losses are averaged, a stop asked of any rank stops all of them
+at the same iteration, and only rank 0 takes the folder's lock, logs and writes files. The
+losses are then read and averaged on the host every step (the ranks must agree on them).
 """
 from __future__ import annotations
 
@@ -35,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, hardware
+from . import backend, distributed, hardware
 from .atomic import atomic_open
 from .checkpoint import CheckpointError, clean_stale, load_checkpoint, save_checkpoint
 from .config import config_from_dict
@@ -147,12 +153,15 @@ def training_memory(config, batch_size: int) -> dict:
 
 @no_grad()
 def estimate_loss(model, data, batch_size: int, eval_iters: int, seed: int, should_stop=None,
-                  progress=None) -> dict | None:
+                  progress=None, comm=None) -> dict | None:
     """Mean loss over ``eval_iters`` batches of each split, from a generator seeded with ``seed``.
 
     ``should_stop()`` is asked before each batch: True ends the evaluation and returns None.
     ``progress(done, total)`` is called after each batch. The losses are summed on the model's
-    device and read once per split."""
+    device and read once per split. With a communicator of several ranks, each rank evaluates
+    its slice of batches of ``batch_size * world_size`` rows and the means are averaged over the
+    ranks (``should_stop`` must then agree across them)."""
+    comm = comm or distributed.SINGLE
     was_training = model.training
     model.eval()
     out = {}
@@ -163,12 +172,14 @@ def estimate_loss(model, data, batch_size: int, eval_iters: int, seed: int, shou
             for i in range(eval_iters):
                 if should_stop is not None and should_stop():
                     return None
-                x, y = get_batch(ids, batch_size, model.config.block_size, model.device, rng=rng)
+                x, y = get_batch(ids, batch_size, model.config.block_size, model.device, rng=rng,
+                                 rank=comm.rank, world_size=comm.world_size)
                 loss = model(x, y)[1].data.astype(np.float64)
                 total = loss if total is None else total + loss
                 if progress is not None:
                     progress(k * eval_iters + i + 1, 2 * eval_iters)
-            out[split] = float(backend.to_numpy(total)) / eval_iters
+            out[split] = comm.mean(float(backend.to_numpy(total)) / eval_iters,
+                                   what="averaging the evaluation loss")
     finally:
         model.train(was_training)
     return out
@@ -255,6 +266,20 @@ def _finite_or_none(v):
     return v if v is not None and math.isfinite(v) else None
 
 
+def _quiet(*args, **kwargs):
+    """The log of the ranks other than rank 0."""
+
+
+def _state_arrays(model, optimizer) -> list:
+    """The weights and the optimizer's state (step counts, moments) as arrays, in a fixed order."""
+    arrays = [p.data for p in model.parameters()]
+    state = optimizer.state_dict()["state"]
+    for k in sorted(state):
+        arrays.append(np.asarray(state[k]["step"]))
+        arrays += [state[k][name] for name in sorted(state[k]) if name != "step"]
+    return arrays
+
+
 class _StepWatch:
     """Each step's loss and gradient norm, and whether they were finite, kept on the model's
     device so that a step waits for nothing; :meth:`read` fetches them in one transfer.
@@ -298,14 +323,20 @@ class _StepWatch:
 
 
 def train(model, data, cfg: TrainConfig, out_dir, tokenizer=None, resume: bool = False,
-          log=print, extra_config: dict | None = None, overwrite: bool = False) -> dict:
+          log=print, extra_config: dict | None = None, overwrite: bool = False, comm=None) -> dict:
     """Train ``model`` on ``data`` (``.train``/``.val`` id arrays).
 
     Returns a summary dict: ``iter``; ``best_val_loss`` and ``best_iter`` of the ``best``
     checkpoint written (None if none was); ``history`` (eval rows); ``interrupted``;
     ``latest`` (its path). Raises RunExistsError (a new run into a folder that holds one,
     without ``overwrite``), RunDirError (the folder is in use or unusable),
-    NonFiniteLossError, CheckpointError (a checkpoint cannot be written or read)."""
+    NonFiniteLossError, CheckpointError (a checkpoint cannot be written or read).
+
+    ``comm``: the ranks of a data-parallel run (``distributed.init()``), each with batches of
+    ``cfg.batch_size`` rows; None: this process alone. With several ranks, what this raises is
+    raised on every rank alike, and a failure of one rank alone ends the whole job
+    (``distributed.guard``)."""
+    comm = comm or distributed.SINGLE
     out_dir = Path(out_dir)
     T = model.config.block_size
     for split in ("train", "val"):
@@ -313,24 +344,37 @@ def train(model, data, cfg: TrainConfig, out_dir, tokenizer=None, resume: bool =
         if n <= T:
             raise ValueError(f"the {split} split has {n} tokens; it needs more than block_size={T} "
                              "for even one batch: use more data or a smaller block_size")
-    with lock_run_dir(out_dir):
-        clean_stale(out_dir)
-        if not resume:
-            check_fresh(out_dir, overwrite)
-        return _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_config)
+    with distributed.guard(comm), contextlib.ExitStack() as held:
+        def open_folder():                    # rank 0 holds the lock for all ranks
+            held.enter_context(lock_run_dir(out_dir))
+            clean_stale(out_dir)
+            if not resume:
+                check_fresh(out_dir, overwrite)
+        distributed.on_rank0(comm, open_folder, what="waiting for rank 0 to open the run folder")
+        return _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_config, comm)
 
 
-def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_config) -> dict:
+def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_config, comm) -> dict:
     T = model.config.block_size
+    if comm.rank != 0:                   # only rank 0 logs
+        log = _quiet
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
     iter_num, best_val, best_iter, history, elapsed0 = 0, None, None, [], 0.0
     if resume:
-        ckpt = load_checkpoint(out_dir / "latest", device=model.device, model=model)
-        st = ckpt.trainer_state
-        if not isinstance(st.get("iter"), int) or "rng" not in st:
-            raise CheckpointError(f"{ckpt.path} cannot be resumed: its trainer_state.json has no iteration "
-                                  "or RNG state")
-        ckpt.load_optimizer(optimizer)
+        ckpt = error = None
+        try:                             # every rank loads the same checkpoint
+            ckpt = load_checkpoint(out_dir / "latest", device=model.device, model=model)
+            st = ckpt.trainer_state
+            if not isinstance(st.get("iter"), int) or "rng" not in st:
+                raise CheckpointError(f"{ckpt.path} cannot be resumed: its trainer_state.json has no iteration "
+                                      "or RNG state")
+            ckpt.load_optimizer(optimizer)
+        except Exception as e:  # noqa: BLE001 - shared with the other ranks, then raised
+            error = e
+        comm.raise_together(error, what="loading the checkpoint")
+        if comm.world_size > 1:
+            distributed.check_in_sync(comm, _state_arrays(model, optimizer),
+                                      f"weights and optimizer state after loading {ckpt.path}")
         iter_num = st["iter"]
         best_val, best_iter = _finite_or_none(st.get("best_val_loss")), st.get("best_iter")
         backend.set_rng_state(st["rng"])
@@ -341,10 +385,13 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
         log(f"resumed from {ckpt.path} at iteration {iter_num}{best}")
     else:
         backend.manual_seed(cfg.seed)
+        distributed.broadcast_model(comm, model)             # every rank starts from rank 0's
+        distributed.broadcast_optimizer(comm, optimizer)
     train_config = dataclasses.asdict(cfg) | (extra_config or {})
-    tokens_per_iter = cfg.batch_size * T * cfg.grad_accum_steps
+    tokens_per_iter = cfg.batch_size * T * cfg.grad_accum_steps * comm.world_size    # of all ranks
     eval_seed = cfg.seed + 1_000_003
     on_gpu = model.device != "cpu"
+    read_each_step = not on_gpu or comm.world_size > 1     # else: one read per log line (_StepWatch)
     tf32_on = cfg.tf32 and on_gpu
     peak = cfg.peak_flops or hardware.peak_flops(model.device, tf32=tf32_on)
     t_start = _now()
@@ -358,8 +405,21 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                 "history": history, "elapsed_s": round(elapsed(), 3)}
 
     def save(name, it):
-        save_checkpoint(out_dir, name, model, optimizer, state(it), train_config, tokenizer)
+        distributed.on_rank0(comm, lambda: save_checkpoint(out_dir, name, model, optimizer, state(it),
+                                                        train_config, tokenizer),
+                             what=f"waiting for rank 0 to write {name}/")
         saved[name] = it
+
+    def write_run_files():
+        for name, write in (("history.csv", _write_history), ("loss.png", _plot)):
+            try:
+                write(out_dir / name, history)
+            except OSError as e:
+                raise CheckpointError(f"cannot write {out_dir / name}: {e.strerror or e}; the "
+                                      f"checkpoints in {out_dir} are as they were") from None
+
+    def stop_asked():                     # by any rank: all stop at the same point
+        return comm.any(flag.stop, what="agreeing whether to stop")
 
     def lr_at(it):
         if not cfg.decay_lr:
@@ -371,9 +431,9 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
         last = saved.get("latest", iter_num if resume else None)
         where = (f"the last checkpoint, {out_dir / 'latest'} (iteration {last}), is kept" if last is not None
                  else "no checkpoint was written")
-        return NonFiniteLossError(f"training stopped: the {what} is {value} at iteration {it}; nothing from "
-                                  f"that step was saved and {where}. Try a lower learning_rate "
-                                  f"(now {cfg.learning_rate:g}) or grad_clip > 0")
+        return distributed.together(NonFiniteLossError(      # (the values are the same on every rank)
+            f"training stopped: the {what} is {value} at iteration {it}; nothing from that step was saved "
+            f"and {where}. Try a lower learning_rate (now {cfg.learning_rate:g}) or grad_clip > 0"))
 
     model.train()
     window_s, window_steps, timed = 0.0, 0, False
@@ -393,8 +453,10 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                         if _now() - t_eval[0] >= EVAL_PROGRESS_S:
                             t_eval[0] = _now()
                             log(f"  evaluating step {it}: {done}/{total} batches")
+                    if comm.world_size > 1:
+                        distributed.check_in_sync(comm, [p.data for p in model.parameters()], "weights")
                     losses = estimate_loss(model, data, cfg.batch_size, cfg.eval_iters, eval_seed,
-                                           should_stop=lambda: flag.stop, progress=progress)
+                                           should_stop=stop_asked, progress=progress, comm=comm)
                     if losses is None:               # Ctrl-C during the evaluation
                         interrupted = True
                         break
@@ -406,42 +468,44 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                                     "time_s": round(elapsed(), 3)})
                     log(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
                         f"val ppl {math.exp(min(losses['val'], 50.0)):.2f}")
-                    for name, write in (("history.csv", _write_history), ("loss.png", _plot)):
-                        try:
-                            write(out_dir / name, history)
-                        except OSError as e:
-                            raise CheckpointError(f"cannot write {out_dir / name}: {e.strerror or e}; the "
-                                                  f"checkpoints in {out_dir} are as they were") from None
+                    distributed.on_rank0(comm, write_run_files, what="waiting for rank 0 to write history.csv")
                     if it > 0 and (best_val is None or losses["val"] < best_val):
                         best_val, best_iter = losses["val"], it
                         save("best", it)
                     if it > 0 and cfg.always_save_checkpoint:
                         save("latest", it)
-            if it >= cfg.max_iters or flag.stop:
-                interrupted = flag.stop and it < cfg.max_iters
+            stop = stop_asked()
+            if it >= cfg.max_iters or stop:
+                interrupted = stop and it < cfg.max_iters
                 break
             # ---- one optimisation step
             t_step = _now()
             backend.reseed_from_cpu(model.device)    # a GPU's dropout seed, from the saved CPU generator
             loss_sum = None
             for _ in range(cfg.grad_accum_steps):
-                x, y = get_batch(data.train, cfg.batch_size, T, model.device)
+                x, y = get_batch(data.train, cfg.batch_size, T, model.device, rank=comm.rank,
+                                 world_size=comm.world_size)
                 _, loss = model(x, y)
                 if cfg.grad_accum_steps > 1:
                     loss = loss * (1.0 / cfg.grad_accum_steps)
                 loss.backward()
                 loss_sum = loss.data if loss_sum is None else loss_sum + loss.data
+            distributed.allreduce_grads(comm, optimizer)          # one call: the mean over the ranks
             norm = clip_grad_norm_(model.parameters(), cfg.grad_clip).data if cfg.grad_clip > 0 else None
             skip = watch.record(loss_sum, norm)
-            if not on_gpu:                            # reading is free on the CPU: stop before the step
+            if read_each_step:                        # free on the CPU; needed to average over ranks
                 loss_value, bad = watch.read(it + 1)
-                if bad is not None:
+                loss_value = comm.mean(loss_value, what="averaging the loss")
+                if not math.isfinite(loss_value):
+                    raise stopped_by_nonfinite("loss", loss_value, it + 1)
+                if bad is not None:                   # the gradient norm: the same on every rank
                     raise stopped_by_nonfinite(bad[1], bad[2], bad[0])
-            optimizer.step(found_inf=skip if on_gpu else None)
+            optimizer.step(found_inf=None if read_each_step else skip)
             optimizer.zero_grad()   # the next backward writes into the optimizer's flat buffer
             it += 1
-            if on_gpu and (it % cfg.log_interval == 0 or it % cfg.eval_interval == 0 or it >= cfg.max_iters
-                           or flag.stop):         # the GPU's one wait: before a log line, an evaluation, a save
+            if not read_each_step and (it % cfg.log_interval == 0 or it % cfg.eval_interval == 0
+                                       or it >= cfg.max_iters or flag.stop):
+                # the GPU's one wait: before a log line, an evaluation, a save
                 loss_value, bad = watch.read(it)
                 if bad is not None:
                     raise stopped_by_nonfinite(bad[1], bad[2], bad[0])
@@ -454,12 +518,12 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                 if window_steps:
                     dt = window_s / window_steps
                     mfu = "n/a" if peak is None else \
-                        f"{model.estimate_mfu(tokens_per_iter, dt, peak_flops=peak) * 100:.2f}%"
+                        f"{model.estimate_mfu(tokens_per_iter // comm.world_size, dt, peak_flops=peak) * 100:.2f}%"
                     line += (f", {dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s, mfu {mfu}, "
                              f"eta {_fmt_eta(dt * (cfg.max_iters - it))}")
                 log(line)
                 window_s, window_steps = 0.0, 0
-        if on_gpu and watch.loss is not None:       # steps since the last read (a stop came in between)
+        if not read_each_step and watch.loss is not None:    # steps since the last read (a stop came between)
             bad = watch.read(it)[1]
             if bad is not None:
                 raise stopped_by_nonfinite(bad[1], bad[2], bad[0])

@@ -10,7 +10,9 @@ view into it (the Parameter objects stay the same). The optimizer owns the gradi
 each parameter gets a view into one flat gradient array as its grad storage
 (``p.set_grad_storage(view)``), so ``backward()`` writes every gradient straight into that
 array. The update is then a dozen in-place NumPy/CuPy calls over the whole bucket instead of
-a dozen per parameter.
+a dozen per parameter. The gradient arrays of all groups that share a device and dtype are
+consecutive slices of one array, so :meth:`Optimizer.grad_buffers` hands out every gradient
+as one array (what data-parallel training averages across processes in one call).
 
 * ``zero_grad()`` (``set_to_none=True``, PyTorch's default) sets every ``p.grad`` to None, as
   in PyTorch; the next ``backward()`` copies each gradient into the flat array (no zeroing pass).
@@ -69,13 +71,24 @@ class _Bucket:
                 view[...] = p.data
                 p.data = view  # same Parameter object, its values now live in the flat buffer
                 self.data_views.append(view)
-        self.grad = xp.zeros(off, dtype=self.dtype)
-        self.grad_views = [self.grad[sl].reshape(p.shape) for p, sl in zip(params, self.slices)]
-        for p, view in zip(params, self.grad_views):
-            p.set_grad_storage(view)   # backward writes p's gradient straight into self.grad
+        self.grad, self.grad_views = None, []
+        self.use_grad(xp.zeros(off, dtype=self.dtype))
         self.tmp = xp.empty(min(off, CPU_CHUNK) if self.device == "cpu" else off, dtype=self.dtype)
         self.state = {name: xp.zeros(off, dtype=self.dtype) for name in state_names}
         self.steps = [0] * len(params)
+
+    def use_grad(self, flat):
+        """Make ``flat`` (1-D, the bucket's size) the bucket's gradient array: the current
+        gradients are copied into it, and each parameter's grad storage (and a ``.grad`` that
+        was the old view) becomes a view of it, so backward writes straight into ``flat``."""
+        if self.grad is not None:
+            flat[...] = self.grad
+        views = [flat[sl].reshape(p.shape) for p, sl in zip(self.params, self.slices)]
+        for p, old, view in zip(self.params, self.grad_views or [None] * len(views), views):
+            p.set_grad_storage(view)
+            if old is not None and p.grad is old:
+                p.grad = view
+        self.grad, self.grad_views = flat, views
 
     def chunks(self, lo: int, hi: int):
         """(start, stop) pieces of [lo, hi) no longer than the scratch buffer."""
@@ -101,6 +114,7 @@ class Optimizer:
         self.flat = bool(flat)
         self.param_groups: list[dict] = []
         self._buckets: list[list[_Bucket]] = []
+        self._grads: dict = {}      # (device, dtype) -> the one gradient array of all its buckets
         groups = list(params)
         if not groups:
             raise ValueError("optimizer got an empty parameter list")
@@ -162,6 +176,34 @@ class Optimizer:
         self._check_hyper(group, where)
         self.param_groups.append(group)
         self._buckets.append(self._make_buckets(group))
+        self._share_grads()
+
+    def _kinds(self) -> dict:
+        """(device, dtype) -> the buckets of that kind, in group order."""
+        kinds: dict = {}
+        for buckets in self._buckets:
+            for b in buckets:
+                kinds.setdefault((b.device, b.dtype.str), []).append(b)
+        return kinds
+
+    def _share_grads(self):
+        """Lay the gradient arrays of all buckets of one device and dtype end to end in one
+        array (again after a group is added), so that one call covers every gradient."""
+        if not self.flat:
+            return
+        for kind, bs in self._kinds().items():
+            total = sum(b.numel for b in bs)
+            if kind in self._grads and self._grads[kind].size == total:
+                continue                          # no bucket of this kind was added
+            if len(bs) == 1:
+                self._grads[kind] = bs[0].grad
+                continue
+            shared = bs[0].xp.zeros(total, dtype=bs[0].dtype)
+            off = 0
+            for b in bs:
+                b.use_grad(shared[off:off + b.numel])
+                off += b.numel
+            self._grads[kind] = shared
 
     def _make_buckets(self, group):
         names = self.state_names(group)
@@ -190,6 +232,23 @@ class Optimizer:
                 for p, view in zip(b.params, b.grad_views):
                     if p.grad is not None:  # a grad that is None stays None, as in PyTorch
                         p.grad = view
+
+    def grad_buffers(self) -> list:
+        """The arrays that hold every gradient, one per device and dtype (with ``flat=False``
+        one per parameter): what data-parallel training averages across processes, in place,
+        between ``backward()`` and ``step()``.
+
+        A gradient that is not yet in them (assigned by hand) is copied in first, and the
+        slice of a parameter whose ``.grad`` is None is zeroed, so the arrays hold exactly the
+        current gradients (such a parameter keeps ``.grad = None``, and ``step`` skips it)."""
+        for buckets in self._buckets:
+            for b in buckets:
+                for has, view in zip(self._gather(b), b.grad_views):
+                    if not has:
+                        view.fill(0)
+        if not self.flat:
+            return [b.grad for buckets in self._buckets for b in buckets]
+        return list(self._grads.values())
 
     def _gather(self, b: _Bucket) -> list:
         """Make each parameter's grad live in the bucket's flat grad array; which have one."""
