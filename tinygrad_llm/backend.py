@@ -264,15 +264,30 @@ def _device_generator(device: str, seed):
 
 
 def reseed_from_cpu(device: str) -> None:
-    """Give ``device``'s generator a new seed drawn from the CPU generator (nothing for "cpu").
+    """Give ``device``'s generator a new seed derived from the CPU generator's state (nothing
+    for "cpu"), without drawing from it.
 
     A CuPy generator's state cannot be saved, but the CPU generator's can (checkpoints do):
     the training loop calls this once per step on a GPU, so each step's dropout masks follow
     from the saved CPU state and a resumed run draws the same masks as one that never stopped.
+    The CPU generator moves on every step (the batches are drawn from it), so every step gets
+    a new seed; and since nothing is drawn here, a GPU run draws the same batches as a CPU run.
     """
     if device == "cpu":
         return
-    _rngs[device] = _device_generator(device, int(rng("cpu").integers(0, 2 ** 63 - 1)))
+    words = []
+
+    def collect(v):                      # every integer of the (nested) state, in a fixed order
+        if isinstance(v, dict):
+            for k in sorted(v):
+                collect(v[k])
+        elif isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            words.append(int(v) % (1 << 128))
+
+    collect(rng("cpu").bit_generator.state)
+    words.append(int(device.split(":")[1]))
+    seed = int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> 1)
+    _rngs[device] = _device_generator(device, seed)
 
 
 @contextlib.contextmanager

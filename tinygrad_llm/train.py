@@ -500,7 +500,10 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                     raise stopped_by_nonfinite("loss", loss_value, it + 1)
                 if bad is not None:                   # the gradient norm: the same on every rank
                     raise stopped_by_nonfinite(bad[1], bad[2], bad[0])
-            optimizer.step(found_inf=None if read_each_step else skip)
+            if read_each_step:
+                optimizer.step()
+            else:
+                optimizer.step(found_inf=skip)        # skipped on the device if the step was not finite
             optimizer.zero_grad()   # the next backward writes into the optimizer's flat buffer
             it += 1
             if not read_each_step and (it % cfg.log_interval == 0 or it % cfg.eval_interval == 0
