@@ -1,8 +1,8 @@
-"""A web demo of a GPT: stream text from it, and look inside it (Gradio).
+"""A web demo of a GPT or Llama: stream text from it, and look inside it (Gradio).
 
     pip install -e '.[demo]'
     python examples/demo.py --ckpt out/shakespeare-char-cpu      # then open http://127.0.0.1:7860
-    python examples/demo.py --hf path/to/gpt2 --port 8000          # a Hugging Face GPT-2 directory
+    python examples/demo.py --hf path/to/gpt2 --port 8000          # a Hugging Face GPT-2 or Llama directory
 
 Tabs:
   Generate  the prompt's continuation, streamed token by token (generate() with its KV cache),
@@ -224,10 +224,10 @@ class Demo:
         rows = [("parameters", f"{m.num_params():,} ({m.num_params(non_embedding=True):,} without position "
                                "embeddings)"),
                 ("tokenizer", f"{kind}, {tok.vocab_size:,} tokens"),
-                ("device", m.device), ("weights", str(m.transformer.wte.weight.dtype))]
+                ("device", m.device), ("weights", str(m.dtype))]
         rows += [(k, str(v)) for k, v in self.source.items()]
         out = ["| model | |", "|---|---|"] + [f"| {k} | {_md(v)} |" for k, v in rows]
-        out += ["", "**GPTConfig**", "", "| field | value |", "|---|---|"]
+        out += ["", f"**{type(cfg).__name__}**", "", "| field | value |", "|---|---|"]
         out += [f"| {k} | {_md(repr(v))} |" for k, v in cfg.to_dict().items()]
         return "\n".join(out)
 
@@ -428,7 +428,8 @@ def parse(argv):
     p = cli.ArgumentParser(description=__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="checkpoint directory (or a training output directory: its best/, else latest/)")
-    src.add_argument("--hf", help="a Hugging Face GPT-2 directory (config.json, model.safetensors, vocab.json, merges.txt)")
+    src.add_argument("--hf", help="a Hugging Face GPT-2 directory (config.json, model.safetensors, vocab.json, "
+                     "merges.txt) or Llama directory (config.json, model.safetensors, tokenizer.json)")
     p.add_argument("--device", default="cpu", help="cpu (default) or gpu")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
@@ -441,7 +442,8 @@ def load(args):
     """(model, tokenizer, source) from --ckpt or --hf; source: what the Model tab says of it."""
     model, tokenizer, ckpt = load_for_sampling(ckpt=args.ckpt, hf=args.hf, device=args.device)
     if ckpt is None:
-        return model, tokenizer, {"source": f"Hugging Face GPT-2 directory {args.hf}"}
+        kind = "Llama" if model.arch == "llama" else "GPT-2"
+        return model, tokenizer, {"source": f"Hugging Face {kind} directory {args.hf}"}
     source = {"source": f"checkpoint {ckpt.path}"}
     st = ckpt.trainer_state
     if "iter" in st:

@@ -1,4 +1,4 @@
-"""Sample text from a trained checkpoint.
+"""Sample text from a trained checkpoint (or a Hugging Face GPT-2 or Llama directory: --hf).
 
     .venv/bin/python examples/sample.py --ckpt out/shakespeare-char-cpu --prompt "ROMEO:"
     .venv/bin/python examples/sample.py --ckpt out/shakespeare-char-cpu/latest --temperature 0 --max-new-tokens 100
@@ -28,7 +28,8 @@ def parse(argv):
     p = cli.ArgumentParser(description=__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="checkpoint directory (or a training output directory)")
-    src.add_argument("--hf", help="a Hugging Face GPT-2 directory (config.json + model.safetensors)")
+    src.add_argument("--hf", help="a Hugging Face GPT-2 directory (config.json, model.safetensors, vocab.json, "
+                     "merges.txt) or Llama directory (config.json, model.safetensors, tokenizer.json)")
     text = p.add_mutually_exclusive_group()
     text.add_argument("--prompt", default=None, help="default: a newline, or the first token if the vocabulary has none")
     text.add_argument("--instruction", default=None, help="an instruction, in the fine-tuning prompt template")

@@ -1,9 +1,10 @@
-"""Train a GPT on Tiny Shakespeare (or your own text), then print a sample.
+"""Train a GPT (or a Llama) on Tiny Shakespeare (or your own text), then print a sample.
 
     .venv/bin/python examples/train_shakespeare.py                      # CPU recipe (nanoGPT's)
     .venv/bin/python examples/train_shakespeare.py --device gpu         # GPU recipe (shakespeare_char)
     .venv/bin/python examples/train_shakespeare.py --max_iters 500 --n_layer 2 --out out/try
     .venv/bin/python examples/train_shakespeare.py --out out/try --resume   # continue where it stopped
+    .venv/bin/python examples/train_shakespeare.py --arch llama --n_kv_head 2   # Llama's block, same recipe
     .venv/bin/mpiexec -n 2 .venv/bin/python examples/train_shakespeare.py --distributed   # 2 processes
 
 Every config field below can be given as --field VALUE. Ctrl-C (or SIGTERM) saves a
@@ -24,10 +25,10 @@ import warnings
 from pathlib import Path
 
 from tinygrad_llm import backend, cli, distributed, hardware
+from tinygrad_llm.architectures import ARCHITECTURES
 from tinygrad_llm.checkpoint import CheckpointError, load_checkpoint
 from tinygrad_llm.data import DataError, DownloadError, load_text_dataset, read_text
 from tinygrad_llm.generate import generate_text
-from tinygrad_llm.model import GPT, GPTConfig
 from tinygrad_llm.kernels import tune_allocator
 from tinygrad_llm.presets import PRESETS, apply_overrides, describe_fields, preset
 from tinygrad_llm.rundir import RunDirError, check_fresh, lock_run_dir
@@ -38,26 +39,33 @@ SCRIPT = Path(__file__)
 NOT_FLAGS = ("vocab_size",)             # set by the tokenizer, not a flag
 
 
-def _preset_name(argv) -> tuple[str, str]:
-    """--device and --preset, read first: the help lists the chosen preset's values."""
+def _preset_name(argv) -> tuple[str, str, str]:
+    """--device, --preset and --arch, read first: the help lists the chosen preset's values
+    and architecture's fields."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--device", default="cpu")
     pre.add_argument("--preset", default=None)
+    pre.add_argument("--arch", default=None)
     known, _ = pre.parse_known_args(argv)
     try:
         device = backend.canonical_device(known.device)
     except ValueError:
         device = "cpu"
     name = known.preset if known.preset in PRESETS else ("cpu" if device == "cpu" else "gpu")
-    return name, device
+    return name, device, known.arch if known.arch in ARCHITECTURES else "gpt"
 
 
 def parse(argv):
-    name, _ = _preset_name(argv)
-    p = cli.ArgumentParser(description=__doc__, epilog=describe_fields(name, exclude=NOT_FLAGS), allow_abbrev=False)
+    name, _, arch = _preset_name(argv)
+    config_cls = ARCHITECTURES[arch].config_class
+    p = cli.ArgumentParser(description=__doc__, epilog=describe_fields(name, exclude=NOT_FLAGS, model_cls=config_cls),
+                           allow_abbrev=False)
     p.add_argument("--device", default="cpu", help="cpu (default), gpu, cuda or cuda:N")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="recipe: 'cpu' (nanoGPT's CPU recipe) or 'gpu' (shakespeare_char); default follows --device")
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default=None,
+                   help="the model: 'gpt' (GPT-2's block; the default) or 'llama' (RMSNorm, rotary embeddings, "
+                   "SwiGLU, grouped-query attention); the preset's sizes apply to either; with --resume: the run's")
     p.add_argument("--tokenizer", choices=["char", "bpe"], default=None, help="char (default) or bpe, trained on the data")
     p.add_argument("--vocab-size", "--vocab_size", dest="vocab_size", type=cli.integer(min=1), default=None,
                    help="BPE vocabulary size, at least 256 (default 512)")
@@ -83,7 +91,7 @@ def parse(argv):
     args, rest = p.parse_known_args(argv)
     try:
         args.device = backend.canonical_device(args.device)
-        args.model_flags, args.train_flags = apply_overrides(rest, {}, {}, exclude=NOT_FLAGS)
+        args.model_flags, args.train_flags = apply_overrides(rest, {}, {}, exclude=NOT_FLAGS, model_cls=config_cls)
     except ValueError as e:
         p.error(str(e))
     if args.resume and args.overwrite:
@@ -106,7 +114,7 @@ def parse(argv):
                     "byte tokens, so it must be at least 256")
         args.tokenizer = args.tokenizer or "bpe"
     label = Path(args.tokenizer_file).stem if args.tokenizer_file else (args.tokenizer or "char")
-    args.out = Path(args.out or f"out/shakespeare-{label}-{name}")
+    args.out = Path(args.out or f"out/shakespeare-{label}-{name}" + ("-llama" if args.arch == "llama" else ""))
     args.label = label
     return args, name
 
@@ -117,7 +125,12 @@ def _resume_settings(args, ckpt):
     """Model and train fields of the checkpoint, with the flags given now; errors for flags
     that would change what the run is."""
     saved = ckpt.config.to_dict()
+    if args.arch is not None and args.arch != ckpt.model.arch:
+        raise ValueError(f"--arch {args.arch} differs from the checkpoint's architecture ({ckpt.model.arch}); "
+                         "a resumed run keeps its model (start a new run in another --out to change it)")
     for k, v in args.model_flags.items():
+        if k not in saved:
+            raise ValueError(f"--{k} is not a setting of the checkpoint's {type(ckpt.model).__name__} model")
         if saved[k] != v:
             raise ValueError(f"--{k} {v} differs from the checkpoint's {k}={saved[k]}; a resumed run keeps its "
                              "model (start a new run in another --out to change it)")
@@ -167,7 +180,7 @@ def _resume_data(args, ckpt) -> Path | None:
     return path
 
 
-def _check_memory(cfg: GPTConfig, tcfg: TrainConfig, device: str, copies: int = 1):
+def _check_memory(cfg, tcfg: TrainConfig, device: str, copies: int = 1):
     """MemoryError unless ``copies`` trainings (the ranks on this machine's CPU) fit in memory."""
     need = training_memory(cfg, tcfg.batch_size)
     free = hardware.available_memory(device)
@@ -202,6 +215,7 @@ def prepare(args, preset_name, comm=distributed.SINGLE):
     """Everything before training, in order of cost; raises the errors main reports."""
     copies = comm.local_size if args.device == "cpu" else 1
     backend.xp_for(args.device)  # a clear error now if CuPy or the GPU is missing
+    model_cls = ARCHITECTURES[args.arch or "gpt"]
     model_fields, train_fields = preset(preset_name)
     model_fields.update(args.model_flags)
     train_fields.update(args.train_flags)
@@ -217,7 +231,7 @@ def prepare(args, preset_name, comm=distributed.SINGLE):
     tcfg = TrainConfig(**train_fields)
     if not args.resume:   # the other fields now, and the memory with a vocabulary no larger than the real one
         least_vocab = tokenizer.vocab_size if tokenizer else (args.vocab_size or 256 if args.tokenizer == "bpe" else 1)
-        _check_memory(GPTConfig(**{**model_fields, "vocab_size": least_vocab}), tcfg, args.device, copies)
+        _check_memory(model_cls.config_class(**{**model_fields, "vocab_size": least_vocab}), tcfg, args.device, copies)
     if args.resume:
         done = int(ckpt.trainer_state.get("iter", 0))
         history = ckpt.trainer_state.get("history") or [{}]
@@ -231,10 +245,10 @@ def prepare(args, preset_name, comm=distributed.SINGLE):
     data = load_text_dataset(data_path, tokenizer or args.tokenizer or "char",
                              vocab_size=None if tokenizer else args.vocab_size,
                              block_size=model_fields["block_size"])
-    cfg = ckpt.config if args.resume else GPTConfig(vocab_size=data.vocab_size, **model_fields)
+    cfg = ckpt.config if args.resume else model_cls.config_class(vocab_size=data.vocab_size, **model_fields)
     _check_memory(cfg, tcfg, args.device, copies)
     prompt = _prompt(args, data) if args.sample_tokens else None
-    model = ckpt.model if args.resume else GPT(cfg).to(args.device)
+    model = ckpt.model if args.resume else model_cls(cfg).to(args.device)
     if args.resume:
         kind = ckpt.train_config.get("tokenizer") or data.tokenizer.kind
     else:
@@ -307,7 +321,8 @@ def run(args, preset_name, comm=distributed.SINGLE) -> int:
     cfg = model.config
     print(f"data: {data.path} ({len(data.train):,} train / {len(data.val):,} val tokens, "
           f"{kind} tokenizer {data.tokenizer.fingerprint()}, vocab {data.vocab_size})")
-    print(f"model: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {cfg.block_size}, "
+    heads = f"{cfg.n_head} heads" + (f" ({cfg.n_kv_head} key/value)" if cfg.n_kv_head != cfg.n_head else "")
+    print(f"model: {type(model).__name__}, {cfg.n_layer} layers, {heads}, {cfg.n_embd} wide, block {cfg.block_size}, "
           f"{model.num_params() / 1e6:.2f}M parameters, on {args.device} (preset {preset_name})")
     batch = f"batch {tcfg.batch_size}" if comm.world_size == 1 else \
         f"batch {tcfg.batch_size * comm.world_size} ({comm.world_size} processes x {tcfg.batch_size})"

@@ -390,12 +390,15 @@ def browser(server):
 
 
 def test_page_streams_text_stops_and_draws_the_attention_map(server, browser, tmp_path):
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
     artifacts = Path(os.environ.get("TINYGRAD_LLM_ARTIFACTS", tmp_path))
     artifacts.mkdir(parents=True, exist_ok=True)
-    wait = WebDriverWait(browser, 60, poll_frequency=0.05)
+    # Gradio re-renders components while they update: an element found a moment ago may be
+    # replaced, so every wait looks it up again and retries on a stale reference
+    wait = WebDriverWait(browser, 60, poll_frequency=0.05,
+                         ignored_exceptions=(StaleElementReferenceException,))
     css = lambda sel: browser.find_element(By.CSS_SELECTOR, sel)   # noqa: E731
     browser.get(server["url"])
 
@@ -407,15 +410,15 @@ def test_page_streams_text_stops_and_draws_the_attention_map(server, browser, tm
     n_new.clear()
     n_new.send_keys("2000")
     css("#gen-go").click()
-    out = css("#gen-out textarea")
+    out = lambda: css("#gen-out textarea").get_attribute("value")   # noqa: E731
     seen = []
-    wait.until(lambda b: seen.append(out.get_attribute("value")) or len(set(seen) - {""}) >= 3)
+    wait.until(lambda b: seen.append(out()) or len(set(seen) - {""}) >= 3)
     assert all(s.startswith("ROMEO:") for s in seen if s)
     css("#gen-stop").click()
     time.sleep(1.0)
-    stopped = out.get_attribute("value")
+    stopped = wait.until(lambda b: out())
     time.sleep(1.0)
-    assert out.get_attribute("value") == stopped and len(stopped) < len("ROMEO:") + 2000
+    assert wait.until(lambda b: out()) == stopped and len(stopped) < len("ROMEO:") + 2000
     browser.save_screenshot(str(artifacts / "demo-generate.png"))
 
     # Inside: the heatmap image, the top-20 bars, one coloured span per prompt token
@@ -424,12 +427,13 @@ def test_page_streams_text_stops_and_draws_the_attention_map(server, browser, tm
     text = prompt.get_attribute("value")
     n_tokens = len(server["ckpt"].tokenizer.encode(text))
     css("#inside-go").click()
-    img = wait.until(lambda b: css("#heatmap img"))
-    assert img.get_attribute("src").startswith("data:image/")
-    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 100
+    wait.until(lambda b: css("#heatmap img"))
+    assert wait.until(lambda b: css("#heatmap img").get_attribute("src")).startswith("data:image/")
+    assert wait.until(lambda b: browser.execute_script(
+        "return arguments[0].complete && arguments[0].naturalWidth", css("#heatmap img"))) > 100
     wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#surprisal span.tok")) == n_tokens)
     assert "%" in css("#next-token").text
-    first = img.get_attribute("src")
+    first = wait.until(lambda b: css("#heatmap img").get_attribute("src"))
     browser.find_element(By.CSS_SELECTOR, "#inside-head input").click()     # another head: redrawn
     next(o for o in browser.find_elements(By.CSS_SELECTOR, "ul[role=listbox] li") if o.text == "head 0").click()
     wait.until(lambda b: css("#heatmap img").get_attribute("src") != first)

@@ -6,13 +6,15 @@ import pytest
 
 import tinygrad_llm.nn.functional as F
 from tinygrad_llm import Tensor, no_grad, tiers
-from tinygrad_llm.ops.activation import GELU, SiLU
+from tinygrad_llm.ops.activation import ELU, GELU, LeakyReLU, SiLU, Softplus
 from tinygrad_llm.ops.attention import ScaledDotProductAttention
+from tinygrad_llm.ops.binary_cross_entropy import BinaryCrossEntropy, BinaryCrossEntropyWithLogits
 from tinygrad_llm.ops.cross_entropy import CrossEntropy
 from tinygrad_llm.ops.dropout import Dropout
 from tinygrad_llm.ops.elementwise import ReLU
 from tinygrad_llm.ops.embedding import Embedding
 from tinygrad_llm.ops.linear import Linear
+from tinygrad_llm.ops.movement import Pad
 from tinygrad_llm.ops.norm import LayerNorm, RMSNorm
 from tinygrad_llm.ops.self_attention import CausalSelfAttention
 from tinygrad_llm.ops.softmax import LogSoftmax, Softmax
@@ -52,12 +54,20 @@ def test_each_op_is_one_graph_node(tier):
         (F.dropout(x, 0.5), Dropout, (x,)),
         (F.scaled_dot_product_attention(x, x, x, is_causal=True), ScaledDotProductAttention, (x, x, x)),
         (F.causal_self_attention(qkv, 2), CausalSelfAttention, (qkv,)),
+        (F.leaky_relu(x), LeakyReLU, (x,)),
+        (F.elu(x), ELU, (x,)),
+        (F.softplus(x), Softplus, (x,)),
+        (F.pad(x, (1, 1)), Pad, (x,)),
+        (F.binary_cross_entropy(x.sigmoid().detach().requires_grad_(), x), BinaryCrossEntropy, None),
+        (F.binary_cross_entropy_with_logits(x, x.detach()), BinaryCrossEntropyWithLogits, None),
     ]
     fast = tiers.fast_kernels("cpu")
     for out, cls, inputs in cases:
         node = out.grad_fn
         assert isinstance(node, cls) and node.name == cls.__name__
         assert type(node) is (cls if tier == "reference" else fast.get(cls, cls))
+        if inputs is None:
+            continue
         assert len(node.inputs) == len(inputs)
         assert all(a is e for a, e in zip(node.inputs, inputs))
         # the node's inputs are leaves: no primitive ops were recorded in between
@@ -93,6 +103,13 @@ def test_float32_in_float32_out_for_every_op(tier):
         (lambda: F.dropout(x, 0.5), [x]),
         (lambda: F.scaled_dot_product_attention(x, x, x, is_causal=True, dropout_p=0.2), [x, x, x]),
         (lambda: F.causal_self_attention(x.reshape(2, 2, 6), 2, dropout_p=0.2), [x]),
+        (lambda: F.scaled_dot_product_attention(x, x, x, attn_mask=f32(3, 3)), [x, x, x, x]),
+        (lambda: F.leaky_relu(x), [x]),
+        (lambda: F.elu(x), [x]),
+        (lambda: F.softplus(x), [x]),
+        (lambda: F.pad(x, (1, 2, -1, 0)), [x]),
+        (lambda: F.binary_cross_entropy(x.sigmoid(), x.sigmoid()), [x, x]),
+        (lambda: F.binary_cross_entropy_with_logits(x, x.sigmoid(), pos_weight=np.ones(4)), [x, x]),
     ]
     for run, params in runs:
         y = run()
@@ -148,3 +165,24 @@ def test_inplace_modules():
     assert "inplace=True" in repr(nn.ReLU(inplace=True)) and "inplace" not in repr(nn.SiLU())
     x = Tensor(np.ones(1000))
     assert nn.Dropout(0.5, inplace=True)(x) is x and set(np.unique(x.numpy())) <= {0.0, 2.0}
+
+
+# ============================================================================ one_hot
+
+def test_one_hot():
+    out = F.one_hot(Tensor(np.array([[0, 2], [3, 2]])), 5)
+    assert out.dtype == np.int64 and out.shape == (2, 2, 5) and out.grad_fn is None
+    np.testing.assert_array_equal(out.numpy(), np.eye(5, dtype=np.int64)[[[0, 2], [3, 2]]])
+    assert F.one_hot(Tensor(np.array([1, 4]))).shape == (2, 5)           # -1: the largest index + 1
+    assert F.one_hot([0, 1], num_classes=2).tolist() == [[1, 0], [0, 1]]
+    assert F.one_hot(Tensor(np.array(2)), 3).tolist() == [0, 0, 1]
+    assert F.one_hot(Tensor(np.zeros((0,), np.int64)), 3).shape == (0, 3)
+    for bad, match in [((np.array([0, 3]), 3), "smaller than num_classes"), ((np.array([-1]), 3), "non-negative"),
+                       ((np.zeros(0, np.int64), -1), "cannot infer")]:
+        with pytest.raises(RuntimeError, match=match):                # PyTorch's class, and a ValueError
+            F.one_hot(Tensor(bad[0]), bad[1])
+    with pytest.raises(TypeError, match="integers"):
+        F.one_hot(Tensor(np.array([0.0])), 2)
+    torch = pytest.importorskip("torch")
+    ids = np.random.default_rng(0).integers(0, 6, (3, 4))
+    np.testing.assert_array_equal(F.one_hot(Tensor(ids)).numpy(), torch.nn.functional.one_hot(torch.tensor(ids)).numpy())

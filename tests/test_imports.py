@@ -27,8 +27,8 @@ LAYERS = [
     ("nn.functional", ["nn.functional"]),
     ("nn", ["nn"]),
     ("optim", ["optim"]),
-    ("model", ["model"]),
-    ("apps", ["generate", "train", "checkpoint", "rundir", "hf", "presets", "distributed"]),
+    ("model", ["model", "llama", "architectures"]),
+    ("apps", ["generate", "train", "checkpoint", "rundir", "hf", "hf_llama", "presets", "distributed"]),
     ("finetune", ["finetune"]),
     ("package", [""]),                       # tinygrad_llm/__init__.py: the public names
 ]

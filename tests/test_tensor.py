@@ -239,6 +239,38 @@ def test_factories(device):
         tg.randn(2, dtype="int64")
 
 
+@pytest.mark.parametrize("fill, dtype", [(4, np.int64), (4.0, np.float32), (True, np.bool_),
+                                         (np.int32(4), np.int64), (np.float64(0.5), np.float32)])
+def test_full_infers_the_dtype_from_the_fill_as_pytorch(device, fill, dtype):
+    """An int fill gives int64, a bool bool, a float the default float32 (NumPy floats too)."""
+    t = tg.full((2, 2), fill, device=device)
+    assert t.dtype == dtype and (to_np(t) == fill).all()
+    assert tg.full((2, 2), 4, dtype="float64", device=device).dtype == np.float64
+    torch = pytest.importorskip("torch")
+    if not isinstance(fill, np.generic):
+        assert str(torch.full((2, 2), fill).dtype).replace("torch.", "") == np.dtype(dtype).name
+
+
+def test_randint(device):
+    tg.manual_seed(3)
+    a = tg.randint(10, (200,), device=device)
+    b = tg.randint(-3, 2, size=(4, 50), device=device, dtype="int32")
+    assert a.dtype == np.int64 and a.shape == (200,) and b.dtype == np.int32 and b.shape == (4, 50)
+    assert set(to_np(a).tolist()) == set(range(10))                    # every value appears in 200 draws
+    assert to_np(b).min() == -3 and to_np(b).max() == 1
+    tg.manual_seed(3)
+    np.testing.assert_array_equal(to_np(tg.randint(10, (200,), device=device)), to_np(a))   # reproducible
+    assert tg.randint(5, 6, (3,), device=device).numpy().tolist() == [5, 5, 5]
+    with pytest.raises(ValueError, match="low must be < high"):
+        tg.randint(3, 3, (2,))
+    with pytest.raises(TypeError, match="needs high"):
+        tg.randint(3)
+    with pytest.raises(TypeError, match="high must be an int"):
+        tg.randint(0, 2.5, (2,))
+    with pytest.raises(ValueError, match="integer"):
+        tg.randint(0, 2, (2,), dtype="float32")
+
+
 def test_like_factories(device):
     x = Tensor(np.zeros((2, 3), np.float64), device=device)
     for fn in [tg.zeros_like, tg.ones_like, tg.randn_like, tg.rand_like]:

@@ -29,7 +29,7 @@ def _layer_norm_node():
 def test_every_fused_op_has_fast_kernels_named_as_its_op():
     fast = tiers.fast_kernels("cpu")
     names = {ref.__name__ for ref in fast}
-    assert names == {"Linear", "Embedding", "LayerNorm", "RMSNorm", "GELU", "SiLU", "CrossEntropy",
+    assert names == {"Linear", "Embedding", "LayerNorm", "RMSNorm", "GELU", "SiLU", "SwiGLU", "CrossEntropy",
                      "ScaledDotProductAttention", "CausalSelfAttention"}
     for ref, kernel in fast.items():
         assert issubclass(kernel, ref) and kernel.__name__ == ref.__name__

@@ -94,3 +94,37 @@ def test_derived_merges_rebuild_every_token():
     ranks = tok.mergeable_ranks
     assert len(merges) == len(ranks) - 256                   # a trained tokenizer: one merge per token
     assert [ranks[a + b] for a, b in merges] == sorted(r for t, r in ranks.items() if len(t) > 1)
+
+
+def _digits_tokenizer(tmp_path, vocab_size=420):
+    """A tokenizer.json in SmolLM's layout, written by `tokenizers`: special tokens first (ids
+    0, 1), then the 256 bytes and the merges; Digits(individual_digits) before ByteLevel."""
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+    t = hf.Tokenizer(models.BPE())
+    t.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                               pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    t.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT, "<|im_start|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    t.train_from_iterator([TEXT, "x = 12345 + 678.9; 2024-01-02  ", "  42   and\t 7 ", "\u0663\u0664 \u00bd"],
+                          trainer)
+    path = tmp_path / "tokenizer.json"
+    t.save(str(path))
+    return t, path
+
+
+def test_reads_the_digits_then_byte_level_layout_of_smollm(tmp_path):
+    """Every digit its own chunk, spaces before a digit kept whole (a digit ends the stretch
+    GPT-2's pattern runs on), Unicode digits too: the same ids as `tokenizers`."""
+    theirs, path = _digits_tokenizer(tmp_path)
+    tok = load_tokenizer(path)
+    assert tok.pattern == tio.GPT2_DIGITS_SPLIT_PATTERN
+    assert tok.special_tokens == {EOT: 0, "<|im_start|>": 1}
+    extra = ["a 1", "a  1", "x\n 1", "12 34", " 1a 2b", "1's", "  \t 9 ", "\u0663\u0664 5\u00bd", "Q4 2024: +3.5%"]
+    for s in texts() + extra:
+        assert tok.encode(s) == theirs.encode(s).ids, s[:80]
+    # and written back (as Split + ByteLevel), `tokenizers` still encodes identically
+    tok.save(tmp_path / "again.json")
+    again = hf.Tokenizer.from_file(str(tmp_path / "again.json"))
+    for s in extra + texts()[:40]:
+        assert again.encode(s).ids == theirs.encode(s).ids, s[:80]

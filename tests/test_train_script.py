@@ -220,7 +220,7 @@ def test_sample_bad_input_is_one_error_line(tmp_path, made):
         (["--ckpt", run_dir, "--repetition-penalty", "nan"], "--repetition-penalty: expected a finite number > 0"),
         (["--ckpt", run_dir, "--num-samples", "0"], "--num-samples: expected a whole number >= 1, got '0'"),
         (["--ckpt", run_dir, "--top-p", "1.5"], "--top-p: expected a finite number > 0 and <= 1"),
-        (["--hf", run_dir], f"{run_dir} is a tinygrad_llm checkpoint, not a Hugging Face GPT-2 folder: use --ckpt"),
+        (["--hf", run_dir], f"{run_dir} is a tinygrad_llm checkpoint, not a Hugging Face GPT-2 or Llama folder: use --ckpt"),
         (["--ckpt", hf], f"{hf} is a Hugging Face GPT-2 folder, not a tinygrad_llm checkpoint: use --hf"),
         (["--ckpt", stranger], "tokenizer.json does not belong to this model: it is char-"),
         (["--ckpt", corrupt], "is damaged: model.safetensors does not match its sha256"),

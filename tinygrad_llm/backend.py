@@ -21,9 +21,10 @@ import os
 import numpy as np
 
 __all__ = [
-    "DeviceError", "canonical_device", "xp_for", "device_of_array", "gpu_available",
-    "manual_seed", "rng", "reseed_from_cpu", "fixed_rng", "get_rng_state", "set_rng_state", "to_numpy", "as_array",
-    "scatter_add", "quiet", "data_ptr", "default_dtype", "canonical_dtype", "set_tf32", "tf32_enabled", "tf32",
+    "DeviceError", "ArgumentError", "ShapeError", "DtypeError", "canonical_device", "xp_for", "device_of_array",
+    "gpu_available", "manual_seed", "rng", "reseed_from_cpu", "fixed_rng", "get_rng_state", "set_rng_state",
+    "to_numpy", "as_array", "scatter_add", "quiet", "data_ptr", "default_dtype", "canonical_dtype",
+    "set_tf32", "tf32_enabled", "tf32",
 ]
 
 #: what to install for a working CuPy (the CUDA 12 wheel with its CUDA libraries)
@@ -32,6 +33,23 @@ INSTALL_HINT = "pip install 'tinygrad_llm[gpu]' (CuPy for CUDA 12 with its CUDA 
 
 class DeviceError(RuntimeError):
     """A device was asked for that cannot be used, or two devices were mixed."""
+
+
+class ArgumentError(ValueError, RuntimeError):
+    """A bad argument value that PyTorch refuses with a RuntimeError (an invalid distribution
+    for multinomial, a class index out of range for one_hot, ...). A ValueError, and also a
+    RuntimeError: ``except ValueError`` and PyTorch users' ``except RuntimeError`` both catch it."""
+
+
+class ShapeError(ArgumentError):
+    """Shapes that do not fit an op (broadcasting, a matrix product, reshape, cat, ...); a
+    ValueError and a RuntimeError (PyTorch's class for the same mistake)."""
+
+
+class DtypeError(TypeError, RuntimeError):
+    """Dtypes that an op does not accept together (float32 with float64 in a matrix
+    product, a gradient for an integer tensor, ...). A TypeError, and also a RuntimeError,
+    the class PyTorch raises for the same mistake."""
 
 
 _cupy = None          # the cupy module once imported

@@ -1,8 +1,9 @@
 """Training checkpoints: one directory each, written whole or not at all.
 
     out/latest/  (and out/best/)
-        model.safetensors       the weights (a tied lm_head is stored once, as wte)
-        config.json             {"format": 1, "model": GPTConfig, "train": training settings,
+        model.safetensors       the weights (a tied lm_head is stored once, as the token embedding)
+        config.json             {"format": 1, "arch": "gpt" | "llama", "model": GPTConfig or LlamaConfig,
+                                 "train": training settings,
                                  "tokenizer": {"fingerprint", "vocab_size"},
                                  "files": {name: {"bytes", "sha256"}} of every other file}
         optimizer.safetensors   the optimizer's arrays (moments, ...)
@@ -44,8 +45,10 @@ import numpy as np
 
 from . import backend, safetensors
 from .atomic import default_mode, fsync_dir
+from .architectures import model_class
 from .hf import load_gpt2, load_gpt2_tokenizer
-from .model import GPT, GPTConfig
+from .hf_llama import load_llama, load_llama_tokenizer, looks_like_llama
+from .model import CausalLM
 from .tensor import Tensor
 from .tokenizer import load_tokenizer
 
@@ -131,8 +134,8 @@ def _file_record(path: Path) -> dict:
     return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
 
 
-def model_weights(model: GPT) -> dict:
-    """The state dict as host arrays, with a tied lm_head left out (it is wte)."""
+def model_weights(model: CausalLM) -> dict:
+    """The state dict as host arrays, with a tied lm_head left out (it is the token embedding)."""
     sd = {k: backend.to_numpy(v.data) for k, v in model.state_dict().items()}
     if model.config.tie_weights:
         sd.pop("lm_head.weight", None)
@@ -205,7 +208,7 @@ def _io_error(e: OSError, what: Path, target: Path) -> CheckpointError:
     return CheckpointError(f"cannot write {what}: {reason}; {_kept(target)}")
 
 
-def save_checkpoint(out_dir, name: str, model: GPT, optimizer=None, trainer_state: dict | None = None,
+def save_checkpoint(out_dir, name: str, model: CausalLM, optimizer=None, trainer_state: dict | None = None,
                     train_config: dict | None = None, tokenizer=None) -> Path:
     """Write ``out_dir/name/`` atomically and return its path.
 
@@ -233,7 +236,7 @@ def save_checkpoint(out_dir, name: str, model: GPT, optimizer=None, trainer_stat
             safetensors.save_file(arrays, tmp / "optimizer.safetensors")
         current = target / "trainer_state.json"
         _write_json(tmp / "trainer_state.json", state)
-        meta = {"format": FORMAT, "model": model.config.to_dict(), "train": train_config or {}}
+        meta = {"format": FORMAT, "arch": model.arch, "model": model.config.to_dict(), "train": train_config or {}}
         if tokenizer is not None:
             current = target / "tokenizer.json"
             tokenizer.save(tmp / "tokenizer.json")
@@ -335,9 +338,10 @@ def _read_json(path: Path, name: str, meta: dict):
         raise CheckpointError(f"corrupt JSON in checkpoint {path}/{name}: {e}") from None
 
 
-def load_checkpoint(path, device: str = "cpu", model: GPT | None = None) -> Checkpoint:
-    """Read a checkpoint directory. Builds the GPT from its config (or loads into ``model``,
-    which must have the same config) and places it on ``device``. Every file read is
+def load_checkpoint(path, device: str = "cpu", model: CausalLM | None = None) -> Checkpoint:
+    """Read a checkpoint directory. Builds the model (a GPT, or the architecture its config.json
+    names under "arch") from its config (or loads into ``model``, which must have the same
+    architecture and config) and places it on ``device``. Every file read is
     checked against the size and sha256 in config.json; the tokenizer against the
     fingerprint the model was trained with."""
     path = _resolve(Path(path))
@@ -347,28 +351,33 @@ def load_checkpoint(path, device: str = "cpu", model: GPT | None = None) -> Chec
         raise CheckpointError(f"corrupt JSON in checkpoint {path}/config.json: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
         looks_hf = isinstance(meta, dict) and ("n_embd" in meta or "model_type" in meta)
-        hint = " (it looks like a Hugging Face GPT-2 folder: load it with tinygrad_llm.hf.load_gpt2)" if looks_hf else ""
+        hint = (" (it looks like a Hugging Face folder: load it with tinygrad_llm.load_gpt2 or "
+                "tinygrad_llm.load_llama)") if looks_hf else ""
         raise CheckpointError(f"{path}/config.json: not a tinygrad_llm checkpoint config "
                               f"(format {meta.get('format') if isinstance(meta, dict) else None!r}, "
                               f"expected {FORMAT}){hint}")
     files = meta.get("files", {})
-    config = GPTConfig.from_dict(meta["model"])
+    try:
+        cls = model_class(meta.get("arch", "gpt"))      # checkpoints from before "arch" hold a GPT
+        config = cls.config_class.from_dict(meta["model"])
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}/config.json: {e}") from None
     trainer_state = _read_json(path, "trainer_state.json", meta) \
         if "trainer_state.json" in files or (path / "trainer_state.json").exists() else {}
     if not isinstance(trainer_state, dict):
         raise CheckpointError(f"{path}/trainer_state.json: expected a JSON object")
     if model is None:
-        model = GPT(config)
-    elif model.config != config:
-        raise CheckpointError(f"checkpoint {path} was saved for config {config.to_dict()}, "
+        model = cls(config)
+    elif type(model) is not cls or model.config != config:
+        raise CheckpointError(f"checkpoint {path} was saved for {cls.__name__} config {config.to_dict()}, "
                               f"not this model's {model.config.to_dict()}")
     _verify(path, "model.safetensors", meta)
     try:
         weights = safetensors.load_file(path / "model.safetensors", mmap=False)
     except (ValueError, OSError) as e:
         raise CheckpointError(f"weights in {path}/model.safetensors cannot be read: {e}") from None
-    if config.tie_weights and "lm_head.weight" not in weights and "transformer.wte.weight" in weights:
-        weights["lm_head.weight"] = weights["transformer.wte.weight"]
+    if config.tie_weights and "lm_head.weight" not in weights and cls.embedding_name in weights:
+        weights["lm_head.weight"] = weights[cls.embedding_name]
     try:
         model.load_state_dict(weights, strict=True)
     except (ValueError, KeyError, RuntimeError) as e:
@@ -387,7 +396,7 @@ def load_checkpoint(path, device: str = "cpu", model: GPT | None = None) -> Chec
     return Checkpoint(path, model, config, meta.get("train", {}), trainer_state, tokenizer, meta)
 
 
-def _check_tokenizer(path: Path, tokenizer, meta: dict, config: GPTConfig) -> None:
+def _check_tokenizer(path: Path, tokenizer, meta: dict, config) -> None:
     """The tokenizer must be the one the model was trained with."""
     want = meta.get("tokenizer", {}).get("fingerprint")
     got = tokenizer.fingerprint()
@@ -426,17 +435,23 @@ def find_checkpoint(path) -> Path:
 def load_for_sampling(ckpt=None, hf=None, device: str = "cpu"):
     """(model, tokenizer, checkpoint) to generate text with, from exactly one of ``ckpt`` (a
     checkpoint, or a training output folder: see :func:`find_checkpoint`) and ``hf`` (a
-    Hugging Face GPT-2 folder with its tokenizer files; ``checkpoint`` is then None).
+    Hugging Face GPT-2 folder with vocab.json + merges.txt, or a Llama folder with
+    tokenizer.json, told apart by config.json's model_type; ``checkpoint`` is then None).
     CheckpointError for the one given in place of the other, or a checkpoint without a
     tokenizer."""
     if (ckpt is None) == (hf is None):
-        raise ValueError("give exactly one of ckpt (a tinygrad_llm checkpoint) and hf (a GPT-2 folder)")
+        raise ValueError("give exactly one of ckpt (a tinygrad_llm checkpoint) and hf (a Hugging Face GPT-2 "
+                         "or Llama folder)")
     if hf is not None:
         folder = Path(hf)
-        if _is_ours(_config_json(folder)) or any(_is_ours(_config_json(folder / n)) for n in ("best", "latest")):
-            raise CheckpointError(f"{folder} is a tinygrad_llm checkpoint, not a Hugging Face GPT-2 folder: "
-                                  f"use --ckpt {folder}")
-        model, tokenizer = load_gpt2(folder, device=device), load_gpt2_tokenizer(folder)
+        meta = _config_json(folder)
+        if _is_ours(meta) or any(_is_ours(_config_json(folder / n)) for n in ("best", "latest")):
+            raise CheckpointError(f"{folder} is a tinygrad_llm checkpoint, not a Hugging Face GPT-2 or Llama "
+                                  f"folder: use --ckpt {folder}")
+        if looks_like_llama(meta):
+            model, tokenizer = load_llama(folder, device=device), load_llama_tokenizer(folder)
+        else:
+            model, tokenizer = load_gpt2(folder, device=device), load_gpt2_tokenizer(folder)
         if tokenizer.vocab_size > model.config.vocab_size:
             raise CheckpointError(f"the tokenizer files in {folder} do not belong to this model: they have "
                                   f"{tokenizer.vocab_size} tokens, the model only {model.config.vocab_size}")
@@ -444,7 +459,8 @@ def load_for_sampling(ckpt=None, hf=None, device: str = "cpu"):
     path = Path(ckpt)
     meta = _config_json(path)
     if meta is not None and not _is_ours(meta) and ("n_embd" in meta or "model_type" in meta):
-        raise CheckpointError(f"{path} is a Hugging Face GPT-2 folder, not a tinygrad_llm checkpoint: use --hf {path}")
+        kind = "Llama" if looks_like_llama(meta) else "GPT-2"
+        raise CheckpointError(f"{path} is a Hugging Face {kind} folder, not a tinygrad_llm checkpoint: use --hf {path}")
     loaded = load_checkpoint(find_checkpoint(path), device=device)
     if loaded.tokenizer is None:
         raise CheckpointError(f"{loaded.path} holds no tokenizer.json, so text cannot be encoded")

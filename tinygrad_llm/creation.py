@@ -6,7 +6,7 @@ import numpy as np
 from . import backend
 from .tensor import Tensor
 
-__all__ = ["zeros", "ones", "full", "randn", "rand", "arange", "eye",
+__all__ = ["zeros", "ones", "full", "randn", "rand", "randint", "arange", "eye",
            "zeros_like", "ones_like", "full_like", "randn_like", "rand_like"]
 
 
@@ -36,6 +36,12 @@ def ones(*shape, device="cpu", dtype=None, requires_grad=False) -> Tensor:
 
 
 def full(shape, fill_value, device="cpu", dtype=None, requires_grad=False) -> Tensor:
+    """``shape`` filled with ``fill_value``. Without ``dtype`` the fill value decides it, as in
+    PyTorch: a bool gives bool, an int int64, a float the default float32."""
+    if dtype is None and isinstance(fill_value, (bool, np.bool_)):
+        dtype = np.bool_
+    elif dtype is None and isinstance(fill_value, (int, np.integer)):
+        dtype = np.int64
     shape, device, xp, dtype = _setup((shape,) if isinstance(shape, int) else (tuple(shape),), device, dtype)
     return _make(xp.full(shape, fill_value, dtype=dtype), device, requires_grad)
 
@@ -58,6 +64,28 @@ def randn(*shape, device="cpu", dtype=None, requires_grad=False) -> Tensor:
 def rand(*shape, device="cpu", dtype=None, requires_grad=False) -> Tensor:
     """Uniform samples in [0, 1) from the package's seeded generator."""
     return _random("rand", shape, device, dtype, requires_grad)
+
+
+def randint(low, high=None, size=None, device="cpu", dtype=None) -> Tensor:
+    """Integers drawn uniformly from [low, high) (``randint(high, size)`` means low = 0), PyTorch's
+    order of arguments; int64 unless ``dtype`` says otherwise. Uses the package's generator."""
+    if size is None:                                   # randint(high, size)
+        if high is None:
+            raise TypeError("randint needs high and size: randint(high, size) or randint(low, high, size)")
+        low, high, size = 0, low, high
+    elif high is None:
+        raise TypeError("randint needs high: randint(high, size) or randint(low, high, size)")
+    for name, v in (("low", low), ("high", high)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"randint: {name} must be an int, got {v!r}")
+    if not low < high:
+        raise ValueError(f"randint: low must be < high, got low={low}, high={high}")
+    shape, device, xp, dtype = _setup((size,) if isinstance(size, int) else (tuple(size),), device,
+                                      np.int64 if dtype is None else dtype)
+    if dtype.kind not in "iu":
+        raise ValueError(f"randint makes integer tensors, got dtype {dtype}")
+    arr = backend.rng(device).integers(int(low), int(high), size=shape, dtype=np.int64)
+    return _make(xp.asarray(arr).astype(dtype, copy=False), device, False)
 
 
 def arange(start, stop=None, step=1, device="cpu", dtype=None, requires_grad=False) -> Tensor:

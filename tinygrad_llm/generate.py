@@ -1,4 +1,4 @@
-"""Sampling text from a GPT.
+"""Sampling text from a language model (GPT or Llama).
 
     ids = generate(model, prompt_ids, max_new_tokens=200, temperature=0.8, top_k=200, seed=1)
 
@@ -101,8 +101,7 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
                 step_in = ids[:, -1:]                       # one new position
             else:
                 step_in = ids[:, -T_max:]                   # (re)fill from the cropped context
-                cache = KVCache(model.config, ids.shape[0], device, model.transformer.wte.weight.dtype) \
-                    if use_cache else None
+                cache = KVCache(model.config, ids.shape[0], device, model.dtype) if use_cache else None
             step_ids = Tensor.wrap(xp.asarray(step_in), device).set_value_bounds(0, V - 1)   # all checked < V
             logits, _ = model(step_ids, cache=cache)
             last = backend.to_numpy(logits.data[:, -1, :])

@@ -36,7 +36,7 @@ from .nn.layers import LayerNorm
 from .safetensors import SafetensorsFile, save_file
 from .tokenizer import BPETokenizer
 
-__all__ = ["GPT2FormatError", "load_gpt2", "save_gpt2", "load_gpt2_tokenizer",
+__all__ = ["HFFormatError", "GPT2FormatError", "load_gpt2", "save_gpt2", "load_gpt2_tokenizer",
            "config_from_gpt2", "config_to_gpt2"]
 
 #: weights GPT-2 keeps as Conv1D (in, out); ours are Linear (out, in)
@@ -64,7 +64,11 @@ CONVERT_HINT = (
     "which writes model.safetensors next to it")
 
 
-class GPT2FormatError(ValueError):
+class HFFormatError(ValueError):
+    """A Hugging Face checkpoint this package cannot read or represent (the message says why)."""
+
+
+class GPT2FormatError(HFFormatError):
     """A GPT-2 checkpoint this package cannot read or represent (the message says why)."""
 
 
@@ -183,23 +187,30 @@ def _weights_file(d: Path) -> Path:
         if (d / name).is_file():
             raise GPT2FormatError(f"{str(d)!r} has {name} (PyTorch pickle) but no model.safetensors; "
                                   + CONVERT_HINT.format(d=str(d)))
-    raise FileNotFoundError(f"no model.safetensors in {str(d)!r} (found: {_listing(d)})")
+    raise FileNotFoundError(f"no model.safetensors in {str(d)!r} (found: {listing(d)})")
 
 
-def _listing(d: Path) -> str:
+def listing(d: Path) -> str:
+    """The first names in folder ``d``, for messages."""
     names = sorted(p.name for p in d.iterdir())
     return ", ".join(names[:20]) + (" ..." if len(names) > 20 else "") if names else "nothing"
 
 
-def _read_config(d: Path) -> dict:
-    f = d / "config.json"
-    if not f.is_file():
-        raise FileNotFoundError(f"no config.json in {str(d)!r} (found: {_listing(d)}); a GPT-2 checkpoint "
-                                "folder needs config.json and model.safetensors")
+def read_json(f: Path, error=GPT2FormatError):
+    """The JSON in file ``f``; ``error`` (an HFFormatError) when it is not valid JSON."""
     try:
         return json.loads(f.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise GPT2FormatError(f"{str(f)!r} is not valid JSON ({e})") from None
+        raise error(f"{str(f)!r} is not valid JSON ({e})") from None
+
+
+def read_config(d: Path, what: str = "a GPT-2 checkpoint folder", error=GPT2FormatError) -> dict:
+    """The config.json of checkpoint folder ``d`` (FileNotFoundError naming ``what`` needs it)."""
+    f = d / "config.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"no config.json in {str(d)!r} (found: {listing(d)}); {what} "
+                                "needs config.json and model.safetensors")
+    return read_json(f, error)
 
 
 def _our_name(key: str) -> str:
@@ -209,21 +220,21 @@ def _our_name(key: str) -> str:
     return "transformer." + key
 
 
-def _open_safetensors(path: Path):
+def open_safetensors(path: Path, error=GPT2FormatError):
     try:
         return SafetensorsFile(path)
     except (ValueError, OSError, KeyError, TypeError) as e:
-        raise GPT2FormatError(f"{str(path)!r} is not a readable safetensors file: {e}") from None
+        raise error(f"{str(path)!r} is not a readable safetensors file: {e}") from None
 
 
-def _get(f, key: str, path: Path):
+def get_tensor(f, key: str, path: Path, error=GPT2FormatError):
     try:
         return f.get(key)
     except (ValueError, OSError, KeyError, TypeError) as e:
-        raise GPT2FormatError(f"{str(path)!r}: cannot read tensor {key!r}: {e}") from None
+        raise error(f"{str(path)!r}: cannot read tensor {key!r}: {e}") from None
 
 
-def _same_rows(a, b, rows: int = 4096) -> float:
+def max_difference(a, b, rows: int = 4096) -> float:
     """max |a - b| of two (N, C) arrays (memmaps), a block of rows at a time (no full copies)."""
     worst = 0.0
     for i in range(0, a.shape[0], rows):
@@ -246,9 +257,9 @@ def load_gpt2(path, device: str = "cpu", dropout: float | None = None) -> GPT:
         raise FileNotFoundError(f"{str(d)!r} is not a folder; expected a GPT-2 checkpoint folder "
                                 "holding config.json and model.safetensors")
     device = backend.canonical_device(device)
-    cfg = config_from_gpt2(_read_config(d), dropout)
+    cfg = config_from_gpt2(read_config(d), dropout)
     wpath = _weights_file(d)
-    f = _open_safetensors(wpath)
+    f = open_safetensors(wpath)
 
     model = GPT(cfg).to(device).eval()
     params = model.state_dict(keep_vars=True)          # our name -> Parameter (lm_head too, when tied)
@@ -270,34 +281,64 @@ def load_gpt2(path, device: str = "cpu", dropout: float | None = None) -> GPT:
             problems.append(f"unexpected tensor {key!r}")
             continue
         transpose = name.endswith(CONV1D_WEIGHTS)
-        stored, want = tuple(f.shape(key)), params[name].shape
-        if stored != (want[::-1] if transpose else want):
-            problems.append(f"{key!r} has shape {stored}, the config implies {want[::-1] if transpose else want}")
-        elif f.dtype(key) not in FLOAT_DTYPES:
-            problems.append(f"{key!r} has dtype {f.dtype(key)}, a floating-point tensor is expected")
-        plan.append((key, name, transpose))
-    missing = [n for n in params if n not in seen and not (tied and n == "lm_head.weight")]
+        want = params[name].shape
+        check_tensor(f, key, want[::-1] if transpose else want, problems)
+        plan.append((f, wpath, key, name, transpose))
+    report_problems(params, seen, tied, problems, f"{str(wpath)!r}", GPT2FormatError)
+    if tied and "lm_head.weight" in seen:
+        check_tie((f, wpath, seen["lm_head.weight"]), (f, wpath, seen["transformer.wte.weight"]), "wte.weight",
+                  f"{str(wpath)!r}", GPT2FormatError)
+        f.close()
+    copy_tensors(params, plan, device, GPT2FormatError)
+    return model
+
+
+def check_tensor(f, key: str, shape: tuple, problems: list) -> bool:
+    """Whether tensor ``key`` of SafetensorsFile ``f`` is floating point of ``shape``; if not, a
+    line saying why is appended to ``problems``."""
+    stored = tuple(f.shape(key))
+    if stored != tuple(shape):
+        problems.append(f"{key!r} has shape {stored}, the config implies {tuple(shape)}")
+    elif f.dtype(key) not in FLOAT_DTYPES:
+        problems.append(f"{key!r} has dtype {f.dtype(key)}, a floating-point tensor is expected")
+    else:
+        return True
+    return False
+
+
+def report_problems(params: dict, found, tied: bool, problems: list, where: str, error=GPT2FormatError) -> None:
+    """``error`` listing ``problems`` and the parameters not ``found`` in the file (a tied lm_head
+    need not be), if there are any."""
+    missing = [n for n in params if n not in found and not (tied and n == "lm_head.weight")]
     if missing:
         problems.append("missing tensors: " + ", ".join(repr(n) for n in missing))
     if problems:
-        raise GPT2FormatError(f"{str(wpath)!r} does not match its config.json:\n  " + "\n  ".join(problems))
-    if tied and "lm_head.weight" in seen:
-        lm_key, wte_key = seen["lm_head.weight"], seen["transformer.wte.weight"]
-        if f.shape(lm_key) != f.shape(wte_key) or _same_rows(_get(f, lm_key, wpath), _get(f, wte_key, wpath)) > 0:
-            raise GPT2FormatError(f"{str(wpath)!r}: config.json says tie_word_embeddings=true but lm_head.weight "
-                                  "differs from wte.weight; set \"tie_word_embeddings\": false to load them untied")
-        f.close()
+        raise error(f"{where} does not match its config.json:\n  " + "\n  ".join(problems))
 
+
+def check_tie(lm_head: tuple, embedding: tuple, embedding_name: str, where: str, error=GPT2FormatError) -> None:
+    """``error`` unless the lm_head and embedding tensors, each (SafetensorsFile, path, key), are
+    equal (compared a block of rows at a time, without full copies)."""
+    (fl, pl, kl), (fe, pe, ke) = lm_head, embedding
+    if fl.shape(kl) != fe.shape(ke) or max_difference(get_tensor(fl, kl, pl, error), get_tensor(fe, ke, pe, error)) > 0:
+        raise error(f"{where}: config.json says tie_word_embeddings=true but lm_head.weight differs from "
+                    f"{embedding_name}; set \"tie_word_embeddings\": false to load them untied")
+
+
+def copy_tensors(params: dict, plan: list, device: str, error=GPT2FormatError) -> None:
+    """Copy each tensor of ``plan``, (SafetensorsFile, its path, key, our parameter name,
+    transpose), from the memory-mapped file straight into the parameter (transposing and
+    casting during the copy), one at a time: the file is unmapped after each, so only one
+    tensor's pages are ever resident and no second state dict is built."""
     xp = backend.xp_for(device)
     with no_grad():
-        for key, name, transpose in plan:
-            arr = _get(f, key, wpath)                  # a view of the memory-mapped file
+        for f, path, key, name, transpose in plan:
+            arr = get_tensor(f, key, path, error)      # a view of the memory-mapped file
             if device != "cpu":
                 arr = xp.asarray(arr)                  # one tensor on the device at a time
             params[name][...] = arr.T if transpose else arr   # transposing copy + cast, in place
             del arr
-            f.close()                                  # unmap: only one tensor's pages are ever resident
-    return model
+            f.close()
 
 
 # ---------------------------------------------------------------------------- save
@@ -334,7 +375,7 @@ def load_gpt2_tokenizer(path):
         raise FileNotFoundError(f"{str(d)!r} is not a folder; expected one holding vocab.json and merges.txt")
     absent = [n for n in ("vocab.json", "merges.txt") if not (d / n).is_file()]
     if absent:
-        raise FileNotFoundError(f"no {' or '.join(absent)} in {str(d)!r} (found: {_listing(d)}); the GPT-2 "
+        raise FileNotFoundError(f"no {' or '.join(absent)} in {str(d)!r} (found: {listing(d)}); the GPT-2 "
                                 "tokenizer needs vocab.json and merges.txt (they come with "
                                 "`huggingface-cli download gpt2`)")
     return BPETokenizer.from_gpt2_files(d / "vocab.json", d / "merges.txt")

@@ -22,23 +22,24 @@ attention node, which is left as it is: the normal forward pays nothing for it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 
 import numpy as np
 
 from . import backend
-from .config import config_from_dict
+from .config import DictConfig
 from .function import no_grad
 from .nn import functional as F
 from .nn.containers import ModuleDict, ModuleList
 from .nn.kv_cache import KVCache
 from .nn.layers import Dropout, Embedding, LayerNorm, Linear, RMSNorm
+from .nn.lora import DEFAULT_TARGETS
 from .nn.module import Module
 from .optim import AdamW
 from .tensor import Tensor
 
-__all__ = ["GPTConfig", "GPT", "KVCache", "PEAK_FLOPS", "attention_weights"]   # KVCache: nn/kv_cache.py
+__all__ = ["GPTConfig", "GPT", "CausalLM", "KVCache", "PEAK_FLOPS", "attention_weights", "check_positive_ints"]
+# KVCache: nn/kv_cache.py
 
 #: Peak float32 FLOP/s used for MFU when the user gives none (documented estimates:
 #: 'cpu' is a 2-core AVX2 laptop-class machine, 'cuda' an H100 SXM's dense TF32 rate).
@@ -46,7 +47,7 @@ PEAK_FLOPS = {"cpu": 1.0e11, "cuda": 4.95e14}
 
 
 @dataclasses.dataclass
-class GPTConfig:
+class GPTConfig(DictConfig):
     """Shape and options of a GPT. Unknown keys in :meth:`from_dict` are an error."""
 
     vocab_size: int = 65
@@ -63,12 +64,7 @@ class GPTConfig:
     tie_weights: bool = True       # lm_head.weight is transformer.wte.weight
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {v!r}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        check_positive_ints(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"))
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
         choices = {"norm": ("layernorm", "rmsnorm"), "activation": ("gelu", "relu"),
@@ -77,15 +73,35 @@ class GPTConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"GPTConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
-        return config_from_dict(cls, d)
+    @property
+    def n_kv_head(self) -> int:
+        """Key/value heads: as many as query heads (multi-head attention)."""
+        return self.n_head
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+    def num_params(self) -> int:
+        """The parameter count of ``GPT(self)`` (a tied lm_head once), without building it."""
+        C, V, L = self.n_embd, self.vocab_size, self.n_layer
+        norm = C * (2 if self.norm == "layernorm" and self.bias else 1)      # weight (and bias)
+        layer = 12 * C * C + (9 * C if self.bias else 0) + 2 * norm           # c_attn, c_proj, c_fc, c_proj; ln_1, ln_2
+        return V * C * (1 if self.tie_weights else 2) + (self.block_size * C if self.pos == "learned" else 0) \
+            + L * layer + norm
+
+
+
+def check_positive_ints(cfg, names) -> None:
+    """ValueError unless each field ``names`` of config ``cfg`` is a positive integer and n_head
+    divides n_embd (when both are among them)."""
+    kind = type(cfg).__name__
+    for name in names:
+        v = getattr(cfg, name)
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
+            raise ValueError(f"{kind}.{name} must be a positive integer, got {v!r}")
+    if cfg.n_embd % cfg.n_head:
+        raise ValueError(f"{kind}: n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head})")
 
 
 def _norm(cfg: GPTConfig):
@@ -95,15 +111,18 @@ def _norm(cfg: GPTConfig):
 
 
 def attention_weights(q: Tensor, k: Tensor, start: int = 0) -> Tensor:
-    """softmax(q k^T / sqrt(hd) + causal mask): q (B, H, T, hd), k (B, H, S, hd) -> (B, H, T, S).
+    """softmax(q k^T / sqrt(hd) + causal mask): q (B, H, T, hd), k (B, KV, S, hd) -> (B, H, T, S).
 
     Query t sits at absolute position ``start + t`` and sees keys 0 .. start + t; later
-    keys get weight exactly 0. Built from public tensor ops.
+    keys get weight exactly 0. With KV < H key heads (grouped-query attention) query head h
+    reads key head h // (H / KV). Built from public tensor ops.
     """
-    T, S, hd = q.shape[2], k.shape[2], q.shape[3]
+    B, H, T, hd = q.shape
+    KV, S = k.shape[1], k.shape[2]
     future = np.arange(S)[None, :] > np.arange(start, start + T)[:, None]     # (T, S): key after query
-    scores = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(hd))
-    return F.softmax(scores.masked_fill(future, float("-inf")), axis=-1)
+    groups = q.reshape(B, KV, H // KV, T, hd)                                 # query heads by their key head
+    scores = (groups @ k.reshape(B, KV, 1, S, hd).swapaxes(-1, -2)) * (1.0 / math.sqrt(hd))
+    return F.softmax(scores.masked_fill(future, float("-inf")), axis=-1).reshape(B, H, T, S)
 
 
 class CausalSelfAttention(Module):
@@ -186,28 +205,24 @@ def sinusoidal_table(n_pos: int, dim: int) -> np.ndarray:
     return table.astype(np.float32)
 
 
-class GPT(Module):
-    """A GPT language model. ``model(idx, targets=None) -> (logits, loss)``."""
+class CausalLM(Module):
+    """What the package's language models share (``GPT`` here, ``Llama`` in llama.py):
+    ``model(idx, targets=None, cache=None, return_attention=False)``, the weight init, the
+    parameter and FLOP accounting, and the optimizer.
 
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-        if isinstance(config, dict):
-            config = GPTConfig.from_dict(config)
-        self.config = cfg = config
-        parts = {"wte": Embedding(cfg.vocab_size, cfg.n_embd)}
-        if cfg.pos == "learned":
-            parts["wpe"] = Embedding(cfg.block_size, cfg.n_embd)
-        parts["drop"] = Dropout(cfg.dropout)
-        parts["h"] = ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
-        parts["ln_f"] = _norm(cfg)
-        self.transformer = ModuleDict(parts)
-        self.lm_head = Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        if cfg.pos == "sinusoidal":
-            self.register_buffer("pos_table", Tensor(sinusoidal_table(cfg.block_size, cfg.n_embd)),
-                                 persistent=False)
-        self._init_weights()
-        if cfg.tie_weights:
-            self.lm_head.weight = self.transformer.wte.weight
+    A subclass sets ``arch`` (its name in checkpoints), ``config_class``, ``embedding_name`` (the state-dict key
+    of the token embedding, which a tied lm_head shares), ``residual_projections`` (weights
+    whose init is scaled by 1/sqrt(2 n_layer)) and ``lora_targets`` (the Linear layers
+    LoRA adapts by default), builds ``lm_head``, and implements ``get_input_embeddings()``
+    and ``hidden_states(idx, start, cache, attention)``: the final norm's output (B, T, C)
+    for token ids ``idx`` at positions ``start ..``.
+    """
+
+    arch = ""
+    config_class = None
+    embedding_name = ""
+    residual_projections: tuple = ()
+    lora_targets: tuple = ()
 
     # ------------------------------------------------------------------ init
     def _init_weights(self):
@@ -218,11 +233,17 @@ class GPT(Module):
         with no_grad():
             for name, p in self.named_parameters():
                 if p.ndim >= 2:
-                    std = std_proj if name.endswith("c_proj.weight") else 0.02
+                    std = std_proj if name.endswith(self.residual_projections) else 0.02
                     g.standard_normal(dtype=p.dtype, out=p.data)   # in place: no temporaries
                     p.mul_(p.dtype.type(std))                      # (and the version is bumped)
                 elif name.endswith(".bias"):
                     p.zero_()
+
+    def get_input_embeddings(self) -> Embedding:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def hidden_states(self, idx: Tensor, start: int, cache, attention):  # pragma: no cover - abstract
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ forward
     def forward(self, idx, targets=None, cache: KVCache | None = None, return_attention: bool = False):
@@ -236,30 +257,19 @@ class GPT(Module):
         attention weights, Tensors (B, n_head, T, T_keys) (T_keys = cached + T), the
         softmax before attention dropout; rows sum to 1, keys after the query get 0.
         """
-        cfg = self.config
+        cfg, name = self.config, type(self).__name__
         idx = idx if isinstance(idx, Tensor) else Tensor(idx, device=self.device)   # lists, NumPy or CuPy arrays
         if idx.ndim != 2:
-            raise ValueError(f"GPT expects token ids of shape (batch, time), got shape {idx.shape}")
+            raise ValueError(f"{name} expects token ids of shape (batch, time), got shape {idx.shape}")
         if idx.dtype.kind not in "iu":
-            raise TypeError(f"GPT expects integer token ids, got dtype {idx.dtype}")
+            raise TypeError(f"{name} expects integer token ids, got dtype {idx.dtype}")
         B, T = idx.shape
         start = cache.length if cache is not None else 0
         if start + T > cfg.block_size:
             raise ValueError(f"sequence of length {start + T} is longer than block_size {cfg.block_size}; "
                              "crop it (generate() crops prompts from the left)")
-        xp = backend.xp_for(idx.device)
-        tr = self.transformer
-        x = tr.wte(idx)                                                       # (B, T, C)
-        if cfg.pos == "learned":
-            pos = Tensor.wrap(xp.arange(start, start + T), idx.device).set_value_bounds(start, start + T - 1)
-            x = x + tr.wpe(pos)
-        else:
-            x = x + self.pos_table[start:start + T]
-        x = tr.drop(x)
         attention = [] if return_attention else None
-        for i, block in enumerate(tr.h):
-            x = block(x, cache, i, attention)
-        x = tr.ln_f(x)
+        x = self.hidden_states(idx, start, cache, attention)
         if cache is not None:
             cache.length += T
         logits = self.lm_head(x)
@@ -276,14 +286,21 @@ class GPT(Module):
     # ------------------------------------------------------------------ accounting
     @property
     def device(self) -> str:
-        return self.transformer.wte.weight.device
+        return self.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self):
+        """The dtype of the weights (of the token embedding)."""
+        return self.get_input_embeddings().weight.dtype
+
+    def position_params(self) -> int:
+        """Parameters of learned position embeddings (none unless the model has them)."""
+        return 0
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count (tied weights once); ``non_embedding`` leaves out position embeddings."""
         n = sum(p.size for p in self.parameters())
-        if non_embedding and self.config.pos == "learned":
-            n -= self.transformer.wpe.weight.size
-        return n
+        return n - self.position_params() if non_embedding else n
 
     def flops_per_token(self, T: int | None = None) -> float:
         """Training FLOPs per token: 6N + 12 * n_layer * n_embd * T (PaLM's estimate)."""
@@ -311,3 +328,54 @@ class GPT(Module):
                   {"params": no_decay, "weight_decay": 0.0}]
         # a group can be empty when parameters are frozen (LoRA trains only its matrices)
         return AdamW([g for g in groups if g["params"]], lr=learning_rate, betas=betas, eps=eps)
+
+
+class GPT(CausalLM):
+    """A GPT language model. ``model(idx, targets=None) -> (logits, loss)``."""
+
+    arch = "gpt"
+    config_class = GPTConfig
+    embedding_name = "transformer.wte.weight"
+    residual_projections = ("c_proj.weight",)
+    lora_targets = DEFAULT_TARGETS
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        if isinstance(config, dict):
+            config = GPTConfig.from_dict(config)
+        self.config = cfg = config
+        parts = {"wte": Embedding(cfg.vocab_size, cfg.n_embd)}
+        if cfg.pos == "learned":
+            parts["wpe"] = Embedding(cfg.block_size, cfg.n_embd)
+        parts["drop"] = Dropout(cfg.dropout)
+        parts["h"] = ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
+        parts["ln_f"] = _norm(cfg)
+        self.transformer = ModuleDict(parts)
+        self.lm_head = Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.pos == "sinusoidal":
+            self.register_buffer("pos_table", Tensor(sinusoidal_table(cfg.block_size, cfg.n_embd)),
+                                 persistent=False)
+        self._init_weights()
+        if cfg.tie_weights:
+            self.lm_head.weight = self.transformer.wte.weight
+
+    def get_input_embeddings(self) -> Embedding:
+        return self.transformer.wte
+
+    def position_params(self) -> int:
+        return self.transformer.wpe.weight.size if self.config.pos == "learned" else 0
+
+    def hidden_states(self, idx: Tensor, start: int, cache, attention):
+        cfg, tr = self.config, self.transformer
+        T = idx.shape[1]
+        xp = backend.xp_for(idx.device)
+        x = tr.wte(idx)                                                       # (B, T, C)
+        if cfg.pos == "learned":
+            pos = Tensor.wrap(xp.arange(start, start + T), idx.device).set_value_bounds(start, start + T - 1)
+            x = x + tr.wpe(pos)
+        else:
+            x = x + self.pos_table[start:start + T]
+        x = tr.drop(x)
+        for i, block in enumerate(tr.h):
+            x = block(x, cache, i, attention)
+        return tr.ln_f(x)

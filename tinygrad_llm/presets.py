@@ -4,10 +4,15 @@
 ``gpu``: nanoGPT's shakespeare_char recipe (6 layers, 6 heads, 384 wide, block 256).
 Both keep GPTConfig's bias=True (GPT-2's layout). nanoGPT's train.py defaults to no
 biases; docs/benchmarks.md has the measured validation loss of both choices.
+
+A preset's model fields (layers, heads, width, context, dropout) apply to either
+architecture: ``model_cls`` (GPTConfig, the default, or LlamaConfig) says which config's
+fields the flags may set.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 
@@ -35,8 +40,13 @@ FIELD_HELP = {
     "n_layer": "transformer blocks",
     "n_head": "attention heads per block",
     "n_embd": "width of the residual stream (a multiple of n_head)",
-    "dropout": "dropout probability in [0, 1)",
-    "bias": "biases in linear layers and LayerNorm",
+    "dropout": "dropout probability in [0, 1) (Llama: on the attention weights only)",
+    "bias": "biases in the linear layers (and GPT's LayerNorm)",
+    "n_kv_head": "key/value heads, dividing n_head (grouped-query attention); none: n_head",
+    "intermediate_size": "width of the SwiGLU MLP; none: 8/3 n_embd, rounded up to a multiple of 32",
+    "rms_norm_eps": "epsilon of the RMSNorms",
+    "rope_theta": "base of the rotary embedding's frequencies",
+    "rope_scaling": "none, or Llama 3's as JSON: {\"rope_type\": \"llama3\", \"factor\": 8, ...}",
     "norm": "layernorm or rmsnorm",
     "prenorm": "norm before attention/MLP (GPT-2); false: after (Post-LN)",
     "activation": "gelu (GPT-2's tanh approximation) or relu",
@@ -71,10 +81,10 @@ def preset(name: str) -> tuple[dict, dict]:
     return dict(PRESETS[name]["model"]), dict(PRESETS[name]["train"])
 
 
-def config_fields() -> dict:
-    """Every overridable field name -> ("model" | "train", type)."""
+def config_fields(model_cls=GPTConfig) -> dict:
+    """Every overridable field name -> ("model" | "train", type), for a model config class."""
     out = {}
-    for kind, cls in (("model", GPTConfig), ("train", TrainConfig)):
+    for kind, cls in (("model", model_cls), ("train", TrainConfig)):
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             out[f.name] = (kind, hints[f.name])
@@ -93,6 +103,14 @@ def _convert(name: str, value: str, typ):
         if value.lower() == "none":
             return None
         typ = next(t for t in typing.get_args(typ) if t is not type(None))
+    if typ is dict:
+        try:
+            obj = json.loads(value)
+        except json.JSONDecodeError:
+            obj = None
+        if not isinstance(obj, dict):
+            raise ValueError(f"--{name} expects a JSON object or none, got {value!r}")
+        return obj
     try:
         return typ(value)
     except ValueError:
@@ -100,10 +118,10 @@ def _convert(name: str, value: str, typ):
                          f"got {value!r}") from None
 
 
-def apply_overrides(args: list[str], model: dict, train: dict, exclude=()) -> tuple[dict, dict]:
+def apply_overrides(args: list[str], model: dict, train: dict, exclude=(), model_cls=GPTConfig) -> tuple[dict, dict]:
     """Apply ``--field value`` / ``--field=value`` flags (dashes or underscores) to the two dicts.
-    Fields named in ``exclude`` are not accepted."""
-    fields = {k: v for k, v in config_fields().items() if k not in exclude}
+    Fields named in ``exclude`` are not accepted; model fields are ``model_cls``'s."""
+    fields = {k: v for k, v in config_fields(model_cls).items() if k not in exclude}
     i = 0
     while i < len(args):
         a = args[i]
@@ -130,16 +148,16 @@ def _type_name(typ) -> str:
     return typ.__name__
 
 
-def describe_fields(preset_name: str, exclude=()) -> str:
+def describe_fields(preset_name: str, exclude=(), model_cls=GPTConfig) -> str:
     """Every config field as a --help table, grouped (model, training): its type, its value
     under the preset, the dataclass default, and what it means."""
     model_fields, train_fields = preset(preset_name)
-    resolved = {**GPTConfig(**{"vocab_size": 65, **model_fields}).to_dict(),
+    resolved = {**model_cls(**{"vocab_size": 65, **model_fields}).to_dict(),
                 **dataclasses.asdict(TrainConfig(**train_fields))}
     given = {**model_fields, **train_fields}
-    fields = config_fields()
+    fields = config_fields(model_cls)
     lines = []
-    for kind, cls, title in (("model", GPTConfig, "model"), ("train", TrainConfig, "training")):
+    for kind, cls, title in (("model", model_cls, "model"), ("train", TrainConfig, "training")):
         lines.append(f"{title} ({cls.__name__}): --field VALUE, or --field=VALUE")
         lines.append(f"  {'flag':<26} {'type':<10} {'preset ' + preset_name:<12} {'default':<10} meaning")
         for f in dataclasses.fields(cls):

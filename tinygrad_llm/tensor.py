@@ -17,25 +17,43 @@ instead of using stale values.
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 
 from . import backend
+from .backend import ArgumentError, DtypeError, ShapeError
 from .function import is_grad_enabled, run_backward
 from .ops import elementwise as E
 from .ops import matmul as M
 from .ops import movement as V
 from .ops import reduce as R
+from .ops import softmax as S
+from .ops.einsum import LETTERS, Einsum
+from .ops.sampling import multinomial as _multinomial
 
-__all__ = ["Tensor"]
+__all__ = ["Tensor", "ValuesIndices"]
+
+#: what ``max(dim)`` / ``min(dim)`` return, as PyTorch's ``torch.return_types.max``
+ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
 
 
 def _axis_arg(axis, dim, default=None):
+    """One axis argument from NumPy's spelling (axis) or PyTorch's (dim)."""
     if dim is not None:
         if axis is not None:
             raise TypeError("give axis or dim, not both")
         return dim
     return default if axis is None else axis
+
+
+def _keep_arg(keepdims, keepdim) -> bool:
+    """keepdims (NumPy's spelling) or keepdim (PyTorch's), default False."""
+    if keepdim is None:
+        return bool(keepdims)
+    if keepdims is not None and bool(keepdims) != bool(keepdim):
+        raise TypeError("give keepdims or keepdim, not both")
+    return bool(keepdim)
 
 
 def _check_numeric(dtype, data) -> None:
@@ -65,6 +83,16 @@ def _ragged_message(data) -> str:
     shown = ", ".join("a number" if n is None else f"{n}" for n in lens[:8]) + (", ..." if len(lens) > 8 else "")
     return (f"cannot make a tensor from a ragged nested list: the items of data{path} have lengths "
             f"[{shown}]; every list at one depth must have the same length")
+
+
+def _float_function(op, what):
+    """A Tensor method applying the elementwise ``op`` (one node), in the default float dtype
+    for an integer or boolean tensor (PyTorch's rule; NumPy would give float64)."""
+    def method(self):
+        return op.apply(self._floating())
+    method.__name__ = op.__name__.lower()
+    method.__doc__ = f"{what}, elementwise (one {op.__name__} node); integers compute in the default float dtype."
+    return method
 
 
 class Tensor:
@@ -202,7 +230,7 @@ class Tensor:
     def item(self):
         """The single element as a Python number."""
         if self.size != 1:
-            raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
+            raise backend.ArgumentError(f"item() needs a tensor with one element, this one has shape {self.shape}")
         return self.data.reshape(()).item()
 
     def tolist(self):
@@ -242,7 +270,7 @@ class Tensor:
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
         if requires_grad and self.dtype.kind != "f":
-            raise TypeError(f"only floating-point tensors can require gradients, this one is {self.dtype}")
+            raise DtypeError(f"only floating-point tensors can require gradients, this one is {self.dtype}")
         if not requires_grad and self.grad_fn is not None:
             raise RuntimeError("requires_grad_(False) on a non-leaf tensor: use .detach()")
         self.requires_grad = bool(requires_grad)
@@ -370,12 +398,29 @@ class Tensor:
         return E.Neg.apply(self)
 
     def __matmul__(self, o):
-        return M.MatMul.apply(self, self._lift(o))
+        o = self._lift(o)
+        if o.data.dtype != self.data.dtype:
+            _dtype_mismatch("matmul", self, o)
+        return M.MatMul.apply(self, o)
 
     def __rmatmul__(self, o):
-        return M.MatMul.apply(self._lift(o), self)
+        o = self._lift(o)
+        if o.data.dtype != self.data.dtype:
+            _dtype_mismatch("matmul", o, self)
+        return M.MatMul.apply(o, self)
 
     add, sub, mul, div, pow, matmul = __add__, __sub__, __mul__, __truediv__, __pow__, __matmul__
+
+    def dot(self, other):
+        """The dot product of two 1-D tensors of one size and dtype, a 0-d tensor (PyTorch's dot)."""
+        other = self._lift(other)
+        if self.ndim != 1 or other.ndim != 1:
+            raise ShapeError(f"dot: 1-D tensors expected, got shapes {self.shape} and {other.shape}")
+        if self.shape != other.shape:
+            raise ShapeError(f"dot: the tensors must have one size, got {self.shape[0]} and {other.shape[0]}")
+        if other.dtype != self.dtype:
+            _dtype_mismatch("dot", self, other)
+        return M.MatMul.apply(self, other)
 
     def neg(self):
         return E.Neg.apply(self)
@@ -405,9 +450,50 @@ class Tensor:
 
     __hash__ = object.__hash__
 
+    # logical / bitwise: boolean (or integer) tensors, no gradient, as the comparisons
+    def _bitwise(self, o, fn, name):
+        o = self._lift(o)
+        for t in (self, o):
+            if t.dtype.kind not in "biu":
+                raise DtypeError(f"{name}: needs boolean or integer tensors, got {t.dtype}")
+        return Tensor.wrap(self.xp.asarray(fn(self.data, o.data)), self.device)
+
+    def __and__(self, o):
+        return self._bitwise(o, self.xp.bitwise_and, "&")
+
+    def __or__(self, o):
+        return self._bitwise(o, self.xp.bitwise_or, "|")
+
+    def __xor__(self, o):
+        return self._bitwise(o, self.xp.bitwise_xor, "^")
+
+    __rand__, __ror__, __rxor__ = __and__, __or__, __xor__
+    bitwise_and, bitwise_or, bitwise_xor = __and__, __or__, __xor__
+
+    def __invert__(self):
+        """``~t``: logical not of a boolean tensor, bitwise not of an integer one."""
+        if self.dtype.kind not in "biu":
+            raise DtypeError(f"~: needs a boolean or integer tensor, got {self.dtype}")
+        return Tensor.wrap(self.xp.asarray(self.xp.invert(self.data)), self.device)
+
+    bitwise_not = __invert__
+
+    def logical_not(self):
+        """True where the element is 0 (or False), any dtype; a boolean tensor."""
+        return Tensor.wrap(self.xp.asarray(self.xp.logical_not(self.data)), self.device)
+
+    def logical_and(self, o):
+        return self._compare(o, self.xp.logical_and)
+
+    def logical_or(self, o):
+        return self._compare(o, self.xp.logical_or)
+
+    def logical_xor(self, o):
+        return self._compare(o, self.xp.logical_xor)
+
     def __bool__(self):
         if self.size != 1:
-            raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous")
+            raise backend.ArgumentError(f"the truth value of a tensor of shape {self.shape} is ambiguous")
         return bool(self.item())
 
     def __float__(self):
@@ -417,20 +503,48 @@ class Tensor:
         return int(self.item())
 
     # ------------------------------------------------------------------ unary / elementwise
-    def exp(self):
-        return E.Exp.apply(self)
+    def _floating(self) -> "Tensor":
+        """self, or an integer/boolean tensor as the default float dtype: PyTorch's rule for
+        exp, log, sin, ... (NumPy would give float64)."""
+        return self if self.dtype.kind == "f" else self.to(dtype=backend.default_dtype)
 
-    def log(self):
-        return E.Log.apply(self)
+    exp = _float_function(E.Exp, "e ** x")
+    log = _float_function(E.Log, "the natural logarithm")
+    sqrt = _float_function(E.Sqrt, "the square root")
+    tanh = _float_function(E.Tanh, "the hyperbolic tangent")
+    sigmoid = _float_function(E.Sigmoid, "1 / (1 + exp(-x)), without overflow")
+    sin = _float_function(E.Sin, "the sine")
+    cos = _float_function(E.Cos, "the cosine")
+    rsqrt = _float_function(E.Rsqrt, "1 / sqrt(x)")
+    log2 = _float_function(E.Log2, "the base-2 logarithm")
+    exp2 = _float_function(E.Exp2, "2 ** x")
 
-    def sqrt(self):
-        return E.Sqrt.apply(self)
+    def square(self):
+        """x * x, one node; integers stay integers."""
+        return E.Square.apply(self)
 
-    def tanh(self):
-        return E.Tanh.apply(self)
+    def sign(self):
+        """-1, 0 or 1 by the sign of each element (gradient 0)."""
+        return E.Sign.apply(self)
 
-    def sigmoid(self):
-        return E.Sigmoid.apply(self)
+    def _rounding(self, op, **kwargs):
+        if self.dtype.kind != "f":          # already whole numbers: a copy, as PyTorch
+            return Tensor.wrap(self.data.copy(), self.device)
+        return op.apply(self, **kwargs)
+
+    def floor(self):
+        """The largest whole number <= x (gradient 0)."""
+        return self._rounding(E.Floor)
+
+    def ceil(self):
+        """The smallest whole number >= x (gradient 0)."""
+        return self._rounding(E.Ceil)
+
+    def round(self, decimals: int = 0):
+        """x rounded to ``decimals`` places, halves to even as PyTorch (gradient 0)."""
+        if isinstance(decimals, bool) or not isinstance(decimals, (int, np.integer)):
+            raise TypeError(f"round: decimals must be an int, got {decimals!r}")
+        return self._rounding(E.Round, decimals=int(decimals))
 
     def relu(self):
         return E.ReLU.apply(self)
@@ -465,48 +579,180 @@ class Tensor:
         return E.MaskedFill.apply(self, mask, value=value)
 
     # ------------------------------------------------------------------ reductions
-    def sum(self, axis=None, keepdims=False, dim=None):
-        return R.Sum.apply(self, axis=_axis_arg(axis, dim), keepdims=keepdims)
+    # Every reduction takes NumPy's spellings (axis=, keepdims=) and PyTorch's (dim=, keepdim=).
+    def sum(self, axis=None, keepdims=None, dim=None, keepdim=None):
+        return R.Sum.apply(self, axis=_axis_arg(axis, dim), keepdims=_keep_arg(keepdims, keepdim))
 
-    def mean(self, axis=None, keepdims=False, dim=None):
-        return R.Mean.apply(self, axis=_axis_arg(axis, dim), keepdims=keepdims)
+    def mean(self, axis=None, keepdims=None, dim=None, keepdim=None):
+        """The mean; an integer tensor's is taken in the default float dtype."""
+        return R.Mean.apply(self._floating(), axis=_axis_arg(axis, dim), keepdims=_keep_arg(keepdims, keepdim))
 
-    def max(self, axis=None, keepdims=False, dim=None):
-        return R.Max.apply(self, axis=_axis_arg(axis, dim), keepdims=keepdims)
+    def max(self, dim=None, keepdim=None, axis=None, keepdims=None):
+        """The largest element, or PyTorch's three forms:
 
-    def min(self, axis=None, keepdims=False, dim=None):
-        return R.Min.apply(self, axis=_axis_arg(axis, dim), keepdims=keepdims)
+        * ``max()``: over everything; ``max(axis=...)`` (NumPy's spelling, one axis or a
+          tuple) and ``max(dim=(...))``: the values alone, as ``amax``; tied maxima share
+          the gradient evenly;
+        * ``max(dim)`` with one int dim: ``(values, indices)`` (``ValuesIndices``), the first
+          maximum's index along dim; the gradient goes to that element alone, as PyTorch;
+        * ``max(other_tensor)``: the elementwise maximum (``maximum``).
+        """
+        return self._extreme(R.Max, dim, keepdim, axis, keepdims)
 
-    def var(self, axis=None, keepdims=False, correction=1, dim=None):
-        """Variance; ``correction=1`` (the default, as PyTorch) divides by N - 1, 0 by N."""
-        return R.Var.apply(self, axis=_axis_arg(axis, dim), keepdims=keepdims, correction=correction)
+    def min(self, dim=None, keepdim=None, axis=None, keepdims=None):
+        """The smallest element; the forms of ``max``, with minima."""
+        return self._extreme(R.Min, dim, keepdim, axis, keepdims)
 
-    def logsumexp(self, axis=None, keepdims=False, dim=None):
-        return R.LogSumExp.apply(self, axis=_axis_arg(axis, dim), keepdims=keepdims)
+    def _extreme(self, op, dim, keepdim, axis, keepdims):
+        if isinstance(dim, Tensor):
+            return self.maximum(dim) if op is R.Max else self.minimum(dim)
+        keep = _keep_arg(keepdims, keepdim)
+        if dim is None or axis is not None or isinstance(dim, (tuple, list)):
+            return op.apply(self, axis=_axis_arg(axis, dim), keepdims=keep)
+        d = R.normalize_axis(dim, max(self.ndim, 1), op.pick)
+        if self.ndim == 0:
+            return ValuesIndices(self, Tensor.wrap(self.xp.zeros((), dtype=np.int64), self.device))
+        if self.shape[d] == 0:
+            raise IndexError(f"{op.pick}(dim={dim}): dim {d} of shape {self.shape} is empty")
+        pick = self.data.argmax if op is R.Max else self.data.argmin
+        at = Tensor.wrap(self.xp.asarray(pick(axis=d, keepdims=True)).astype(np.int64, copy=False), self.device)
+        values = V.Gather.apply(self, at, axis=d)
+        if not keep:
+            values, at = values.squeeze(d), at.squeeze(d)
+        return ValuesIndices(values, at)
 
-    def argmax(self, axis=None, keepdims=False):
-        return Tensor.wrap(self.xp.asarray(self.data.argmax(axis=axis, keepdims=keepdims)), self.device)
+    def amax(self, dim=None, keepdim=None, axis=None, keepdims=None):
+        """The largest element over ``dim`` (an int, a tuple, or None for all); tied maxima share the gradient."""
+        return R.Max.apply(self, axis=_axis_arg(axis, dim), keepdims=_keep_arg(keepdims, keepdim))
 
-    def argmin(self, axis=None, keepdims=False):
-        return Tensor.wrap(self.xp.asarray(self.data.argmin(axis=axis, keepdims=keepdims)), self.device)
+    def amin(self, dim=None, keepdim=None, axis=None, keepdims=None):
+        """The smallest element over ``dim``; tied minima share the gradient."""
+        return R.Min.apply(self, axis=_axis_arg(axis, dim), keepdims=_keep_arg(keepdims, keepdim))
+
+    def var(self, dim=None, unbiased=None, keepdim=None, correction=None, axis=None, keepdims=None):
+        """Variance over ``dim``: sum((x - mean)**2) / (N - correction). ``correction=1`` (the
+        default, as PyTorch) divides by N - 1, 0 by N; ``unbiased=True/False`` is PyTorch's
+        older spelling of correction 1/0."""
+        return R.Var.apply(self._floating(), axis=_axis_arg(axis, dim), keepdims=_keep_arg(keepdims, keepdim),
+                           correction=_correction_arg(correction, unbiased))
+
+    def std(self, dim=None, unbiased=None, keepdim=None, correction=None, axis=None, keepdims=None):
+        """Standard deviation, sqrt(var) (arguments as ``var``), one node. Where every element of
+        the reduced slice is equal the gradient is 0 (PyTorch: NaN)."""
+        return R.Std.apply(self._floating(), axis=_axis_arg(axis, dim), keepdims=_keep_arg(keepdims, keepdim),
+                           correction=_correction_arg(correction, unbiased))
+
+    def logsumexp(self, axis=None, keepdims=None, dim=None, keepdim=None):
+        return R.LogSumExp.apply(self._floating(), axis=_axis_arg(axis, dim), keepdims=_keep_arg(keepdims, keepdim))
+
+    def argmax(self, dim=None, keepdim=None, axis=None, keepdims=None):
+        """The index of the (first) largest element, over everything (flattened) or along one dim."""
+        return self._arg(self.data.argmax, dim, keepdim, axis, keepdims)
+
+    def argmin(self, dim=None, keepdim=None, axis=None, keepdims=None):
+        """The index of the (first) smallest element, over everything (flattened) or along one dim."""
+        return self._arg(self.data.argmin, dim, keepdim, axis, keepdims)
+
+    def _arg(self, pick, dim, keepdim, axis, keepdims):
+        axis = _axis_arg(axis, dim)
+        if axis is not None:
+            axis = R.normalize_axis(axis, max(self.ndim, 1), "argmax")
+        keep = _keep_arg(keepdims, keepdim)
+        if self.ndim == 0:
+            return Tensor.wrap(self.xp.zeros((), dtype=np.int64), self.device)
+        out = self.xp.asarray(pick(axis=axis, keepdims=keep)).astype(np.int64, copy=False)
+        return Tensor.wrap(out, self.device)
+
+    def cumsum(self, dim=None, axis=None):
+        """Running sums along ``dim`` (required, as PyTorch): out[i] = x[0] + ... + x[i]; integers
+        and booleans are summed as int64."""
+        d = _axis_arg(axis, dim)
+        if d is None:
+            raise TypeError("cumsum: give the dim to sum along")
+        d = R.normalize_axis(d, max(self.ndim, 1), "cumsum")
+        x = self if self.dtype.kind == "f" else self.to(dtype=np.int64)
+        if x.ndim == 0:
+            return R.CumSum.apply(x.reshape(1), axis=0).reshape(())
+        return R.CumSum.apply(x, axis=d)
+
+    # ------------------------------------------------------------------ softmax family (as F.softmax)
+    def softmax(self, dim=None, axis=None):
+        """exp(x) / sum(exp(x)) along ``dim`` (default the last). A row that is all -inf gives
+        zeros and a zero gradient (PyTorch: NaN). The same op as ``F.softmax``."""
+        return S.Softmax.apply(self._float_for("softmax"), axis=self._dim_for("softmax", dim, axis))
+
+    def log_softmax(self, dim=None, axis=None):
+        """x - logsumexp(x) along ``dim`` (default the last). A row that is all -inf gives -inf
+        and the gradient g (PyTorch: NaN). The same op as ``F.log_softmax``."""
+        return S.LogSoftmax.apply(self._float_for("log_softmax"), axis=self._dim_for("log_softmax", dim, axis))
+
+    def cat(self, *others, dim=None, axis=None):
+        """``tinygrad_llm.cat((self, *others), dim)`` (tinygrad's spelling)."""
+        return cat((self, *others), axis=axis, dim=dim)
+
+    def multinomial(self, num_samples: int, replacement: bool = False):
+        """Category indices drawn from this tensor's weights, PyTorch's ``multinomial``:
+        ``self`` (C,) or (R, C) holds weights >= 0 (not necessarily summing to 1) -> int64
+        (num_samples,) or (R, num_samples). Without replacement a category is drawn at most
+        once per row. No gradient. Uses the package's generator (``manual_seed``)."""
+        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+            raise ArgumentError(f"multinomial: num_samples must be a positive int, got {num_samples!r}")
+        if self.ndim not in (1, 2) or self.shape[-1] == 0:
+            raise ShapeError(f"multinomial: weights must be 1-D or 2-D with at least one category, got {self.shape}")
+        w = self.data if self.ndim == 2 else self.data[None]
+        if w.dtype.kind not in "fiub":
+            raise DtypeError(f"multinomial: weights must be numbers, got {w.dtype}")
+        xp = self.xp
+        positive = (w > 0).sum(axis=1)
+        flags = xp.stack([((w < 0) | ~xp.isfinite(w)).any(), (positive == 0).any(), (positive < num_samples).any()])
+        bad, empty, too_few = backend.to_numpy(flags).tolist()            # one host sync: the checks are worth it
+        if bad or empty:
+            raise ArgumentError("multinomial: weights must be finite and >= 0, with a positive sum in every row")
+        if not replacement and too_few:
+            raise ArgumentError(f"multinomial: cannot draw {num_samples} samples without replacement from "
+                                f"rows with fewer categories of positive weight")
+        idx = _multinomial(self.device, w, int(num_samples), bool(replacement))
+        return Tensor.wrap(idx if self.ndim == 2 else idx[0], self.device)
+
+    def _float_for(self, op):
+        if self.dtype.kind != "f":
+            raise DtypeError(f"{op}: input must be a floating-point tensor, got dtype {self.dtype}")
+        return self
+
+    def _dim_for(self, op, dim, axis):
+        return R.normalize_axis(_axis_arg(axis, dim, -1), max(self.ndim, 1), op)
 
     # ------------------------------------------------------------------ movement
-    def reshape(self, *shape):
-        shape = _shape_arg(shape)
+    def reshape(self, *shape, **kw):
+        """The same elements in a new shape (one entry may be -1); ``reshape(2, 3)``,
+        ``reshape((2, 3))`` or PyTorch's ``reshape(shape=(2, 3))``."""
+        shape = _shape_arg(_sizes_kw("reshape", shape, kw, "shape"))
         if shape == self.shape:
             return self
         return V.Reshape.apply(self, shape=shape)
 
-    view = reshape
+    def view(self, *size, **kw):
+        """``reshape`` under PyTorch's other name (keyword ``size=``); every array here may be a view."""
+        return self.reshape(*_sizes_kw("view", size, kw, "size"))
 
-    def permute(self, *axes):
-        return V.Permute.apply(self, axes=_shape_arg(axes))
+    def contiguous(self):
+        """``self``: PyTorch needs contiguous memory before ``view``; every op here reads any
+        strides (NumPy and CuPy do), so there is nothing to do. Kept so PyTorch code runs as written."""
+        return self
 
-    def transpose(self, *axes):
-        """NumPy's rule: no axes reverses them all, else ``axes`` is a full permutation.
-        Two axes on a tensor that is not 2-D swap those two (PyTorch's ``transpose(a, b)``)."""
+    def permute(self, *dims, **kw):
+        """The axes in a new order; ``permute(2, 0, 1)``, ``permute((2, 0, 1))`` or ``permute(dims=...)``."""
+        return V.Permute.apply(self, axes=_shape_arg(_sizes_kw("permute", dims, kw, "dims")))
+
+    def transpose(self, *axes, dim0=None, dim1=None):
+        """PyTorch's ``transpose(dim0, dim1)``: swap two axes (also as keywords). Without
+        arguments, all axes reversed; three or more: a full permutation (NumPy's ``transpose``)."""
+        if dim0 is not None or dim1 is not None:
+            if axes or dim0 is None or dim1 is None:
+                raise TypeError("transpose: give both dim0 and dim1, and no other axes")
+            axes = (dim0, dim1)
         axes = _shape_arg(axes) if axes else tuple(range(self.ndim))[::-1]
-        if len(axes) == 2 and self.ndim != 2:
+        if len(axes) == 2:
             return self.swapaxes(*axes)
         return V.Permute.apply(self, axes=axes)
 
@@ -520,9 +766,10 @@ class Tensor:
     def T(self):  # noqa: N802 (NumPy's name)
         return V.Permute.apply(self, axes=tuple(range(self.ndim))[::-1])
 
-    def expand(self, *shape):
-        shape = _shape_arg(shape)
-        # PyTorch's -1 = keep this dimension
+    def expand(self, *sizes, **kw):
+        """A broadcast view to ``sizes`` (``expand(4, 2, 3)``, ``expand((4, 2, 3))`` or
+        ``expand(size=...)``); -1 keeps that dimension, as in PyTorch."""
+        shape = _shape_arg(_sizes_kw("expand", sizes, kw, "size"))
         nd = len(shape)
         full = (1,) * (nd - self.ndim) + self.shape
         shape = tuple(full[i] if s == -1 else s for i, s in enumerate(shape))
@@ -556,8 +803,96 @@ class Tensor:
             n *= d
         return self.reshape(self.shape[:s] + (n,) + self.shape[e + 1:])
 
+    def unflatten(self, dim: int, sizes):
+        """Axis ``dim`` split into several with ``sizes`` (one may be -1), the inverse of flatten."""
+        d = R.normalize_axis(dim, self.ndim, "unflatten")
+        sizes = tuple(int(n) for n in sizes)
+        if not sizes:
+            raise ShapeError("unflatten: sizes must not be empty")
+        known = math.prod(n for n in sizes if n != -1)
+        if sizes.count(-1) > 1 or (-1 not in sizes and known != self.shape[d]) or (
+                -1 in sizes and (known == 0 or self.shape[d] % known)):
+            raise ShapeError(f"unflatten: sizes {sizes} do not multiply to {self.shape[d]}, the size of dim {d}")
+        return self.reshape(self.shape[:d] + sizes + self.shape[d + 1:])
+
+    def flip(self, *dims, **kw):
+        """The elements in reverse order along ``dims`` (``flip(0)``, ``flip(0, 1)``,
+        ``flip((0, 1))`` or ``flip(dims=...)``); a copy, as in PyTorch."""
+        dims = _shape_arg(_sizes_kw("flip", dims, kw, "dims"))
+        return V.Flip.apply(self, axes=R.normalize_axes(dims, self.ndim))
+
+    def repeat(self, *repeats, **kw):
+        """The tensor tiled ``repeats[d]`` times along each axis d (PyTorch's repeat, NumPy's
+        tile); ``repeats`` may have more entries than dims (new leading axes)."""
+        reps = _shape_arg(_sizes_kw("repeat", repeats, kw, "repeats"))
+        if len(reps) < self.ndim:
+            raise ShapeError(f"repeat: {len(reps)} repeats given for a tensor with {self.ndim} dims; "
+                             "give one per dim (or more)")
+        if any(r < 0 for r in reps):
+            raise ValueError(f"repeat: repeats must be >= 0, got {reps}")
+        return V.Repeat.apply(self, reps=reps)
+
+    def tril(self, diagonal: int = 0):
+        """The lower triangle of the last two axes: entries (i, j) with j - i <= diagonal, 0 elsewhere."""
+        return V.Tril.apply(self._matrices("tril"), diagonal=_int_arg("tril", "diagonal", diagonal))
+
+    def triu(self, diagonal: int = 0):
+        """The upper triangle of the last two axes: entries (i, j) with j - i >= diagonal, 0 elsewhere."""
+        return V.Triu.apply(self._matrices("triu"), diagonal=_int_arg("triu", "diagonal", diagonal))
+
+    def _matrices(self, op):
+        if self.ndim < 2:
+            raise ShapeError(f"{op}: needs a tensor of at least 2 dims, got shape {self.shape}")
+        return self
+
+    def gather(self, dim: int, index):
+        """out[i][j][k] = self[i][index[i][j][k]][k] for dim 1 (likewise any dim), PyTorch's
+        gather: ``index`` is an integer tensor with self's number of dims, no larger than self
+        on the other dims; out has its shape. The gradient is scattered back (repeats add up)."""
+        if self.ndim == 0:                        # one element: as a 1-D tensor of size 1
+            return self.reshape(1).gather(dim, _as_tensor(index, self).reshape(1)).reshape(())
+        d, index = self._index_along("gather", dim, index, self.shape)
+        return V.Gather.apply(self, index, axis=d)
+
+    def scatter_add(self, dim: int, index, src):
+        """A copy of self with src[i][j][k] added at self[i][index[i][j][k]][k] for dim 1
+        (likewise any dim), for every position of ``index``; repeats add up. PyTorch's rules:
+        index no larger than src on every dim, nor than self off ``dim``."""
+        if not isinstance(src, Tensor):
+            raise TypeError(f"scatter_add: src must be a Tensor, got {type(src).__name__}")
+        if src.dtype != self.dtype:
+            raise DtypeError(f"scatter_add: src must have self's dtype {self.dtype}, got {src.dtype}")
+        if src.ndim != self.ndim:
+            raise ShapeError(f"scatter_add: src must have {self.ndim} dims as self, got shape {src.shape}")
+        if self.ndim == 0:                        # one element: as a 1-D tensor of size 1
+            return self.reshape(1).scatter_add(dim, _as_tensor(index, self).reshape(1), src.reshape(1)).reshape(())
+        d, index = self._index_along("scatter_add", dim, index, self.shape)
+        if any(i > n for i, n in zip(index.shape, src.shape)):
+            raise ShapeError(f"scatter_add: index of shape {index.shape} is larger than src {src.shape}")
+        return V.ScatterAdd.apply(self, index, src, axis=d)
+
+    def _index_along(self, op, dim, index, shape):
+        """(dim as an int, index as an int64 tensor on self's device) after PyTorch's checks."""
+        d = R.normalize_axis(dim, max(self.ndim, 1), op)
+        index = _as_tensor(index, self)
+        if index.device != self.device:
+            raise backend.DeviceError(f"{op}: index is on {index.device!r}, self on {self.device!r}")
+        if index.dtype.kind not in "iu":
+            raise DtypeError(f"{op}: index must be an integer tensor, got {index.dtype}")
+        if index.ndim != self.ndim:
+            raise ShapeError(f"{op}: index must have {self.ndim} dims as self, got shape {index.shape}")
+        if any(i > n for k, (i, n) in enumerate(zip(index.shape, shape)) if k != d):
+            raise ShapeError(f"{op}: index of shape {index.shape} is larger than self {shape} off dim {d}")
+        if index.size:
+            lo, hi = int(index.data.min()), int(index.data.max())     # host syncs: the check is worth them
+            if lo < 0 or hi >= shape[d]:
+                raise IndexError(f"{op}: index {lo if lo < 0 else hi} is out of bounds for dim {d} "
+                                 f"with size {shape[d]}")
+        return d, Tensor.wrap(index.data.astype(np.int64, copy=False), self.device)
+
     def __getitem__(self, index):
-        return V.GetItem.apply(self, index=_index_arg(index, self))
+        index, then = _index_arg(index, self)
+        return V.GetItem.apply(self, index=index, then=then)
 
     def split(self, split_size_or_sections, axis=None, dim=None):
         """Pieces along an axis: an int gives pieces of that size (the last may be smaller),
@@ -638,7 +973,47 @@ class Tensor:
 
     def __setitem__(self, index, value):
         self._inplace_check("__setitem__")
-        self.data[_index_arg(index, self)] = self._value(value)
+        index, then = _index_arg(index, self)
+        if then is None:
+            self.data[index] = self._value(value)
+        else:                                   # self.data[index] is a view: write through it
+            self.data[index][then] = self._value(value)
+
+
+def _sizes_kw(op, args, kw, name):
+    """Sizes given positionally (``args``) or as PyTorch's keyword ``name=``, not both."""
+    if kw:
+        if set(kw) != {name} or args:
+            raise TypeError(f"{op}: give the sizes positionally or as {name}=, got {args or ''} {sorted(kw)}")
+        return (kw[name],)
+    return args
+
+
+def _int_arg(op, name, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{op}: {name} must be an int, got {value!r}")
+    return int(value)
+
+
+def _correction_arg(correction, unbiased) -> int:
+    """var/std's divisor N - correction: ``correction`` (default 1), or PyTorch's older
+    ``unbiased`` (True: 1, False: 0)."""
+    if unbiased is not None:
+        if correction is not None:
+            raise TypeError("give correction or unbiased, not both")
+        return int(bool(unbiased))
+    return 1 if correction is None else correction
+
+
+def _as_tensor(x, like) -> "Tensor":
+    return x if isinstance(x, Tensor) else Tensor(x, device=like.device)
+
+
+def _dtype_mismatch(op, a, b):
+    """PyTorch refuses a matrix product of float32 with float64 (or int with float), and so
+    do we, instead of promoting silently."""
+    raise DtypeError(f"{op}: both operands must have one dtype, got {a.dtype} and {b.dtype}; "
+                     "cast one with .to(dtype)")
 
 
 def _shape_arg(shape) -> tuple:
@@ -647,29 +1022,102 @@ def _shape_arg(shape) -> tuple:
     return tuple(int(s) for s in shape)
 
 
-def _index_arg(index, like):
-    """Tensors and lists inside an index become arrays on the tensor's device.
+def _index_item(i, like, bounds: dict):
+    """One item of an index as NumPy takes it: a Tensor gives its array (and its known value
+    bounds into ``bounds``), a list a host array (``_on_device`` moves it to a GPU)."""
+    if isinstance(i, Tensor):
+        if i.device != like.device:
+            raise backend.DeviceError(f"index tensor is on {i.device!r}, the indexed tensor on {like.device!r}")
+        if i.value_bounds is not None:
+            bounds[id(i.data)] = i.value_bounds
+        return i.data
+    if isinstance(i, list):
+        return np.asarray(i)
+    return i
 
-    On a GPU the integer arrays are also checked against the sizes of the axes they index:
-    NumPy raises IndexError for an index out of range, CuPy would silently wrap it around.
-    Host arrays are checked on the host; device arrays by one read of their min and max,
-    unless their bounds are known (``Tensor.set_value_bounds``)."""
-    items = index if isinstance(index, tuple) else (index,)
-    out, bounds = [], []
+
+def _sequence_is_tuple(index: list) -> bool:
+    """PyTorch's (and old NumPy's) reading of a list used as an index: a tuple of indices when
+    it is shorter than 32 and holds a Tensor, an array, a list or tuple, a slice, Ellipsis or
+    None (``x[[t, 1]]`` is ``x[t, 1]``, ``x[[[0]]]`` is ``x[[0]]``); else one index array."""
+    return len(index) < 32 and any(
+        isinstance(i, (Tensor, np.ndarray, list, tuple, slice)) or i is None or i is Ellipsis
+        or hasattr(i, "__cuda_array_interface__") for i in index)
+
+
+def _is_int(i) -> bool:
+    """An int, or a 0-d integer array (a 0-d integer Tensor): PyTorch selects with it."""
+    if isinstance(i, (bool, np.bool_)):
+        return False
+    if isinstance(i, (int, np.integer)):
+        return True
+    return getattr(i, "ndim", None) == 0 and i.dtype.kind in "iu"
+
+
+def _index_arg(index, like):
+    """``index`` in NumPy's terms with PyTorch's meaning, as ``(index, then)``: the tensor is
+    indexed ``x[index]``, then, when ``then`` is not None, ``[then]``.
+
+    The two libraries differ where an int (or a 0-d integer tensor) stands in the same index
+    as an index array: NumPy counts the int as one more advanced index (so
+    ``x[1, :, t]`` puts t's dims first), PyTorch selects with the int first and then places
+    the remaining advanced dims by its usual rule (``x[1, :, t]`` has them last, where t was).
+    Such an index is split here into the basic part (ints, slices, None, Ellipsis) and the
+    advanced part, applied to the result: NumPy's placement of the advanced part then agrees
+    with PyTorch's. A 0-d integer tensor in such a split index is read as a Python int (on a
+    GPU, one host sync). Lists are read as PyTorch reads them (``_sequence_is_tuple``).
+    """
+    if isinstance(index, list) and _sequence_is_tuple(index):
+        index = tuple(index)
+    bounds = {}                                        # id(array) -> (lo, hi) known on the host
+    if not isinstance(index, tuple):
+        return _on_device((_index_item(index, like, bounds),), bounds, like.shape, like)[0], None
+    items, has_int, has_array = [], False, False
+    for i in index:
+        if type(i) is int:
+            has_int = True
+        elif type(i) is not slice and i is not None and i is not Ellipsis:
+            i = _index_item(i, like, bounds)
+            if _is_int(i):
+                has_int = True
+            elif getattr(i, "ndim", 0) > 0:
+                has_array = True
+        items.append(i)
+    if not (has_int and has_array):
+        return _on_device(items, bounds, like.shape, like), None
+    first, then, consumed, ellipsis = [], [], 0, False
     for i in items:
-        b = None
-        if isinstance(i, Tensor):
-            if i.device != like.device:
-                raise backend.DeviceError(f"index tensor is on {i.device!r}, the indexed tensor on {like.device!r}")
-            b, i = i.value_bounds, i.data
-        elif isinstance(i, list):
-            i = np.asarray(i)
-        out.append(i)
-        bounds.append(b)
-    if like.device != "cpu":
-        _check_index_bounds(out, bounds, like.shape, like.xp)
-        out = [like.xp.asarray(i) if isinstance(i, np.ndarray) else i for i in out]
-    return tuple(out) if isinstance(index, tuple) else out[0]
+        if _is_int(i):
+            first.append(int(i))
+            consumed += 1
+        elif getattr(i, "ndim", 0) > 0:              # an index array: a full slice now, the array after
+            n = i.ndim if i.dtype == np.bool_ else 1
+            first += [slice(None)] * n
+            then.append(i)
+            consumed += n
+        elif i is Ellipsis:
+            first.append(i)
+            then.append(i)
+            ellipsis = True
+        else:                                          # a slice, None or a Python bool
+            first.append(i)
+            then.append(slice(None))
+            consumed += isinstance(i, slice)
+    if ellipsis:                                       # spelled out: the dims it stands for, as full slices
+        k = next(j for j, t in enumerate(then) if t is Ellipsis)
+        then[k:k + 1] = [slice(None)] * (like.ndim - consumed)
+    first = tuple(first)
+    mid_shape = np.broadcast_to(np.empty((), np.uint8), like.shape)[first].shape   # a view: no copy
+    return first, _on_device(then, bounds, mid_shape, like)
+
+
+def _on_device(items, bounds, shape, like) -> tuple:
+    """``items`` (an index into an array of ``shape``) ready for ``like``'s device: on a GPU,
+    integer arrays checked against their axes (``_check_index_bounds``), host arrays copied over."""
+    if like.device == "cpu":
+        return tuple(items)
+    _check_index_bounds(items, [bounds.get(id(i)) for i in items], shape, like.xp)
+    return tuple(like.xp.asarray(i) if isinstance(i, np.ndarray) else i for i in items)
 
 
 def _check_index_bounds(items, bounds, shape, xp):
@@ -703,11 +1151,27 @@ def _check_index_bounds(items, bounds, shape, xp):
 
 # ---------------------------------------------------------------------- functions on tensors
 
+_NUMBERS = (bool, int, float, np.bool_, np.integer, np.floating)
+
+
 def where(cond, a, b):
-    """``a`` where ``cond`` else ``b``, broadcasting all three; gradients flow to a and b."""
+    """``a`` where ``cond`` else ``b``, broadcasting all three; gradients flow to a and b.
+
+    ``a`` and ``b`` may be Tensors or Python numbers; with two numbers the result's dtype is
+    PyTorch's: bool for two bools, int64 for ints, the default float dtype if either is a
+    float (``where(c, 4, 2)`` is an int64 tensor on cond's device).
+    """
     ref = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
     if ref is None:
-        raise TypeError("where: at least one of a and b must be a Tensor")
+        if not isinstance(cond, Tensor):
+            raise TypeError(f"where: cond must be a Tensor when a and b are not, got {type(cond).__name__}")
+        if not (isinstance(a, _NUMBERS) and isinstance(b, _NUMBERS)):
+            raise TypeError(f"where: a and b must be Tensors or numbers, got {type(a).__name__} and "
+                            f"{type(b).__name__}")
+        bools = isinstance(a, (bool, np.bool_)) and isinstance(b, (bool, np.bool_))
+        floats = isinstance(a, (float, np.floating)) or isinstance(b, (float, np.floating))
+        dtype = np.bool_ if bools else backend.default_dtype if floats else np.int64
+        ref = Tensor.wrap(cond.xp.asarray(a, dtype=dtype), cond.device)
     a, b = ref._lift(a), ref._lift(b)
     cond = cond if isinstance(cond, Tensor) else Tensor(cond, device=ref.device)
     return E.Where.apply(cond, a, b)
@@ -722,7 +1186,7 @@ def minimum(a, b):
 
 
 def cat(tensors, axis=None, dim=None):
-    """Concatenate along an existing axis."""
+    """Concatenate a list or tuple of tensors along an existing axis (``torch.cat(tensors, dim)``)."""
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat needs at least one tensor")
@@ -730,7 +1194,7 @@ def cat(tensors, axis=None, dim=None):
     for t in tensors[1:]:
         if t.ndim != tensors[0].ndim or any(
                 n != m for i, (n, m) in enumerate(zip(t.shape, tensors[0].shape)) if i != axis):
-            raise ValueError(f"cat along axis {axis}: shapes {tensors[0].shape} and {t.shape} differ off that axis")
+            raise ShapeError(f"cat along axis {axis}: shapes {tensors[0].shape} and {t.shape} differ off that axis")
     return V.Cat.apply(*tensors, axis=axis)
 
 
@@ -741,6 +1205,89 @@ def stack(tensors, axis=None, dim=None):
         raise ValueError("stack needs at least one tensor")
     for t in tensors[1:]:
         if t.shape != tensors[0].shape:
-            raise ValueError(f"stack: all shapes must match, got {tensors[0].shape} and {t.shape}")
+            raise ShapeError(f"stack: all shapes must match, got {tensors[0].shape} and {t.shape}")
     axis = R.normalize_axis(_axis_arg(axis, dim, 0), tensors[0].ndim + 1, "stack")
     return V.Stack.apply(*tensors, axis=axis)
+
+
+def multinomial(input, num_samples: int, replacement: bool = False):  # noqa: A002 (PyTorch's name)
+    """``input.multinomial(num_samples, replacement)`` (``torch.multinomial``)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"multinomial: input must be a Tensor, got {type(input).__name__}")
+    return input.multinomial(num_samples, replacement)
+
+
+def einsum(equation: str, *operands):
+    """Einstein summation, PyTorch's ``torch.einsum(equation, *operands)``, one graph node.
+
+    ``"ij,jk->ik"`` is a matrix product, ``"bij,bjk->bik"`` a batched one, ``"ii->i"`` a
+    diagonal, ``"i,j->ij"`` an outer product, ``"...ij->...ji"`` a transpose of the last two
+    dims; without ``->`` the output is the letters used once, in alphabetical order
+    (capitals first). Letters a-z and A-Z, spaces ignored; ``...`` stands for the dims no
+    letter names (broadcast between operands, as are dims of size 1). Operands may also be
+    passed as one list. Any number of operands; the gradient of each is an einsum of the
+    others and the output's gradient (docs/backprop.md, "Einsum").
+    """
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    if not isinstance(equation, str):
+        raise TypeError(f"einsum: the equation must be a string, got {type(equation).__name__}")
+    for k, t in enumerate(operands):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"einsum: operand {k} must be a Tensor, got {type(t).__name__}")
+    if not operands:
+        raise ArgumentError("einsum: give at least one operand")
+    if any(t.dtype != operands[0].dtype for t in operands):
+        raise DtypeError(f"einsum: operands must share one dtype, got {[str(t.dtype) for t in operands]}")
+    terms, out = _einsum_terms(equation.replace(" ", ""), [t.ndim for t in operands])
+    sizes = {}
+    for k, (term, t) in enumerate(zip(terms, operands)):
+        for c in set(term):
+            dims = [n for d, n in zip(term, t.shape) if d == c]
+            if len(set(dims)) > 1:
+                raise ShapeError(f"einsum: subscript {c} is repeated in operand {k} with sizes {dims}, which differ")
+        for c, n in zip(term, t.shape):
+            if c in sizes and n != sizes[c] and 1 not in (n, sizes[c]):
+                raise ShapeError(f"einsum: subscript {c} has size {n} in operand {k}, which does not "
+                                 f"broadcast with size {sizes[c]} seen before")
+            sizes[c] = n if sizes.get(c, 1) == 1 else sizes[c]
+    return Einsum.apply(*operands, terms=tuple(terms), out=out)
+
+
+def _einsum_terms(equation: str, ndims):
+    """(one string of letters per operand, the output's letters): each ``...`` replaced by
+    letters of its own (right-aligned: an operand's last ellipsis dim gets the last letter),
+    an implicit output spelled out. ShapeError/ArgumentError (a ValueError) naming what is wrong."""
+    lhs, arrow, rhs = equation.partition("->")
+    inputs = lhs.split(",")
+    if len(inputs) != len(ndims):
+        raise ArgumentError(f"einsum: the equation has {len(inputs)} operand(s), {len(ndims)} were given")
+    bad = sorted(set(equation.replace("...", "").replace(",", "").replace("->", "")) - set(LETTERS))
+    if bad or "." in (lhs + rhs).replace("...", ""):
+        raise ArgumentError(f"einsum: subscripts must be letters a-z or A-Z (and '...'), got {bad or ['.']}")
+    spare = [c for c in LETTERS if c not in equation]
+    widths = []
+    for k, (term, nd) in enumerate(zip(inputs, ndims)):
+        named = len(term.replace("...", ""))
+        if term.count("...") > 1 or ("..." not in term and named != nd) or named > nd:
+            raise ShapeError(f"einsum: operand {k} has {nd} dims, but its subscripts {term!r} name {named}"
+                             + ("" if "..." in term else " (and no '...')"))
+        widths.append(nd - named if "..." in term else 0)
+    width = max(widths, default=0)
+    if width > len(spare):
+        raise ArgumentError("einsum: too many dims for the 52 letters")
+    dots = "".join(spare[:width])
+    terms = [t.replace("...", dots[width - w:]) for t, w in zip(inputs, widths)]
+    if arrow:
+        if rhs.count("...") > 1:
+            raise ArgumentError(f"einsum: the output {rhs!r} has '...' more than once")
+        out = rhs.replace("...", dots)
+        used = set("".join(terms))
+        for c in out:
+            if c not in used or out.count(c) > 1:
+                raise ArgumentError(f"einsum: output subscript {c} " + (
+                    "appears more than once" if c in used else "appears in no operand"))
+    else:
+        letters = "".join(t.replace("...", "") for t in inputs)
+        out = dots + "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    return terms, out

@@ -139,13 +139,13 @@ class TrainConfig:
 
 def training_memory(config, batch_size: int) -> dict:
     """A lower bound of the float32 memory one training step needs, in bytes, without
-    building the model: ``params`` (weights, gradients and AdamW's two moments: 16 bytes per
-    parameter), ``activations`` (kept for the backward pass: about 16 * n_embd values per
-    token and layer, the attention scores, and the logits with their gradient), ``total``;
-    and ``n_params``. Measured peaks are 1.15-1.7 times this (docs/nn.md)."""
+    building the model (``config``: a GPTConfig or LlamaConfig): ``params`` (weights,
+    gradients and AdamW's two moments: 16 bytes per parameter), ``activations`` (kept for
+    the backward pass: about 16 * n_embd values per token and layer, the attention scores,
+    and the logits with their gradient), ``total``; and ``n_params``. Measured peaks are
+    1.15-1.7 times this (docs/nn.md)."""
     C, T, V, L, H = config.n_embd, config.block_size, config.vocab_size, config.n_layer, config.n_head
-    n_params = V * C * (1 if config.tie_weights else 2) + (T * C if config.pos == "learned" else 0) \
-        + L * (12 * C * C + 13 * C) + 2 * C
+    n_params = config.num_params()
     params = 16 * n_params
     activations = 4 * (L * batch_size * T * (16 * C + H * T) + 2 * batch_size * T * V)
     return {"n_params": n_params, "params": params, "activations": activations, "total": params + activations}

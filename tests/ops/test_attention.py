@@ -22,6 +22,7 @@ from strategies import with_fixtures
 
 import tinygrad_llm.nn.functional as F
 from tinygrad_llm import Tensor, gradcheck, manual_seed
+from tinygrad_llm import no_grad as tg_no_grad
 from tinygrad_llm.backend import get_rng_state
 from tinygrad_llm.kernels import tuning
 from tinygrad_llm.nn.functional import scaled_dot_product_attention as sdpa
@@ -277,7 +278,9 @@ def test_masked_entries_get_exactly_zero_gradient(device, tier, how):
     np.testing.assert_array_equal(to_np(out2), to_np(out))
 
 
-def test_mask_forms_are_equivalent_and_get_no_gradient(tier):
+def test_mask_forms_are_equivalent(tier):
+    """Every spelling of one mask gives the same output; a float mask that requires grad also
+    gets a gradient (zero at its -inf entries: those scores never reach the output)."""
     rs = np.random.default_rng(7)
     q, k, v = (rs.standard_normal((2, 3, 4, 5)) for _ in range(3))
     allowed = rs.random((3, 4, 4)) < 0.7
@@ -288,7 +291,10 @@ def test_mask_forms_are_equivalent_and_get_no_gradient(tier):
         out = sdpa(Q, K, V, attn_mask=mask)
         out.sum().backward()
         outs.append(out.numpy())
-        if isinstance(mask, Tensor):
+        if isinstance(mask, Tensor) and mask.requires_grad:
+            assert mask.grad.shape == allowed.shape and (mask.grad[~allowed] == 0).all()
+            assert np.abs(mask.grad[allowed]).max() > 0
+        elif isinstance(mask, Tensor):
             assert mask.grad is None
     for o in outs[1:]:
         np.testing.assert_allclose(o, outs[0], rtol=1e-12, atol=1e-14)
@@ -413,6 +419,106 @@ def test_dropout_expected_value_is_the_plain_output():
     assert (np.abs(out.mean(axis=0) - ref_attention(q, k, v)[0]) < 5 * se + 1e-12).all()
 
 
+# ----------------------------------------------------------------------------- grouped-query attention
+
+@st.composite
+def gqa_cases(draw):
+    """q (B, KV * G, T, D), k and v (B, KV, S, D), a mask over (B, H, T, S) or (T, S), is_causal."""
+    B, KV, G = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(2, 3))
+    T, S, D = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    rs = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    q = rs.standard_normal((B, KV * G, T, D))
+    k, v = rs.standard_normal((B, KV, S, D)), rs.standard_normal((B, KV, S, D))
+    mask = draw(st.sampled_from([None, (T, S), (B, KV * G, T, S), (B, 1, T, S), (B, 1, 1, S), (KV * G, 1, S)]))
+    if mask is not None:
+        mask = rs.random(mask) < 0.7
+    return q, k, v, mask, draw(st.booleans())
+
+
+def repeat_heads(a, G):
+    """(..., KV, S, D) -> (..., KV * G, S, D): key/value head kv serves query heads kv * G .. kv * G + G - 1."""
+    return np.repeat(a, G, axis=-3)
+
+
+@with_fixtures
+@given(gqa_cases())
+def test_gqa_against_repeated_heads_and_gradcheck(tier, case):
+    """enable_gqa is attention with each K/V head repeated for its group; gradients by finite differences."""
+    q, k, v, mask, causal = case
+    G = q.shape[1] // k.shape[1]
+    helper_test_op([q, k, v], lambda a, b, c: sdpa(a, b, c, attn_mask=mask, is_causal=causal, enable_gqa=True),
+                   lambda a, b, c: ref_attention(a, repeat_heads(b, G), repeat_heads(c, G), mask, causal))
+
+
+def test_gqa_gradient_of_a_shared_head_is_the_group_sum(device, tier):
+    rs = np.random.default_rng(7)
+    B, KV, G, T, D = 2, 2, 3, 5, 4
+    q, k, v = rs.standard_normal((B, KV * G, T, D)), rs.standard_normal((B, KV, T, D)), rs.standard_normal((B, KV, T, D))
+    g = rs.standard_normal((B, KV * G, T, D))
+    Q, K, V = _tensors(q, k, v, device=device)
+    out = sdpa(Q, K, V, is_causal=True, enable_gqa=True)
+    out.backward(Tensor(g, device=device))
+    Qr, Kr, Vr = _tensors(q, repeat_heads(k, G), repeat_heads(v, G), device=device)
+    ref = sdpa(Qr, Kr, Vr, is_causal=True)
+    ref.backward(Tensor(g, device=device))
+    np.testing.assert_allclose(to_np(out), to_np(ref), atol=1e-12)
+    np.testing.assert_allclose(to_np(Q.grad), to_np(Qr.grad), atol=1e-12)
+    for ours, repeated in ((K.grad, Kr.grad), (V.grad, Vr.grad)):
+        np.testing.assert_allclose(to_np(ours), to_np(repeated).reshape(B, KV, G, T, D).sum(axis=2), atol=1e-12)
+    assert out.shape == (B, KV * G, T, D) and K.grad.shape == (B, KV, T, D)
+
+
+def test_gqa_with_dropout_draws_the_mask_of_the_repeated_heads(tier):
+    rs = np.random.default_rng(8)
+    q, k, v = rs.standard_normal((2, 6, 4, 3)), rs.standard_normal((2, 3, 4, 3)), rs.standard_normal((2, 3, 4, 3))
+    outs = []
+    for kk, vv, gqa in ((k, v, True), (repeat_heads(k, 2), repeat_heads(v, 2), False)):
+        manual_seed(3)
+        outs.append(sdpa(Tensor(q), Tensor(kk), Tensor(vv), dropout_p=0.4, is_causal=True, enable_gqa=gqa).numpy())
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-12)
+    Q, K, V = _tensors(q, k, v)
+
+    def fn(a, b, c):
+        manual_seed(5)
+        return sdpa(a, b, c, dropout_p=0.3, enable_gqa=True)
+    gradcheck(fn, [Q, K, V])
+
+
+@given(gqa_cases(), st.sampled_from([np.float64, np.float32]))
+def test_gqa_fast_tier_equals_reference(case, dtype):
+    q, k, v, mask, causal = case
+    tiers_agree(lambda a, b, c: sdpa(a, b, c, attn_mask=mask, is_causal=causal, enable_gqa=True),
+                [q.astype(dtype), k.astype(dtype), v.astype(dtype)], scaled_atol=True)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_gqa_matches_torch(tier, dtype, tol):
+    torch = pytest.importorskip("torch")
+    rs = np.random.default_rng(9)
+    q = rs.standard_normal((2, 6, 5, 4)).astype(dtype)
+    k, v = rs.standard_normal((2, 2, 5, 4)).astype(dtype), rs.standard_normal((2, 2, 5, 4)).astype(dtype)
+    helper_test_op([q, k, v], lambda a, b, c: sdpa(a, b, c, is_causal=True, enable_gqa=True),
+                   torch_fn=lambda a, b, c: torch.nn.functional.scaled_dot_product_attention(
+                       a, b, c, is_causal=True, enable_gqa=True), rtol=tol, atol=tol)
+
+
+def test_gqa_bad_input():
+    q, k = Tensor(np.zeros((1, 6, 3, 4))), Tensor(np.zeros((1, 4, 3, 4)))
+    with pytest.raises(ValueError, match=r"key/value heads \(4\) to divide the query heads \(6\)"):
+        sdpa(q, k, k, enable_gqa=True)
+    with pytest.raises(ValueError, match="key and value need the same number of heads"):
+        sdpa(q, Tensor(np.zeros((1, 2, 3, 4))), Tensor(np.zeros((1, 3, 3, 4))), enable_gqa=True)
+    with pytest.raises(ValueError, match="needs a heads dim"):
+        sdpa(Tensor(np.zeros((3, 4))), Tensor(np.zeros((3, 4))), Tensor(np.zeros((3, 4))), enable_gqa=True)
+    with pytest.raises(TypeError, match="enable_gqa must be a bool"):
+        sdpa(q, q, q, enable_gqa=1)
+    with pytest.raises(ValueError, match="do not broadcast"):            # without enable_gqa: as before
+        sdpa(q, Tensor(np.zeros((1, 2, 3, 4))), Tensor(np.zeros((1, 2, 3, 4))))
+    with pytest.raises(ValueError, match=r"attn_mask of shape \(1, 2, 3, 3\) does not broadcast"):
+        sdpa(q, Tensor(np.zeros((1, 2, 3, 4))), Tensor(np.zeros((1, 2, 3, 4))), enable_gqa=True,
+             attn_mask=np.ones((1, 2, 3, 3), dtype=bool))             # a mask over the K/V heads, not H
+
+
 # ----------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("shapes, match", [
@@ -496,6 +602,85 @@ def test_matches_torch(tier, dtype, tol, T, S, mask_kind, causal):
                        torch_fn=lambda a, b, c: TF.scaled_dot_product_attention(
                            a, b.expand(2, 3, S, 4), c, attn_mask=None if T == S or not causal else torch.tensor(
                                np.tril(np.ones((T, S), dtype=bool), k=S - T)), is_causal=causal and T == S, scale=0.6))
+
+
+# ----------------------------------------------------------------------------- a float mask's gradient
+
+@with_fixtures
+@given(cases(), st.sampled_from([0.0, 0.3]), st.integers(0, 1000))
+def test_float_mask_gradient_gradcheck(tier, case, p, seed):
+    """A float attn_mask that requires grad is a fourth input: its gradient is dS summed over
+    the dims it was broadcast along; exactly 0 where the mask is -inf or the causal mask
+    forbids (those scores never reach the output)."""
+    q, k, v, mask, is_causal, scale = case
+    if mask is None or mask.dtype == bool:
+        return
+    def fn(a, b, c, m):
+        manual_seed(seed)                    # the same dropout mask on every call
+        return sdpa(a, b, c, attn_mask=m, is_causal=is_causal, dropout_p=p, scale=scale)
+    out, grads = helper_test_op([q, k, v, mask], fn, None if p else (
+        lambda a, b, c, m: ref_attention(a, b, c, m, is_causal, scale)))
+    dmask = grads[3]
+    assert dmask.shape == mask.shape and (dmask[np.isneginf(mask)] == 0).all()
+
+
+@given(cases(), st.sampled_from([np.float64, np.float32]))
+def test_float_mask_gradient_fast_tier_equals_reference(case, dtype):
+    q, k, v, mask, is_causal, scale = case
+    if mask is None or mask.dtype == bool:
+        return
+    s = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    terms = max(1.0, s * np.linalg.norm(q, axis=-1).max() * np.linalg.norm(k, axis=-1).max()) * max(1.0, np.abs(v).max())
+    tiers_agree(lambda a, b, c, m: sdpa(a, b, c, attn_mask=m, is_causal=is_causal, scale=scale),
+                [a.astype(dtype) for a in (q, k, v, mask)], atol=(1e-12 if dtype == np.float64 else 3e-6) * terms)
+
+
+def test_float_mask_gradient_on_device_and_in_float32(device, tier):
+    """A float64 mask on float32 inputs: the node sees a float32 mask (a recorded cast), the
+    mask's gradient comes back float64; no gradient when grad mode is off or not required."""
+    rs = np.random.default_rng(3)
+    q, k, v = (Tensor(rs.standard_normal((2, 3, 4)).astype(np.float32), device=device, requires_grad=True)
+               for _ in range(3))
+    m = Tensor(rs.standard_normal((3, 3)), device=device, requires_grad=True)
+    out = sdpa(q, k, v, attn_mask=m)
+    assert out.dtype == np.float32 and len(out.grad_fn.inputs) == 4
+    out.backward(Tensor(rs.standard_normal((2, 3, 4)).astype(np.float32), device=device))
+    assert m.grad.dtype == np.float64 and m.grad.shape == (3, 3) and np.abs(to_np(m.grad)).max() > 0
+    with tg_no_grad():
+        assert sdpa(q, k, v, attn_mask=m).grad_fn is None
+    assert len(sdpa(q, k, v, attn_mask=m.detach()).grad_fn.inputs) == 3
+
+
+@pytest.mark.parametrize("mshape", [(3, 5), (1, 3, 5), (4, 3, 5), (2, 1, 1, 5), (2, 4, 3, 5)])
+def test_float_mask_gradient_with_grouped_query_attention(tier, mshape):
+    """enable_gqa stacks each K/V head's query heads as rows, the mask's rows too: the mask's
+    gradient is unstacked again and summed back to its shape (shared by all heads, or per head)."""
+    rs = np.random.default_rng(len(mshape) + mshape[0])
+    q, k, v = rs.standard_normal((2, 4, 3, 2)), rs.standard_normal((2, 2, 5, 2)), rs.standard_normal((2, 2, 5, 3))
+    mask = rs.standard_normal(mshape)
+    mask[..., 0, 1] = -np.inf
+    out, grads = helper_test_op([q, k, v, mask], lambda a, b, c, m: sdpa(a, b, c, attn_mask=m, enable_gqa=True))
+    assert grads[3].shape == mshape and (grads[3][..., 0, 1] == 0).all()
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("mshape", [(4, 6), (1, 1, 4, 6), (2, 1, 1, 6), (2, 3, 4, 6), (3, 1, 6)])
+def test_float_mask_gradient_matches_torch(tier, dtype, tol, mshape):
+    torch = pytest.importorskip("torch")
+    rs = np.random.default_rng(len(mshape) * 7 + mshape[-2])
+    q, k, v, _ = _torch_case(rs, 4, 6, None, dtype)
+    mask = rs.standard_normal(mshape).astype(dtype)
+    mask[..., 0, 1] = -np.inf
+    g = rs.standard_normal((2, 3, 4, 5)).astype(dtype)
+    Q, K, V, M = _tensors(q, k, v, mask)
+    out = sdpa(Q, K, V, attn_mask=M, scale=0.7)
+    out.backward(Tensor(g))
+    tq, tk, tv, tm = (torch.tensor(a, requires_grad=True) for a in (q, k, v, mask))
+    tout = torch.nn.functional.scaled_dot_product_attention(tq, tk.expand(2, 3, 6, 4), tv, attn_mask=tm, scale=0.7)
+    tout.backward(torch.tensor(g))
+    for ours, theirs in ((out.numpy(), tout), (Q.grad, tq.grad), (K.grad, tk.grad), (V.grad, tv.grad),
+                         (M.grad, tm.grad)):
+        np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=tol, atol=tol)
 
 
 # ----------------------------------------------------------------------------- the example

@@ -155,6 +155,19 @@ UNARY = {
                  lambda s: arrays(s, away_from=[-0.2])),
     "clip_max": (lambda t: t.clamp(max=0.3), lambda x: np.minimum(x, 0.3),
                  lambda s: arrays(s, away_from=[0.3])),
+    "sin": (Tensor.sin, np.sin, lambda s: arrays(s, -4.0, 4.0)),
+    "cos": (Tensor.cos, np.cos, lambda s: arrays(s, -4.0, 4.0)),
+    "square": (Tensor.square, np.square, lambda s: arrays(s)),
+    "rsqrt": (Tensor.rsqrt, lambda x: 1 / np.sqrt(x), lambda s: arrays(s, 0.2, 3.0)),
+    "log2": (Tensor.log2, np.log2, lambda s: arrays(s, 0.1, 3.0)),
+    "exp2": (Tensor.exp2, np.exp2, lambda s: arrays(s, -3.0, 3.0)),
+    # piecewise constant: gradient 0, checked away from the jumps
+    "sign": (Tensor.sign, np.sign, lambda s: arrays(s, away_from=[0.0])),
+    "floor": (Tensor.floor, np.floor, lambda s: arrays(s, -3.0, 3.0, away_from=range(-3, 4))),
+    "ceil": (Tensor.ceil, np.ceil, lambda s: arrays(s, -3.0, 3.0, away_from=range(-3, 4))),
+    "round": (Tensor.round, np.round, lambda s: arrays(s, -3.0, 3.0, away_from=np.arange(-3.5, 4))),
+    "round_2": (lambda t: t.round(decimals=2), lambda x: np.round(x, 2),
+                lambda s: arrays(s, away_from=np.arange(-2.005, 2.01, 0.01), margin=0.001)),
 }
 
 
@@ -168,7 +181,8 @@ def test_unary(device, name, shape, data):
     assert out.shape == shape
 
 
-@pytest.mark.parametrize("name", ["exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs"])
+@pytest.mark.parametrize("name", ["exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs", "sin", "cos", "square",
+                                  "rsqrt", "log2", "exp2", "sign", "floor", "ceil", "round"])
 def test_unary_keeps_float32_and_float16(device, name):
     op, ref, _ = UNARY[name]
     x_np = np.array([0.3, 1.7, 2.5])
@@ -276,8 +290,23 @@ def test_where_cond_gets_no_gradient_and_needs_a_tensor(device):
     tg.where(cond, a, 0.0).sum().backward()
     close(a.grad, [1.0, 0.0])
     assert cond.grad is None
-    with pytest.raises(TypeError, match="at least one"):
-        tg.where(cond, 1.0, 2.0)
+    with pytest.raises(TypeError, match="cond must be a Tensor"):
+        tg.where([True, False], 1.0, 2.0)
+    with pytest.raises(TypeError, match="Tensors or numbers"):
+        tg.where(cond, [1.0, 2.0], 2.0)
+
+
+@pytest.mark.parametrize("a, b, dtype", [(4, 2, np.int64), (4.0, 2, np.float32), (4, 2.5, np.float32),
+                                         (True, False, np.bool_), (True, 2, np.int64)])
+def test_where_with_two_numbers_is_pytorchs(device, a, b, dtype):
+    """``where(cond, 4, 2)`` with two Python numbers: a tensor on cond's device, of PyTorch's dtype."""
+    cond = Tensor(np.array([True, False, True]), device=device)
+    out = tg.where(cond, a, b)
+    assert out.dtype == dtype and out.device == cond.device and not out.requires_grad
+    np.testing.assert_array_equal(to_np(out), np.array([a, b, a]).astype(dtype))
+    torch = pytest.importorskip("torch")
+    expected = torch.where(torch.tensor([True, False, True]), a, b)
+    assert str(expected.dtype).replace("torch.", "") == np.dtype(dtype).name
 
 
 @with_fixtures
@@ -310,7 +339,9 @@ def test_clip_needs_a_bound(device):
 
 
 TORCH = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "pow": "pow", "exp": "exp", "log": "log",
-         "sqrt": "sqrt", "tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu", "abs": "abs"}
+         "sqrt": "sqrt", "tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu", "abs": "abs", "sin": "sin",
+         "cos": "cos", "square": "square", "rsqrt": "rsqrt", "log2": "log2", "exp2": "exp2", "sign": "sign",
+         "floor": "floor", "ceil": "ceil", "round": "round"}
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -325,7 +356,7 @@ def test_matches_torch(name, dtype):
         arrays_ = [a.astype(dtype), b.astype(dtype)]
     else:
         op = UNARY[name][0]
-        x = rs.uniform(0.1, 3.0, (3, 4)) if name in ("log", "sqrt") else rs.standard_normal((3, 4)) * 2
+        x = rs.uniform(0.1, 3.0, (3, 4)) if name in ("log", "sqrt", "rsqrt", "log2") else rs.standard_normal((3, 4)) * 2
         arrays_ = [x.astype(dtype)]
     helper_test_op(arrays_, op, torch_fn=getattr(torch, TORCH[name]))
 
@@ -354,3 +385,80 @@ def test_relu_of_integers_keeps_the_dtype(device):
 def test_binary_shapes_that_do_not_broadcast(device):
     with pytest.raises(ValueError):
         leaf(np.zeros((2, 3)), device) + leaf(np.zeros((4,)), device)
+
+
+def test_steps_give_zero_gradient_at_their_jumps_and_keep_integers(device):
+    """sign/floor/ceil/round: gradient 0 everywhere, the jumps included (PyTorch's choice);
+    on integer tensors floor/ceil/round return the same integers, sign keeps the dtype."""
+    x = leaf(np.array([-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 2.5, np.inf, -np.inf]), device)
+    for op, ref in [(Tensor.sign, np.sign), (Tensor.floor, np.floor), (Tensor.ceil, np.ceil), (Tensor.round, np.round)]:
+        x.grad = None
+        y = op(x)
+        np.testing.assert_array_equal(to_np(y), ref(to_np(x)))       # halves to even: round(0.5) = 0, round(2.5) = 2
+        y.backward(np.ones(9))
+        np.testing.assert_array_equal(to_np(x.grad), np.zeros(9))
+    n = Tensor(np.array([-3, 0, 4]), device=device)
+    for op in (Tensor.floor, Tensor.ceil, Tensor.round):
+        assert op(n).dtype == np.int64 and (to_np(op(n)) == [-3, 0, 4]).all()
+    assert n.sign().dtype == np.int64 and n.square().dtype == np.int64
+    assert (to_np(x.sign()[np.array([7, 8])]) == [1, -1]).all()
+    assert (to_np(leaf(np.array([np.nan]), device).sign()) == 0).all()       # PyTorch's sign(NaN) = 0
+
+
+def test_float_functions_of_integers_give_float32(device):
+    """PyTorch's rule (NumPy would give float64): exp, log, sin, ... of an integer tensor are float32."""
+    n = Tensor(np.array([1, 2, 3]), device=device)
+    for name in ("exp", "log", "sqrt", "tanh", "sigmoid", "sin", "cos", "rsqrt", "log2", "exp2"):
+        y = getattr(n, name)()
+        assert y.dtype == np.float32, name
+        close(y, getattr(leaf(np.array([1.0, 2.0, 3.0]), device), name)().numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_rsqrt_and_log2_at_zero_and_infinity(device):
+    x = leaf(np.array([0.0, np.inf, 4.0]), device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        close(x.rsqrt(), [np.inf, 0.0, 0.5])
+    close(leaf(np.array([np.inf, -np.inf]), device).exp2(), [np.inf, 0.0])
+
+
+# ------------------------------------------------------------------------------ logical and bitwise
+
+@with_fixtures
+@given(pair=broadcastable_pairs(), data=st.data())
+def test_logical_ops_on_booleans(device, pair, data):
+    rs = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    a_np, b_np = rs.random(pair[0]) < 0.5, rs.random(pair[1]) < 0.5
+    a, b = Tensor(a_np, device=device), Tensor(b_np, device=device)
+    for out, expected in [(a & b, a_np & b_np), (a | b, a_np | b_np), (a ^ b, a_np ^ b_np), (~a, ~a_np),
+                          (a.logical_not(), ~a_np), (a & True, a_np & True), (False | b, False | b_np),
+                          (a.logical_and(b), a_np & b_np), (a.logical_or(b), a_np | b_np)]:
+        assert out.dtype == np.bool_ and out.grad_fn is None
+        np.testing.assert_array_equal(to_np(out), expected)
+
+
+def test_bitwise_ops_on_integers_and_logical_not_of_any_dtype(device):
+    a, b = Tensor(np.array([12, 5, -1]), device=device), Tensor(np.array([10, 3, 7]), device=device)
+    np.testing.assert_array_equal(to_np(a & b), [8, 1, 7])
+    np.testing.assert_array_equal(to_np(a | b), [14, 7, -1])
+    np.testing.assert_array_equal(to_np(~a), [-13, -6, 0])
+    x = leaf(np.array([0.0, -2.0, np.nan]), device)
+    out = x.logical_not()
+    assert out.dtype == np.bool_ and out.grad_fn is None
+    np.testing.assert_array_equal(to_np(out), [True, False, False])
+    with pytest.raises(TypeError, match="boolean or integer"):
+        x & x
+    with pytest.raises(TypeError, match="boolean or integer"):
+        ~x
+
+
+def test_logical_ops_match_torch():
+    torch = pytest.importorskip("torch")
+    rs = np.random.default_rng(3)
+    a_np, b_np = rs.random((3, 4)) < 0.5, rs.random(4) < 0.5
+    a, b, ta, tb = Tensor(a_np), Tensor(b_np), torch.tensor(a_np), torch.tensor(b_np)
+    for ours, theirs in [(a & b, ta & tb), (a | b, ta | tb), (a ^ b, ta ^ tb), (~a, ~ta),
+                         (a.logical_not(), ta.logical_not())]:
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    with pytest.raises(RuntimeError):           # PyTorch's class, as PyTorch raises for float bitwise ops
+        Tensor([1.0]) & Tensor([1.0])

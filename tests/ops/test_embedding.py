@@ -99,3 +99,39 @@ def test_embedding_is_one_node():
     out = F.embedding(ids, w)
     assert isinstance(out.grad_fn, Embedding) and out.grad_fn.name == "Embedding"
     assert out.grad_fn.inputs[0] is ids and out.grad_fn.inputs[1] is w
+
+
+# ------------------------------------------------------------------------------ padding_idx
+
+@pytest.mark.parametrize("padding_idx", [0, 3, -1])
+def test_padding_idx_row_gets_no_gradient(device, tier, padding_idx):
+    rs = np.random.default_rng(5)
+    V, D = 5, 3
+    ids = np.array([[0, 3, 4], [3, 3, 1]])
+    w = leaf(rs.standard_normal((V, D)), device)
+    out = F.embedding(Tensor(ids, device=device), w, padding_idx=padding_idx)
+    np.testing.assert_array_equal(to_np(out), to_np(w)[ids])          # the lookup itself is unchanged
+    g = rs.standard_normal((2, 3, D))
+    out.backward(Tensor(g, device=device))
+    expect = np.zeros((V, D))
+    np.add.at(expect, ids.reshape(-1), g.reshape(-1, D))
+    expect[padding_idx] = 0
+    np.testing.assert_allclose(to_np(w.grad), expect, rtol=1e-12)
+
+
+def test_padding_idx_matches_torch_and_the_module():
+    torch = pytest.importorskip("torch")
+    import tinygrad_llm.nn as nn
+    rs = np.random.default_rng(6)
+    ids, w = rs.integers(0, 6, (4, 5)), rs.standard_normal((6, 3))
+    helper_test_op([ids, w], lambda i, t: F.embedding(i, t, padding_idx=2),
+                   torch_fn=lambda i, t: torch.nn.functional.embedding(i, t, padding_idx=2),
+                   check_gradcheck=False)          # row 2's gradient is withheld on purpose: not the derivative
+    m = nn.Embedding(6, 3, padding_idx=-2)
+    assert m.padding_idx == 4 and (m.weight.numpy()[4] == 0).all() and "padding_idx=4" in repr(m)
+    m(Tensor(np.array([4, 4, 1]))).sum().backward()
+    assert (m.weight.grad[4] == 0).all() and (m.weight.grad[1] == 1).all()
+    with pytest.raises(ValueError, match="padding_idx"):
+        F.embedding(Tensor(np.array([0])), Tensor(w), padding_idx=6)
+    with pytest.raises(ValueError, match="padding_idx"):
+        nn.Embedding(6, 3, padding_idx=-7)

@@ -110,3 +110,13 @@ def test_linear_bad_shapes():
         F.linear(x, Tensor(np.zeros((5, 4))), Tensor(np.zeros(4)))
     with pytest.raises(TypeError, match="weight must be a Tensor"):
         F.linear(x, np.zeros((5, 4)))
+
+
+def test_linear_refuses_mixed_dtypes():
+    """As PyTorch: float32 input with a float64 weight (or bias) raises instead of promoting."""
+    x = Tensor(np.zeros((2, 4), dtype=np.float32))
+    for w, b in ((Tensor(np.zeros((5, 4))), None), (Tensor(np.zeros((5, 4), dtype=np.float32)), Tensor(np.zeros(5)))):
+        with pytest.raises(TypeError, match="one dtype"):
+            F.linear(x, w, b)
+        with pytest.raises(RuntimeError, match="one dtype"):
+            F.linear(x, w, b)

@@ -124,3 +124,32 @@ def test_matches_torch(dtype, sa, sb):
     rs = np.random.default_rng(len(sa) * 10 + len(sb))
     helper_test_op([rs.standard_normal(sa).astype(dtype), rs.standard_normal(sb).astype(dtype)],
                    lambda a, b: a @ b, torch_fn=torch.matmul)
+
+
+def test_mixed_dtypes_are_refused_as_pytorch_does(device):
+    """float32 @ float64 (or int @ float) raises, naming both dtypes, instead of promoting to
+    float64 silently; the error is a TypeError and, as in PyTorch, a RuntimeError."""
+    a = leaf(np.ones((2, 3), dtype=np.float32), device)
+    for b in (leaf(np.ones((3, 4)), device), Tensor(np.ones((3, 4), dtype=np.int64), device=device)):
+        for fn in (lambda: a @ b, lambda: b.T @ a.T, lambda: a.matmul(b)):
+            with pytest.raises(TypeError, match=r"float32 and (float64|int64)|(float64|int64) and float32"):
+                fn()
+            with pytest.raises(RuntimeError):
+                fn()
+    assert (a @ a.T).dtype == np.float32
+
+
+def test_dot(device):
+    a, b = leaf(np.array([1.0, 2.0, 3.0]), device), leaf(np.array([4.0, -1.0, 0.5]), device)
+    out = a.dot(b)
+    assert out.shape == ()
+    close(out, 3.5)
+    out.backward()
+    close(a.grad, [4.0, -1.0, 0.5])
+    close(b.grad, [1.0, 2.0, 3.0])
+    with pytest.raises(RuntimeError, match="1-D"):
+        leaf(np.ones((2, 2)), device).dot(leaf(np.ones((2, 2)), device))
+    with pytest.raises(RuntimeError, match="one size"):
+        a.dot(leaf(np.ones(2), device))
+    with pytest.raises(RuntimeError, match="one dtype"):
+        a.dot(leaf(np.ones(3, dtype=np.float32), device))

@@ -1,7 +1,8 @@
-"""Reductions: sum mean max min var logsumexp with axis = None | int | tuple (negative too)
-and keepdims; forward against NumPy, gradients against finite differences (float64); the
-tie rule of max/min; logsumexp's stability and its all -inf rows; bad axes. No op here
-has a fast kernel."""
+"""Reductions: sum mean max min var std logsumexp with axis = None | int | tuple (negative
+too) and keepdims, in NumPy's and PyTorch's spellings; max/min(dim) -> (values, indices);
+argmax/argmin; cumsum; forward against NumPy, gradients against finite differences (float64)
+and PyTorch; the tie rule of max/min; std where all elements are equal; logsumexp's
+stability and its all -inf rows; bad axes. No op here has a fast kernel."""
 import warnings
 
 import numpy as np
@@ -51,18 +52,20 @@ def test_reduction(device, name, shape, data, keepdims):
     assert out.shape == np.shape(expected)
 
 
+@pytest.mark.parametrize("name", ["var", "std"])
 @pytest.mark.parametrize("correction", [0, 1])
 @with_fixtures
 @given(shape=shapes(min_dims=1), data=st.data(), keepdims=st.booleans())
-def test_var(device, correction, shape, data, keepdims):
+def test_var_and_std(device, name, correction, shape, data, keepdims):
     axis = data.draw(axis_args(len(shape)))
     axes = tuple(range(len(shape))) if axis is None else (axis,) if isinstance(axis, int) else axis
     n = int(np.prod([shape[a] for a in axes]))
     if n - correction <= 0:          # a single element with N - 1 = 0: undefined, tested below
         return
     x_np = data.draw(arrays(shape))
-    helper_test_op([x_np], lambda t: t.var(axis=axis, keepdims=keepdims, correction=correction),
-                   lambda a: np.var(a, axis=axis, ddof=correction, keepdims=keepdims), device=device)
+    ref = {"var": np.var, "std": np.std}[name]
+    helper_test_op([x_np], lambda t: getattr(t, name)(axis=axis, keepdims=keepdims, correction=correction),
+                   lambda a: ref(a, axis=axis, ddof=correction, keepdims=keepdims), device=device)
 
 
 def test_var_default_is_unbiased_and_single_element_is_nan(device):
@@ -182,3 +185,138 @@ def test_matches_torch(dtype):
     helper_test_op([x], lambda t: t.min(axis=0), torch_fn=lambda t: t.amin(0))
     helper_test_op([x], lambda t: t.var(axis=2), torch_fn=lambda t: t.var(2))
     helper_test_op([x], lambda t: t.logsumexp(axis=(1, 2)), torch_fn=lambda t: t.logsumexp((1, 2)))
+
+
+# ------------------------------------------------------------------------------ PyTorch's spellings
+
+def test_keepdim_and_dim_spellings(device):
+    """Every reduction takes dim= and keepdim= beside axis= and keepdims= (and positional dims)."""
+    x_np = np.random.default_rng(1).standard_normal((2, 3, 4))
+    x = leaf(x_np, device)
+    for name, ref in [("sum", np.sum), ("mean", np.mean), ("amax", np.max), ("amin", np.min),
+                      ("var", lambda a, axis, keepdims: np.var(a, axis=axis, ddof=1, keepdims=keepdims)),
+                      ("std", lambda a, axis, keepdims: np.std(a, axis=axis, ddof=1, keepdims=keepdims)),
+                      ("logsumexp", np_logsumexp)]:
+        expected = ref(x_np, axis=(0, 2), keepdims=True)
+        fn = getattr(x, name)
+        for out in (fn(dim=(0, 2), keepdim=True), fn(axis=(0, 2), keepdims=True), fn((0, 2), keepdim=True),
+                    fn(dim=(0, -1), keepdims=True)):
+            close(out, expected)
+        close(fn(-1), ref(x_np, axis=-1, keepdims=False))
+        with pytest.raises(TypeError, match="not both"):
+            fn(axis=1, dim=1)
+        with pytest.raises(TypeError, match="not both"):
+            fn(1, keepdims=True, keepdim=False)
+    close(x.var(1, False), np.var(x_np, axis=1))                   # PyTorch's (dim, unbiased) order
+    close(x.std(1, unbiased=True, keepdim=True), np.std(x_np, axis=1, ddof=1, keepdims=True))
+    close(x.var(1, correction=0), np.var(x_np, axis=1))
+    with pytest.raises(TypeError, match="not both"):
+        x.var(1, unbiased=True, correction=1)
+
+
+def test_max_min_with_one_dim_give_values_and_indices(device):
+    x_np = np.array([[3.0, 7.0, 7.0, 1.0], [2.0, 2.0, -1.0, 5.0]])
+    x = leaf(x_np, device)
+    values, indices = x.max(1)
+    assert type(x.max(1)).__name__ == "ValuesIndices" and x.max(dim=1).values.shape == (2,)
+    close(values, [7.0, 5.0])
+    np.testing.assert_array_equal(to_np(indices), [1, 3])           # the first maximum
+    assert indices.dtype == np.int64
+    values.sum().backward()                                          # the gradient goes to that element alone
+    close(x.grad, [[0, 1, 0, 0], [0, 0, 0, 1]])
+    v, i = x.min(0, keepdim=True)
+    assert v.shape == (1, 4) and i.shape == (1, 4)
+    np.testing.assert_array_equal(to_np(i), [[1, 1, 1, 0]])
+    close(x.max(), 7.0)                                              # all dims: the value
+    close(x.max(axis=1), [7.0, 5.0])                                 # NumPy's spelling: the values
+    close(x.max(dim=(0, 1)), 7.0)
+    close(x.max(leaf(np.full(4, 4.0), device)), np.maximum(x_np, 4.0))   # max(other): elementwise
+    close(x.min(leaf(np.full(4, 4.0), device)), np.minimum(x_np, 4.0))
+    s = leaf(np.array(3.0), device)
+    v0, i0 = s.max(0)
+    close(v0, 3.0)
+    assert i0.shape == () and int(i0.item()) == 0
+    with pytest.raises(IndexError, match="empty"):
+        leaf(np.zeros((2, 0)), device).max(1)
+
+
+def test_argmax_argmin(device):
+    x_np = np.random.default_rng(2).standard_normal((3, 4, 5))
+    x = leaf(x_np, device)
+    for ours, ref in [(x.argmax(), np.argmax(x_np)), (x.argmin(dim=-1), np.argmin(x_np, axis=-1)),
+                      (x.argmax(1, keepdim=True), np.argmax(x_np, axis=1, keepdims=True)),
+                      (x.argmin(axis=0, keepdims=True), np.argmin(x_np, axis=0, keepdims=True))]:
+        assert ours.dtype == np.int64 and ours.grad_fn is None
+        np.testing.assert_array_equal(to_np(ours), ref)
+    assert int(leaf(np.array(2.0), device).argmax().item()) == 0
+    nan = leaf(np.array([1.0, np.nan, 3.0]), device)
+    assert int(nan.argmax().item()) == 1 and np.isnan(to_np(nan.max()))     # NaN propagates, as PyTorch
+
+
+def test_std_of_equal_elements_has_zero_gradient(device):
+    """std is not differentiable where every element is equal (a cone's tip): the gradient is
+    0 there (the smallest subgradient), never NaN; other rows are unaffected."""
+    x = leaf(np.array([[2.0, 2.0, 2.0], [1.0, 2.0, 4.0]]), device)
+    out = x.std(dim=1)
+    close(out, [0.0, np.std([1.0, 2.0, 4.0], ddof=1)])
+    out.sum().backward()
+    g = to_np(x.grad)
+    assert np.isfinite(g).all() and (g[0] == 0).all()
+    close(g[1], (np.array([1.0, 2.0, 4.0]) - 7 / 3) / (2 * np.std([1.0, 2.0, 4.0], ddof=1)))
+
+
+def test_mean_var_std_of_integers_are_float32(device):
+    n = Tensor(np.array([1, 2, 4]), device=device)
+    for out in (n.mean(), n.var(), n.std()):
+        assert out.dtype == np.float32
+    close(n.mean(), 7 / 3, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------ cumsum
+
+@with_fixtures
+@given(shape=shapes(), data=st.data())
+def test_cumsum(device, shape, data):
+    dim = data.draw(st.integers(-max(len(shape), 1), max(len(shape), 1) - 1))
+    x_np = data.draw(arrays(shape))
+    ref = (lambda a: np.cumsum(a, axis=dim)) if shape else (lambda a: a)
+    out, (dx,) = helper_test_op([x_np], lambda t: t.cumsum(dim), ref, device=device)
+    assert out.shape == shape and dx.shape == shape
+
+
+def test_cumsum_gradient_is_the_reversed_running_sum(device):
+    x = leaf(np.zeros((2, 4)), device)
+    g = np.array([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 1.0]])
+    x.cumsum(dim=1).backward(g)
+    close(x.grad, [[10.0, 9.0, 7.0, 4.0], [1.0, 1.0, 1.0, 1.0]])
+
+
+def test_cumsum_edge_cases(device):
+    n = Tensor(np.array([[True, False], [True, True]]), device=device)
+    out = n.cumsum(0)
+    assert out.dtype == np.int64 and (to_np(out) == [[1, 0], [2, 1]]).all()
+    assert Tensor(np.array([1, 2], dtype=np.int32), device=device).cumsum(0).dtype == np.int64
+    assert leaf(np.zeros((0, 3)), device).cumsum(0).shape == (0, 3)
+    with np.errstate(invalid="ignore"):                                    # inf + -inf: NaN, as PyTorch
+        close(leaf(np.array([1.0, np.inf, -np.inf, 2.0]), device).cumsum(0), [1.0, np.inf, np.nan, np.nan])
+    h = leaf(np.ones(3, dtype=np.float16), device)
+    assert h.cumsum(0).dtype == np.float16
+    with pytest.raises(TypeError, match="dim"):
+        h.cumsum()
+    with pytest.raises(IndexError):
+        h.cumsum(1)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_new_reductions_match_torch(dtype):
+    torch = pytest.importorskip("torch")
+    x = (np.random.default_rng(5).standard_normal((3, 4, 5)) * 2).astype(dtype)
+    helper_test_op([x], lambda t: t.std(1), torch_fn=lambda t: t.std(1))
+    helper_test_op([x], lambda t: t.std(dim=(0, 2), correction=0, keepdim=True),
+                   torch_fn=lambda t: t.std(dim=(0, 2), correction=0, keepdim=True))
+    helper_test_op([x], lambda t: t.cumsum(-1), torch_fn=lambda t: t.cumsum(-1))
+    helper_test_op([x], lambda t: t.cumsum(dim=0), torch_fn=lambda t: t.cumsum(dim=0))
+    helper_test_op([x], lambda t: t.max(1).values, torch_fn=lambda t: t.max(1).values)
+    helper_test_op([x], lambda t: t.min(2, keepdim=True)[0], torch_fn=lambda t: t.min(2, keepdim=True)[0])
+    ours, theirs = Tensor(x).max(1), torch.tensor(x).max(1)
+    np.testing.assert_array_equal(ours.indices.numpy(), theirs.indices.numpy())

@@ -1,4 +1,4 @@
-"""Fine-tuning a GPT: instruction tuning (SFT) with prompt masking, DPO, and (with
+"""Fine-tuning a GPT or a Llama: instruction tuning (SFT) with prompt masking, DPO, and (with
 ``tinygrad_llm.nn.lora``) LoRA adapters. See docs/finetune.md.
 
     from tinygrad_llm.checkpoint import load_for_sampling

@@ -1,7 +1,8 @@
 """The model a fine-tuning run trains: the end-of-text token, the frozen reference, what is written.
 
-The model and tokenizer come from ``checkpoint.load_for_sampling`` (one of our checkpoints
-with its tokenizer, or a Hugging Face GPT-2 folder with vocab.json + merges.txt).
+The model (a GPT or a Llama) and tokenizer come from ``checkpoint.load_for_sampling`` (one of
+our checkpoints with its tokenizer, a Hugging Face GPT-2 folder with vocab.json + merges.txt,
+or a Llama folder with a byte-level BPE tokenizer.json).
 
 * :func:`with_end_of_text`: the id of ``<|endoftext|>``. GPT-2's tokenizer has it; a byte-level
   BPE of ours without it gets it as a new special token after its last id, and the model
@@ -10,6 +11,9 @@ with its tokenizer, or a Hugging Face GPT-2 folder with vocab.json + merges.txt)
   take one: that is an error (it usually cannot spell the template's "#" either).
 * :func:`save_finetuned`: a checkpoint ``examples/sample.py`` loads; with LoRA adapters the
   adapters are folded into a plain copy (the model being trained is left as it is).
+
+Each works on any :class:`~tinygrad_llm.model.CausalLM` (the token embedding is named by
+the model's ``embedding_name``).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from pathlib import Path
 
 from ..checkpoint import save_checkpoint
 from ..function import no_grad
-from ..model import GPT
+from ..model import CausalLM
 from ..nn import lora
 from ..tokenizer import BPETokenizer
 from .data import END_OF_TEXT
@@ -27,18 +31,18 @@ from .data import END_OF_TEXT
 __all__ = ["with_end_of_text", "grow_vocab", "frozen_copy", "save_finetuned"]
 
 
-def grow_vocab(model: GPT, vocab_size: int) -> GPT:
-    """A copy of ``model`` with ``vocab_size`` rows in wte (and lm_head); the old rows are kept,
-    new ones start at the mean of the old ones."""
+def grow_vocab(model: CausalLM, vocab_size: int) -> CausalLM:
+    """A copy of ``model`` with ``vocab_size`` rows in its token embedding (and lm_head); the old
+    rows are kept, new ones start at the mean of the old ones."""
     cfg = model.config
     if vocab_size < cfg.vocab_size:
         raise ValueError(f"grow_vocab: {vocab_size} is fewer rows than the model's {cfg.vocab_size}")
-    new = GPT(dataclasses.replace(cfg, vocab_size=vocab_size)).to(model.device)
+    new = type(model)(dataclasses.replace(cfg, vocab_size=vocab_size)).to(model.device)
     new.train(model.training)
     state = {}
     for k, v in model.state_dict().items():
         a = v.data
-        if k in ("transformer.wte.weight", "lm_head.weight"):
+        if k in (model.embedding_name, "lm_head.weight"):
             xp = v.xp
             extra = xp.broadcast_to(a.mean(axis=0, keepdims=True), (vocab_size - a.shape[0], a.shape[1]))
             a = xp.concatenate([a, extra.astype(a.dtype)])
@@ -47,7 +51,7 @@ def grow_vocab(model: GPT, vocab_size: int) -> GPT:
     return new
 
 
-def with_end_of_text(model: GPT, tokenizer):
+def with_end_of_text(model: CausalLM, tokenizer):
     """(model, tokenizer, eos_id): the end-of-text token's id, added when the tokenizer lacks it."""
     specials = getattr(tokenizer, "special_tokens", None)
     if specials is not None and END_OF_TEXT in specials:
@@ -63,17 +67,17 @@ def with_end_of_text(model: GPT, tokenizer):
     return model, tokenizer, eos
 
 
-def frozen_copy(model: GPT) -> GPT:
+def frozen_copy(model: CausalLM) -> CausalLM:
     """A copy of ``model`` in eval mode with no parameter requiring grad (DPO's reference)."""
     ref = copy.deepcopy(model)
     ref.requires_grad_(False)
     return ref.eval()
 
 
-def save_finetuned(out, name: str, model: GPT, tokenizer, train_config: dict, trainer_state: dict) -> Path:
-    """Write checkpoint ``out/name`` (a plain GPT: adapters merged into a copy when present)."""
+def save_finetuned(out, name: str, model: CausalLM, tokenizer, train_config: dict, trainer_state: dict) -> Path:
+    """Write checkpoint ``out/name`` (a plain model: adapters merged into a copy when present)."""
     if lora.lora_layers(model):
-        plain = GPT(model.config).to(model.device)
+        plain = type(model)(model.config).to(model.device)
         with no_grad():
             plain.load_state_dict(lora.merged_state_dict(model))
         model = plain

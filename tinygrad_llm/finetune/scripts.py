@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import backend, cli
 from ..backend import DeviceError
 from ..checkpoint import CheckpointError, discard, load_for_sampling
+from ..llama import Llama
 from ..nn import lora
 from ..rundir import RunDirError, RunExistsError, check_fresh, lock_run_dir, run_files
 from .data import check_lengths, encode_records, load_records, split_records
@@ -37,7 +38,8 @@ def add_common_arguments(p: argparse.ArgumentParser, lr_full: float, lr_lora: fl
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="our checkpoint directory (or a training output directory) to start from")
     src.add_argument("--hf", help="a Hugging Face GPT-2 directory (config.json, model.safetensors, vocab.json, "
-                                  "merges.txt) to start from")
+                                  "merges.txt) or Llama directory (config.json, model.safetensors, tokenizer.json) "
+                                  "to start from")
     p.add_argument("--data", required=True, help="JSON list or JSON Lines file of records")
     p.add_argument("--epochs", type=cli.integer(min=1), default=epochs,
                    help=f"passes over the training records (default {epochs})")
@@ -65,7 +67,8 @@ def add_common_arguments(p: argparse.ArgumentParser, lr_full: float, lr_lora: fl
     g.add_argument("--lora-alpha", type=cli.number(min=0, min_open=True), default=None,
                    help="scale alpha (the update is alpha/r B A; default 2 * rank)")
     g.add_argument("--lora-targets", default=None,
-                   help=f"comma-separated Linear layer names (default {','.join(lora.DEFAULT_TARGETS)})")
+                   help=f"comma-separated Linear layer names (default: every projection of the blocks: "
+                        f"{','.join(lora.DEFAULT_TARGETS)} for a GPT, {','.join(Llama.lora_targets)} for a Llama)")
     g.add_argument("--lora-dropout", type=cli.number(min=0, max=1, max_open=True), default=None,
                    help="dropout on the adapter's input (default 0)")
     p.set_defaults(lr_full=lr_full, lr_lora=lr_lora)
@@ -155,6 +158,8 @@ def prepare(args, fields, log=print, reference: bool = False) -> Run:
     ref = frozen_copy(model) if reference else None
     names = []
     if lcfg is not None:
+        if args.lora_targets is None:                  # the model's own default layers
+            lcfg = dataclasses.replace(lcfg, target_modules=type(model).lora_targets)
         names = lora.apply_lora(model, lcfg.target_modules, lcfg.r, lcfg.lora_alpha, lcfg.lora_dropout)
     lr = args.lr if args.lr is not None else (args.lr_lora if lcfg is not None else args.lr_full)
     if args.overwrite:
@@ -203,7 +208,8 @@ def base_train_config(run: Run, kind: str, cfg) -> dict:
     """What the checkpoint's config.json records under "train"."""
     a = run.args
     return {"finetune": kind, "data": str(Path(a.data).resolve()), "base": a.ckpt or a.hf,
-            "base_format": "tinygrad_llm" if a.ckpt else "gpt2", "val_fraction": a.val_fraction,
+            "base_format": "tinygrad_llm" if a.ckpt else ("llama" if run.model.arch == "llama" else "gpt2"),
+            "val_fraction": a.val_fraction,
             "lora": None if run.lora is None else run.lora.to_json(), **dataclasses.asdict(cfg)}
 
 

@@ -139,12 +139,17 @@ def scatter_add_rows(ids, g, num_rows, out=None):
 @tiers.register(embedding.Embedding)
 class Embedding(embedding.Embedding):
     """The reference's scatter-add, one element at a time (``scatter_add_rows``), straight into
-    the weight's gradient storage when it has one (``Function.grad_buffer``)."""
+    the weight's gradient storage when it has one (``Function.grad_buffer``; not with a
+    ``padding_idx``, whose row is zeroed in a gradient of its own)."""
 
     def backward(self, g):
         if not self.needs_input_grad[1]:
             return None, None
         D = g.shape[-1]
+        if self.padding_idx is not None:              # its row gets no gradient: made apart
+            dweight = scatter_add_rows(self.ids.reshape(-1), g.reshape(-1, D), self.V)
+            dweight[self.padding_idx] = 0
+            return None, dweight
         buf, add = self.grad_buffer(1, g.dtype)
         if buf is not None and not add:
             buf.fill(0)
@@ -354,6 +359,23 @@ class GELU(_Blockwise, activation.GELU):
         d *= g
 
 
+def silu_block(x, sig, y):
+    """sig = sigmoid(x) and y = x * sig, in place."""
+    np.negative(x, out=sig)
+    np.exp(sig, out=sig)                         # inf for x < -88 (float32): sig becomes exactly 0
+    sig += 1.0
+    np.reciprocal(sig, out=sig)
+    np.multiply(x, sig, out=y)
+
+
+def silu_slope_block(x, sig, d):
+    """d = sig * (1 + x * (1 - sig)) (d silu / dx), in place."""
+    np.subtract(1.0, sig, out=d)
+    d *= x
+    d += 1.0
+    d *= sig
+
+
 @tiers.register(activation.SiLU)
 class SiLU(_Blockwise, activation.SiLU):
     """The reference's formulas, block by block, in place (``saved`` is sig)."""
@@ -362,18 +384,46 @@ class SiLU(_Blockwise, activation.SiLU):
         return self._forward(x)
 
     def forward_block(self, x, sig, y):
-        np.negative(x, out=sig)
-        np.exp(sig, out=sig)                     # inf for x < -88 (float32): sig becomes exactly 0
-        sig += 1.0
-        np.reciprocal(sig, out=sig)
-        np.multiply(x, sig, out=y)
+        silu_block(x, sig, y)
 
     def backward_block(self, x, sig, g, d):
-        np.subtract(1.0, sig, out=d)
-        d *= x
-        d += 1.0
-        d *= sig
+        silu_slope_block(x, sig, d)
         d *= g
+
+
+@tiers.register(activation.SwiGLU)
+class SwiGLU(activation.SwiGLU):
+    """The reference's formulas on cache-sized blocks, in place, one chunk of blocks per core
+    (``tuning.ACTIVATION_BLOCK``); dgate and dup in one pass over each block."""
+
+    def forward(self, gate, up):
+        self.shape = gate.shape
+        self.gate, self.up = gate.reshape(-1), up.reshape(-1)     # views when contiguous
+        self.sig, h = np.empty_like(self.gate), np.empty_like(self.gate)
+
+        def run(lo, hi):
+            with np.errstate(over="ignore"):         # here: NumPy's error state is per thread
+                silu_block(self.gate[lo:hi], self.sig[lo:hi], h[lo:hi])
+            h[lo:hi] *= self.up[lo:hi]
+
+        parallel_for(run, h.size, block=tuning.ACTIVATION_BLOCK)
+        return h.reshape(self.shape)
+
+    def backward(self, g):
+        g = g.reshape(-1)
+        dgate, dup = np.empty_like(self.gate), np.empty_like(self.gate)
+
+        def run(lo, hi):
+            gate, sig, gr = self.gate[lo:hi], self.sig[lo:hi], g[lo:hi]
+            du, dg = dup[lo:hi], dgate[lo:hi]
+            np.multiply(gate, sig, out=du)
+            du *= gr                                 # dup = g * silu(gate)
+            silu_slope_block(gate, sig, dg)
+            dg *= gr
+            dg *= self.up[lo:hi]                     # dgate = g * up * silu'(gate)
+
+        parallel_for(run, g.size, block=tuning.ACTIVATION_BLOCK)
+        return dgate.reshape(self.shape), dup.reshape(self.shape)
 
 
 # ----------------------------------------------------------------------------- cross-entropy
@@ -586,7 +636,7 @@ def attention_forward(xp, qs, k, v, allowed=None, bias=None, keep=None, inv_keep
     return (P, O) if batch else (P[0], O[0])
 
 
-def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=None):
+def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=None, dS_out=None):
     """The reference's ``attention_backward``, same arguments and results.
 
     Cut into chunks and pieces as the forward; dS is built in place in the buffer of dO V^T,
@@ -599,6 +649,7 @@ def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=N
     dO_ = _batched(blas_matrices(dO), batch, (T, Dv))
     q_, k_, v_ = (_batched(blas_matrices(a), batch, tail) for a, tail in ((qs, (T, D)), (k, (Tk, D)), (v, (Tk, Dv))))
     keep_ = None if keep is None else _batched(keep, batch, (T, Tk))
+    dS_ = None if dS_out is None else _batched(dS_out, batch, (T, Tk))
     lead = P_.shape[:-2]
     if out is None:
         dq, dk, dv = (np.empty(lead + tail, dtype=dt) for tail in ((T, D), (Tk, D), (Tk, Dv)))
@@ -615,6 +666,8 @@ def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=N
             dS *= dt.type(inv_keep)
         dS -= row_dots(dO_[a:z], O_[a:z])                               # - delta
         dS *= Pa                                                        # dS = P * (dP - delta)
+        if dS_ is not None:
+            dS_[a:z] = dS                                               # a float bias's gradient
         np.matmul(dS, k_[a:z], out=dq[a:z])
         dq[a:z] *= dt.type(scale)                                       # dQ = s dS K
         np.matmul(dS.swapaxes(-1, -2), q_[a:z], out=dk[a:z])           # dK = dS^T qs

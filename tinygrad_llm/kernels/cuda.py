@@ -756,18 +756,21 @@ class Linear(cpu.Linear):
 @tiers.register(embedding.Embedding, "cuda")
 class Embedding(embedding.Embedding):
     """The reference's scatter-add (CuPy's, with float atomics), straight into the weight's
-    gradient storage or .grad when it has one: no zeros of its own, no copy."""
+    gradient storage or .grad when it has one: no zeros of its own, no copy (not with a
+    ``padding_idx``, whose row is zeroed in a gradient of its own)."""
 
     def backward(self, g):
         if not self.needs_input_grad[1]:
             return None, None
         D = g.shape[-1]
-        buf, add = self.grad_buffer(1, g.dtype)
-        if buf is None:
+        buf, add = self.grad_buffer(1, g.dtype) if self.padding_idx is None else (None, False)
+        if buf is None:                  # (a padding row is zeroed in a gradient of its own)
             buf = self.xp.zeros((self.V, D), dtype=g.dtype)
         elif not add:
             buf.fill(0)
         backend.scatter_add(self.xp, buf, self.ids.reshape(-1), g.reshape(-1, D))
+        if self.padding_idx is not None:
+            buf[self.padding_idx] = 0
         return None, buf
 
 

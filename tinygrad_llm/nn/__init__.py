@@ -4,11 +4,11 @@ from . import functional  # noqa: F401
 from . import utils  # noqa: F401
 from .containers import ModuleDict, ModuleList, Sequential
 from .kv_cache import KVCache
-from .layers import GELU, Dropout, Embedding, Identity, LayerNorm, Linear, ReLU, RMSNorm, SiLU
+from .layers import GELU, Dropout, Embedding, Identity, LayerNorm, Linear, ReLU, RMSNorm, RotaryEmbedding, SiLU
 from .module import IncompatibleKeys, Module, Parameter
 
 __all__ = [
     "functional", "utils", "Module", "Parameter", "IncompatibleKeys",
     "Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "GELU", "ReLU", "SiLU", "Identity",
-    "Sequential", "ModuleList", "ModuleDict", "KVCache",
+    "RotaryEmbedding", "Sequential", "ModuleList", "ModuleDict", "KVCache",
 ]

@@ -16,24 +16,27 @@ import numpy as np
 
 from .. import backend
 from ..function import is_grad_enabled
-from ..ops.activation import GELU_APPROXIMATIONS, GELU, SiLU
+from ..backend import ArgumentError, DtypeError, ShapeError
+from ..ops.activation import ELU, GELU_APPROXIMATIONS, GELU, LeakyReLU, SiLU, Softplus, SwiGLU
 from ..ops.attention import ScaledDotProductAttention
+from ..ops.binary_cross_entropy import BinaryCrossEntropy, BinaryCrossEntropyWithLogits
 from ..ops.cross_entropy import REDUCTIONS, CrossEntropy
 from ..ops.dpo import DPOLoss
 from ..ops.dropout import Dropout
 from ..ops.elementwise import ReLU
 from ..ops.embedding import Embedding
 from ..ops.linear import Linear
+from ..ops.movement import Pad
 from ..ops.norm import LayerNorm, RMSNorm
-from ..ops.reduce import normalize_axis
+from ..ops.rope import RoPE
 from ..ops.self_attention import CausalSelfAttention
-from ..ops.softmax import LogSoftmax, Softmax
 from ..tensor import Tensor
 
 __all__ = [
-    "linear", "softmax", "log_softmax", "cross_entropy", "layer_norm", "rms_norm",
-    "gelu", "relu", "silu", "embedding", "dropout", "scaled_dot_product_attention", "causal_self_attention",
-    "dpo_loss",
+    "linear", "softmax", "log_softmax", "cross_entropy", "binary_cross_entropy",
+    "binary_cross_entropy_with_logits", "layer_norm", "rms_norm",
+    "gelu", "relu", "silu", "swiglu", "leaky_relu", "elu", "softplus", "embedding", "one_hot", "pad", "dropout",
+    "scaled_dot_product_attention", "causal_self_attention", "rotary_embedding", "dpo_loss",
 ]
 
 
@@ -89,39 +92,42 @@ def linear(input, weight, bias=None):
     """y = input @ weight^T + bias.  input (..., in), weight (out, in), bias (out,) or None -> (..., out)."""
     tensors = (_tensor(input, "input"), _tensor(weight, "weight"))
     if weight.ndim != 2:
-        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {weight.shape}")
+        raise ShapeError(f"linear: weight must be 2-D (out_features, in_features), got shape {weight.shape}")
     out_f, in_f = weight.shape
     if input.ndim == 0 or input.shape[-1] != in_f:
-        raise ValueError(f"linear: input of shape {input.shape} does not match weight of shape {weight.shape}: "
+        raise ShapeError(f"linear: input of shape {input.shape} does not match weight of shape {weight.shape}: "
                          f"expected the last dimension to be in_features={in_f}")
     if bias is not None:
         tensors += (_tensor(bias, "bias"),)
         if bias.shape != (out_f,):
-            raise ValueError(f"linear: bias must have shape ({out_f},) to match weight {weight.shape}, "
+            raise ShapeError(f"linear: bias must have shape ({out_f},) to match weight {weight.shape}, "
                              f"got {bias.shape}")
+    if any(t.dtype != input.dtype for t in tensors[1:]):     # PyTorch refuses mixed dtypes too
+        raise DtypeError(f"linear: input, weight and bias must have one dtype, got "
+                         f"{', '.join(str(t.dtype) for t in tensors)}; cast with .to(dtype)")
     return Linear.apply(*tensors)
 
 
 # ----------------------------------------------------------------------------- softmax family
 
 def softmax(input, axis=None, dim=None):
-    """exp(x) / sum(exp(x)) along ``axis`` (``dim`` is an alias; default the last axis).
+    """exp(x) / sum(exp(x)) along ``axis`` (``dim`` is an alias; default the last axis):
+    ``input.softmax(dim)``.
 
     A row that is all -inf (fully masked) gives zeros and a zero gradient, where PyTorch
     gives NaN; the same convention as attention's fully masked rows.
     """
-    x = _float_tensor(input, "softmax")
-    return Softmax.apply(x, axis=normalize_axis(_axis(axis, dim), max(x.ndim, 1), "softmax"))
+    return _tensor(input, "input").softmax(_axis(axis, dim))
 
 
 def log_softmax(input, axis=None, dim=None):
-    """x - logsumexp(x) along ``axis`` (``dim`` is an alias; default the last axis).
+    """x - logsumexp(x) along ``axis`` (``dim`` is an alias; default the last axis):
+    ``input.log_softmax(dim)``.
 
     A row that is all -inf gives -inf (the log of softmax's zeros) and the gradient g
     (PyTorch: NaN).
     """
-    x = _float_tensor(input, "log_softmax")
-    return LogSoftmax.apply(x, axis=normalize_axis(_axis(axis, dim), max(x.ndim, 1), "log_softmax"))
+    return _tensor(input, "input").log_softmax(_axis(axis, dim))
 
 
 def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
@@ -200,6 +206,73 @@ def _check_cross_entropy(logits, targets, ignore_index, reduction, label_smoothi
         value = int(t[bad].reshape(-1)[0])
         raise ValueError(f"cross_entropy: target {value} is out of range: class indices must be in "
                          f"[0, {C - 1}] for logits with C={C} classes (or equal ignore_index={ignore_index})")
+
+
+def _bce_checks(op, input, target, weight, reduction):
+    """(input, target as a Tensor of input's dtype, weight as an array or None) after the checks
+    binary_cross_entropy and its logits form share."""
+    x = _float_tensor(input, op)
+    t = target if isinstance(target, Tensor) else Tensor(_at_logits_precision(target, x), device=x.device)
+    if t.device != x.device:
+        raise backend.DeviceError(f"{op}: target is on {t.device!r} but the input is on {x.device!r}")
+    if t.dtype.kind != "f":
+        raise DtypeError(f"{op}: target must be floating point (probabilities), got {t.dtype}")
+    if t.shape != x.shape:
+        raise ShapeError(f"{op}: target of shape {t.shape} must have the input's shape {x.shape}")
+    if t.dtype != x.dtype:
+        t = t.to(dtype=x.dtype)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return x, t, _constant(op, "weight", weight, x)
+
+
+def _constant(op, name, value, x, to_shape=None):
+    """A weight argument as an array of x's dtype on x's device, broadcasting to ``to_shape``
+    (default x's shape); it gets no gradient (as in PyTorch), so one that requires grad is refused."""
+    if value is None:
+        return None
+    if isinstance(value, Tensor):
+        if value.requires_grad and is_grad_enabled():
+            raise ValueError(f"{op}: {name} is a constant here (no gradient flows to it); pass {name}.detach()")
+        if value.device != x.device:
+            raise backend.DeviceError(f"{op}: {name} is on {value.device!r} but the input is on {x.device!r}")
+        arr = value.data
+    else:
+        arr = Tensor(_at_logits_precision(value, x), device=x.device).data
+    if arr.dtype.kind != "f":
+        raise DtypeError(f"{op}: {name} must be floating point, got {arr.dtype}")
+    shape = x.shape if to_shape is None else to_shape
+    try:
+        ok = tuple(np.broadcast_shapes(arr.shape, shape)) == shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ShapeError(f"{op}: {name} of shape {tuple(arr.shape)} does not broadcast to {shape}")
+    return arr.astype(x.dtype, copy=False)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """-weight * (t log p + (1 - t) log(1 - p)) for probabilities ``input`` p in [0, 1] and
+    targets t of the same shape, then ``reduction`` "mean" (over all elements), "sum" or
+    "none". Each log is clamped at -100, as PyTorch, so p = 0 or 1 stays finite. ``target``
+    may be a Tensor that requires grad (it gets a gradient too); ``weight`` broadcasts to the
+    input's shape and is a constant. Probabilities outside [0, 1] are an error."""
+    x, t, w = _bce_checks("binary_cross_entropy", input, target, weight, reduction)
+    if x.size and bool(((x.data < 0) | (x.data > 1)).any()):      # one host sync: worth the check
+        raise ArgumentError("binary_cross_entropy: input values must be probabilities in [0, 1]; for logits "
+                            "use binary_cross_entropy_with_logits")
+    return BinaryCrossEntropy.apply(x, t, weight=w, reduction=reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    """binary_cross_entropy(sigmoid(input), target, ...) computed from the logits without
+    overflow (one node), and more accurate than the two steps. ``pos_weight`` (broadcasting
+    along the last dim, e.g. one per class) multiplies the positive term t log sigmoid(x);
+    ``weight`` and ``pos_weight`` are constants; ``target`` may require grad."""
+    op = "binary_cross_entropy_with_logits"
+    x, t, w = _bce_checks(op, input, target, weight, reduction)
+    pw = _constant(op, "pos_weight", pos_weight, x, to_shape=x.shape[-1:] if x.ndim else ())
+    return BinaryCrossEntropyWithLogits.apply(x, t, weight=w, pos_weight=pw, reduction=reduction)
 
 
 # ----------------------------------------------------------------------------- normalisation
@@ -294,11 +367,56 @@ def silu(input, inplace=False):
     return _in_place(x, SiLU.apply(x), "silu") if inplace else SiLU.apply(x)
 
 
+def swiglu(gate, up):
+    """silu(gate) * up, one graph node (the activation of Llama's MLP: ``down(swiglu(gate(x), up(x)))``).
+
+    gate and up: floating-point tensors of one shape, dtype and device. The backward gives
+    both gradients in one pass: dgate = g * up * silu'(gate), dup = g * silu(gate).
+    """
+    name = "swiglu"
+    _float_tensor(gate, name, "gate")
+    _float_tensor(up, name, "up")
+    if gate.shape != up.shape or gate.dtype != up.dtype:
+        raise ValueError(f"{name}: gate and up must have one shape and dtype, got {gate.shape} {gate.dtype} "
+                         f"and {up.shape} {up.dtype}")
+    return SwiGLU.apply(gate, up)
+
+
+def _number(value, op, name, positive=False):
+    """``value`` as a float when it is a finite real number (> 0 with ``positive``); ValueError naming it."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (positive and value <= 0):
+        raise ValueError(f"{op}: {name} must be a finite number{' > 0' if positive else ''}, got {value!r}")
+    return float(value)
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    """x where x > 0, else negative_slope * x (the slope's gradient at x == 0, as PyTorch)."""
+    x = _float_tensor(input, "leaky_relu")
+    out = LeakyReLU.apply(x, negative_slope=_number(negative_slope, "leaky_relu", "negative_slope"))
+    return _in_place(x, out, "leaky_relu") if inplace else out
+
+
+def elu(input, alpha=1.0, inplace=False):
+    """x where x > 0, else alpha * (exp(x) - 1)."""
+    x = _float_tensor(input, "elu")
+    out = ELU.apply(x, alpha=_number(alpha, "elu", "alpha"))
+    return _in_place(x, out, "elu") if inplace else out
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta x)) / beta, smooth relu; x itself where beta x > threshold (PyTorch's rule)."""
+    x = _float_tensor(input, "softplus")
+    return Softplus.apply(x, beta=_number(beta, "softplus", "beta", positive=True),
+                          threshold=_number(threshold, "softplus", "threshold"))
+
+
 # ----------------------------------------------------------------------------- embedding, dropout
 
-def embedding(input, weight):
+def embedding(input, weight, padding_idx=None):
     """weight[input]: integer ids ``input`` (...) (Tensor, numpy/cupy array or list), weight (V, D) -> (..., D).
 
+    ``padding_idx``: a row (negative counts from the end) that gets no gradient, as PyTorch's.
     Ids out of range raise IndexError. The check reads the ids' min and max back from a GPU,
     unless the ids carry bounds known on the host (``Tensor.set_value_bounds``: batches from
     ``get_batch`` and the model's positions do), which are checked instead."""
@@ -315,7 +433,59 @@ def embedding(input, weight):
         if lo < 0 or hi >= V:
             raise IndexError(f"embedding: id {lo if lo < 0 else hi} is out of range for an embedding table of "
                              f"{V} rows (valid ids are 0..{V - 1})")
-    return Embedding.apply(ids, weight)
+    if padding_idx is not None:
+        if isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral) or not -V <= padding_idx < V:
+            raise ValueError(f"embedding: padding_idx must be an int in [{-V}, {V - 1}] for {V} rows, "
+                             f"got {padding_idx!r}")
+        padding_idx = int(padding_idx) % V
+    return Embedding.apply(ids, weight, padding_idx=padding_idx)
+
+
+def one_hot(tensor, num_classes=-1):
+    """int64 (..., num_classes) with a 1 at each class index of ``tensor`` (...) and 0 elsewhere;
+    ``num_classes=-1`` means the largest index + 1. No gradient (PyTorch's one_hot)."""
+    ids = _index_tensor(tensor, "cpu") if not isinstance(tensor, Tensor) else tensor
+    if ids.dtype.kind not in "iu":
+        raise DtypeError(f"one_hot: class indices must be integers, got dtype {ids.dtype}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < -1:
+        raise ValueError(f"one_hot: num_classes must be a non-negative int or -1, got {num_classes!r}")
+    lo, hi = (int(ids.data.min()), int(ids.data.max())) if ids.size else (0, -1)   # host syncs: worth the check
+    if lo < 0:
+        raise ArgumentError(f"one_hot: class values must be non-negative, got {lo}")
+    if num_classes == -1:
+        if not ids.size:
+            raise ArgumentError("one_hot: cannot infer num_classes from an empty tensor; give num_classes")
+        num_classes = hi + 1
+    if hi >= num_classes:
+        raise ArgumentError(f"one_hot: class value {hi} is not smaller than num_classes={num_classes}")
+    xp = ids.xp
+    out = ids.data[..., None] == xp.arange(int(num_classes))
+    return Tensor.wrap(out.astype(np.int64), ids.device)
+
+
+def pad(input, pad, mode="constant", value=None):
+    """``input`` with ``value`` (default 0) added around it, PyTorch's constant pad: ``pad`` is
+    (before, after) for the last dim, then for the one before, ... ((left, right, top,
+    bottom) for an image). A negative amount removes that many entries. One graph node."""
+    x = _tensor(input, "input")
+    if mode != "constant":
+        raise NotImplementedError(f"pad: only mode='constant' is implemented, got mode={mode!r}")
+    widths = tuple(pad) if isinstance(pad, (tuple, list)) else None
+    if widths is None or len(widths) % 2 or any(isinstance(w, bool) or not isinstance(w, numbers.Integral)
+                                                for w in widths):
+        raise ValueError(f"pad: pad must be a tuple of ints of even length (before, after per dim), got {pad!r}")
+    if len(widths) // 2 > x.ndim:
+        raise ShapeError(f"pad: {len(widths) // 2} dims to pad, but the input has only {x.ndim} (shape {x.shape})")
+    per_dim = [(0, 0)] * x.ndim
+    for k in range(len(widths) // 2):
+        per_dim[x.ndim - 1 - k] = (int(widths[2 * k]), int(widths[2 * k + 1]))
+    for d, (n, (b, a)) in enumerate(zip(x.shape, per_dim)):
+        if n + b + a < 0 or max(-b, 0) + max(-a, 0) > n:
+            raise ShapeError(f"pad: padding {(b, a)} of dim {d} (size {n}) would leave a negative size")
+    value = 0 if value is None else value
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"pad: value must be a number, got {value!r}")
+    return Pad.apply(x, widths=tuple(per_dim), value=value)
 
 
 def dropout(input, p=0.5, training=True, inplace=False):
@@ -362,15 +532,20 @@ def _mask_array(attn_mask, query, batch, T, Tk):
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
-                                 scale=None):
+                                 scale=None, enable_gqa=False):
     """softmax(scale * query key^T + mask) value, one graph node (PyTorch's signature).
 
     query (..., T, D), key (..., S, D), value (..., S, Dv) -> (..., T, Dv); the leading
     dims broadcast against each other. ``scale`` defaults to 1/sqrt(D).
 
-    attn_mask: broadcastable to (..., T, S); a Tensor, an array or a nested list, never
-    differentiated. Boolean: True = may attend. Floating point: added to the scores
-    (use -inf to forbid; cast to the query's dtype).
+    enable_gqa: grouped-query attention, as PyTorch's: query (..., H, T, D) and key, value
+    (..., KV, S, D) with KV dividing H; query head h attends with key/value head h // (H / KV),
+    and each key/value head's gradient is the sum over the H / KV query heads that share it.
+
+    attn_mask: broadcastable to (..., T, S); a Tensor, an array or a nested list. Boolean:
+    True = may attend. Floating point: added to the scores (use -inf to forbid; cast to the
+    query's dtype); a float Tensor that requires grad gets its gradient, dS summed over the
+    dims it was broadcast along, as in PyTorch (a learned additive bias).
 
     is_causal: query i may attend key j only when j <= i + S - T. For T == S that is the
     usual lower triangle. For T != S the LAST query is aligned with the LAST key
@@ -388,7 +563,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     from the package generator, so ``tinygrad_llm.manual_seed`` reproduces it.
 
     Gradient: dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)),
-    dQ = scale dS K, dK = scale dS^T Q (docs/backprop.md; the op is ops/attention.py).
+    dQ = scale dS K, dK = scale dS^T Q, d attn_mask = dS (docs/backprop.md; the op is
+    ops/attention.py).
     """
     name = "scaled_dot_product_attention"
     for arg, t in (("query", query), ("key", key), ("value", value)):
@@ -406,8 +582,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if value.shape[-2] != S:
         raise ValueError(f"{name}: key and value need the same number of keys (dim -2), got "
                          f"key {key.shape} (S={S}) and value {value.shape} (S={value.shape[-2]})")
+    if not isinstance(enable_gqa, (bool, np.bool_)):
+        raise TypeError(f"{name}: enable_gqa must be a bool, got {enable_gqa!r}")
+    grouped = bool(enable_gqa) and _query_groups(query, key, value, name) > 1
+    kv_shapes = [t.shape[:-3] + (query.shape[-3],) if grouped else t.shape[:-2] for t in (key, value)]
     try:
-        batch = tuple(np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2]))
+        batch = tuple(np.broadcast_shapes(query.shape[:-2], *kv_shapes))
     except ValueError:
         raise ValueError(f"{name}: the leading dims of query {query.shape}, key {key.shape} and "
                          f"value {value.shape} do not broadcast") from None
@@ -419,8 +599,25 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if not isinstance(is_causal, (bool, np.bool_)):
         raise TypeError(f"{name}: is_causal must be a bool, got {is_causal!r}")
     mask = None if attn_mask is None else _mask_array(attn_mask, query, batch, T, S)
-    return ScaledDotProductAttention.apply(query, key, value, attn_mask=mask, is_causal=bool(is_causal),
-                                           dropout_p=dropout_p, scale=float(scale))
+    options = dict(is_causal=bool(is_causal), dropout_p=dropout_p, scale=float(scale), enable_gqa=grouped)
+    if isinstance(attn_mask, Tensor) and attn_mask.requires_grad and is_grad_enabled():
+        # a float mask to differentiate: a fourth input of the node (in the query's dtype: a Cast node)
+        return ScaledDotProductAttention.apply(query, key, value, attn_mask.to(dtype=query.dtype), **options)
+    return ScaledDotProductAttention.apply(query, key, value, attn_mask=mask, **options)
+
+def _query_groups(query, key, value, name) -> int:
+    """G = H / KV, the query heads per key/value head (dim -3); ValueError unless KV divides H."""
+    if min(query.ndim, key.ndim, value.ndim) < 3:
+        raise ValueError(f"{name}: enable_gqa needs a heads dim (..., heads, L, E) in query, key and value, "
+                         f"got shapes {query.shape}, {key.shape} and {value.shape}")
+    H, KV = query.shape[-3], key.shape[-3]
+    if value.shape[-3] != KV:
+        raise ValueError(f"{name}: key and value need the same number of heads (dim -3), got "
+                         f"key {key.shape} and value {value.shape}")
+    if KV == 0 or H % KV:
+        raise ValueError(f"{name}: enable_gqa needs the key/value heads ({KV}) to divide the query heads "
+                         f"({H}), got query {query.shape} and key {key.shape}")
+    return H // KV
 
 
 def causal_self_attention(qkv, n_head: int, dropout_p: float = 0.0):
@@ -442,6 +639,52 @@ def causal_self_attention(qkv, n_head: int, dropout_p: float = 0.0):
         raise ValueError(f"{name}: last dim {C3} must be 3 * n_head * head_dim (n_head={n_head})")
     dropout_p = _probability(dropout_p, f"{name}: dropout_p", hi_open=True)
     return CausalSelfAttention.apply(qkv, n_head=int(n_head), dropout_p=dropout_p)
+
+
+# ----------------------------------------------------------------------------- rotary embeddings
+
+def _table(t, x, name):
+    """A cos / sin table (Tensor or array) as an array of x's dtype on x's device."""
+    op = "rotary_embedding"
+    if isinstance(t, Tensor):
+        if t.requires_grad and is_grad_enabled():
+            raise ValueError(f"{op}: {name} is a constant table here (no gradient flows to it); pass {name}.detach()")
+        if t.device != x.device:
+            raise backend.DeviceError(f"{op}: {name} is on {t.device!r} but the input is on {x.device!r}; "
+                                      "move it with .to(device)")
+        a = t.data
+    else:
+        a = backend.as_array(t, x.device)
+    if a.dtype.kind != "f":
+        raise TypeError(f"{op}: {name} must be floating point, got dtype {a.dtype}")
+    return a.astype(x.dtype, copy=False)
+
+
+def rotary_embedding(input, cos, sin):
+    """Rotary position embeddings in the "rotate half" layout (Hugging Face Llama's), one graph node:
+    ``input * cos + rotate_half(input) * sin`` with rotate_half([x1, x2]) = [-x2, x1].
+
+    input (..., D), D even (a head's queries or keys, e.g. (B, H, T, D) or (B, T, H, D));
+    cos and sin: the tables of the positions, broadcastable to input with last dim D, e.g.
+    (T, D) or (T, 1, D) (``tinygrad_llm.nn.RotaryEmbedding`` makes them), constants (Tensors
+    or arrays, cast to input's dtype). The gradient is the rotation by minus the angles:
+    dx = g * cos - rotate_half(g * sin) (docs/backprop.md).
+    """
+    name = "rotary_embedding"
+    x = _float_tensor(input, name)
+    if x.ndim == 0 or x.shape[-1] % 2:
+        raise ValueError(f"{name}: the last dim of input must be even (pairs of channels are rotated), "
+                         f"got shape {x.shape}")
+    cos, sin = _table(cos, x, "cos"), _table(sin, x, "sin")
+    for t_name, t in (("cos", cos), ("sin", sin)):
+        try:
+            ok = t.ndim >= 1 and t.shape[-1] == x.shape[-1] and tuple(np.broadcast_shapes(t.shape, x.shape)) == x.shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{name}: {t_name} of shape {tuple(t.shape)} does not broadcast to the input's "
+                             f"shape {x.shape} (its last dim must be {x.shape[-1]})")
+    return RoPE.apply(x, cos=cos, sin=sin)
 
 
 # ----------------------------------------------------------------------------- DPO loss

@@ -17,26 +17,27 @@ __all__ = ["KVCache"]
 
 
 class KVCache:
-    """``k[i]``, ``v[i]``: layer i's keys and values, Tensors (B, n_head, block_size, head_dim)
+    """``k[i]``, ``v[i]``: layer i's keys and values, Tensors (B, n_kv_head, block_size, head_dim)
     on the device; ``length``: how many positions are filled (the model advances it;
     filled positions are never written again: start a new cache to start over).
 
-    ``config``: anything with ``n_layer``, ``n_head``, ``n_embd`` and ``block_size`` (a
-    ``GPTConfig``); ``dtype``: the model's (its parameters').
+    ``config``: anything with ``n_layer``, ``n_kv_head`` (the key/value heads: fewer than the
+    query heads with grouped-query attention, whose groups share them), ``head_dim`` and
+    ``block_size`` (a ``GPTConfig`` or ``LlamaConfig``); ``dtype``: the model's (its parameters').
     """
 
     def __init__(self, config, batch: int, device: str = "cpu", dtype=None):
         device = backend.canonical_device(device)
         dtype = backend.default_dtype if dtype is None else backend.canonical_dtype(dtype)
         xp = backend.xp_for(device)
-        shape = (batch, config.n_head, config.block_size, config.n_embd // config.n_head)
+        shape = (batch, config.n_kv_head, config.block_size, config.head_dim)
         self.k = [Tensor.wrap(xp.zeros(shape, dtype=dtype), device) for _ in range(config.n_layer)]
         self.v = [Tensor.wrap(xp.zeros(shape, dtype=dtype), device) for _ in range(config.n_layer)]
         self.length = 0
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store the new positions' keys and values ``k``, ``v`` (B, H, T, hd) of ``layer`` at
-        positions ``length .. length+T-1`` and return all of them, (B, H, length+T, hd) each.
+        """Store the new positions' keys and values ``k``, ``v`` (B, KV, T, hd) of ``layer`` at
+        positions ``length .. length+T-1`` and return all of them, (B, KV, length+T, hd) each.
 
         With a gradient being recorded for ``k`` or ``v`` the result is
         ``cat([cached, k])``: gradients reach the new positions' keys and values, and the

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import math
 
+import numbers
+
 from .. import backend
+from ..ops.rope import ROPE_TYPES, inv_frequencies, rope_tables
 from ..tensor import Tensor
 from . import functional as F
 from .module import Module, Parameter
 
-__all__ = ["Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "GELU", "ReLU", "SiLU", "Identity"]
+__all__ = ["Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "GELU", "ReLU", "SiLU", "Identity",
+           "RotaryEmbedding", "check_rope_scaling"]
 
 
 def _setup(device, dtype):
@@ -91,20 +95,32 @@ class Linear(Module):
 
 
 class Embedding(Module):
-    """out = weight[ids].   ids: integer tensor (...) -> out: (..., embedding_dim); weight ~ N(0, 1)."""
+    """out = weight[ids].   ids: integer tensor (...) -> out: (..., embedding_dim); weight ~ N(0, 1).
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None):
+    ``padding_idx`` (as PyTorch): that row starts at zeros and gets no gradient, so it stays
+    what it is (a padding token's embedding)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, device=None, dtype=None):
         super().__init__()
         _check_positive_int("num_embeddings", num_embeddings)
         _check_positive_int("embedding_dim", embedding_dim)
-        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        if padding_idx is not None:
+            if isinstance(padding_idx, bool) or not isinstance(padding_idx, int) \
+                    or not -num_embeddings <= padding_idx < num_embeddings:
+                raise ValueError(f"padding_idx must be an int in [{-num_embeddings}, {num_embeddings - 1}], "
+                                 f"got {padding_idx!r}")
+            padding_idx %= num_embeddings
+        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
         self.weight = _normal((num_embeddings, embedding_dim), device, dtype)
+        if padding_idx is not None:
+            self.weight.data[padding_idx] = 0
 
     def forward(self, ids: Tensor) -> Tensor:
-        return F.embedding(ids, self.weight)
+        return F.embedding(ids, self.weight, padding_idx=self.padding_idx)
 
     def extra_repr(self):
-        return f"{self.num_embeddings}, {self.embedding_dim}"
+        return f"{self.num_embeddings}, {self.embedding_dim}" + (
+            "" if self.padding_idx is None else f", padding_idx={self.padding_idx}")
 
 
 class LayerNorm(Module):
@@ -231,3 +247,77 @@ class Identity(Module):
 
     def forward(self, x):
         return x
+
+
+#: the keys of Llama 3's rope scaling (besides "rope_type": "llama3")
+LLAMA3_SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def check_rope_scaling(scaling) -> dict | None:
+    """``scaling`` (None, or Llama 3's dict) checked; None for no scaling. ValueError naming the
+    bad key or value."""
+    if scaling is None:
+        return None
+    if not isinstance(scaling, dict):
+        raise ValueError(f"rope_scaling must be None or a dict, got {scaling!r}")
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind not in ROPE_TYPES:
+        raise ValueError(f"rope_scaling: rope_type {kind!r} is not supported (supported: {list(ROPE_TYPES)})")
+    if kind == "default":
+        return None
+    unknown = sorted(set(scaling) - set(LLAMA3_SCALING_KEYS) - {"rope_type", "type"})
+    missing = [k for k in LLAMA3_SCALING_KEYS if k not in scaling]
+    if unknown or missing:
+        raise ValueError("rope_scaling (llama3): " + "; ".join(
+            ([f"unknown key(s) {unknown}"] if unknown else []) + ([f"missing key(s) {missing}"] if missing else [])))
+    out = {"rope_type": "llama3"}
+    for k in LLAMA3_SCALING_KEYS:
+        v = scaling[k]
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v < math.inf:
+            raise ValueError(f"rope_scaling: {k} must be a finite number > 0, got {v!r}")
+        out[k] = v
+    if out["factor"] < 1:
+        raise ValueError(f"rope_scaling: factor must be >= 1, got {out['factor']!r}")
+    if out["high_freq_factor"] <= out["low_freq_factor"]:
+        raise ValueError(f"rope_scaling: high_freq_factor ({out['high_freq_factor']}) must exceed "
+                         f"low_freq_factor ({out['low_freq_factor']})")
+    return out
+
+
+class RotaryEmbedding(Module):
+    """The cos / sin tables of rotary position embeddings (Hugging Face's ``LlamaRotaryEmbedding``);
+    no parameters.
+
+        rope = RotaryEmbedding(head_dim=64, theta=10000.0)
+        cos, sin = rope(start, T)          # (T, head_dim) each: positions start .. start + T - 1
+        q = F.rotary_embedding(q, cos, sin)
+
+    ``theta``: the base of the frequencies theta ** (-2i / head_dim); ``scaling``: None, or
+    Llama 3's frequency scaling ``{"rope_type": "llama3", "factor", "low_freq_factor",
+    "high_freq_factor", "original_max_position_embeddings"}``. The frequencies are the
+    buffer ``inv_freq`` (not in the state dict); the tables are computed in float32, as
+    Hugging Face does, and returned in ``dtype``.
+    """
+
+    def __init__(self, head_dim: int, theta: float = 10000.0, scaling: dict | None = None, device=None):
+        super().__init__()
+        _check_positive_int("head_dim", head_dim)
+        if head_dim % 2:
+            raise ValueError(f"head_dim must be even (pairs of channels are rotated), got {head_dim}")
+        if isinstance(theta, bool) or not isinstance(theta, numbers.Real) or not 0 < theta < math.inf:
+            raise ValueError(f"theta must be a finite number > 0, got {theta!r}")
+        self.head_dim, self.theta, self.scaling = head_dim, float(theta), check_rope_scaling(scaling)
+        device = backend.canonical_device(device)
+        xp = backend.xp_for(device)
+        self.register_buffer("inv_freq", Tensor.wrap(inv_frequencies(xp, head_dim, self.theta, self.scaling), device),
+                             persistent=False)
+
+    def forward(self, start: int, length: int, dtype=None):
+        """(cos, sin): Tensors (length, head_dim) of positions start .. start + length - 1."""
+        inv_freq = self.inv_freq
+        dtype = backend.default_dtype if dtype is None else backend.canonical_dtype(dtype)
+        cos, sin = rope_tables(inv_freq.xp, inv_freq.data, start, length, dtype)
+        return Tensor.wrap(cos, inv_freq.device), Tensor.wrap(sin, inv_freq.device)
+
+    def extra_repr(self):
+        return f"head_dim={self.head_dim}, theta={self.theta}" + (f", scaling={self.scaling}" if self.scaling else "")

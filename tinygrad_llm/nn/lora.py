@@ -48,6 +48,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 #: what PEFT puts before a layer's name in the keys of adapter_model.safetensors
 KEY_PREFIX = "base_model.model."
+#: the GPT's linear layers in its blocks (a Llama's default targets are ``Llama.lora_targets``)
 DEFAULT_TARGETS = ("c_attn", "c_proj", "c_fc")
 
 
@@ -194,14 +195,18 @@ def _set_submodule(model: Module, name: str, module: Module):
     model.get_submodule(parent)._modules[child] = module
 
 
-def apply_lora(model: Module, target_modules=DEFAULT_TARGETS, r: int = 8, lora_alpha: float = 16.0,
+def apply_lora(model: Module, target_modules=None, r: int = 8, lora_alpha: float = 16.0,
                lora_dropout: float = 0.0) -> list:
     """Give each ``Linear`` named by ``target_modules`` an adapter; freeze every other parameter.
 
+    ``target_modules`` None: the model's ``lora_targets`` (every projection in its blocks:
+    :data:`DEFAULT_TARGETS` for a GPT), or DEFAULT_TARGETS for a model without them.
     Returns the adapted layers' names. Everything is checked before anything changes:
     a target that matches no ``Linear``, a layer that already has an adapter, or a layer
     whose weight is tied to another parameter (merging would change both) is a LoRAError.
     """
+    if target_modules is None:
+        target_modules = getattr(model, "lora_targets", DEFAULT_TARGETS)
     cfg = LoRAConfig(r, lora_alpha, lora_dropout, target_modules)
     linears = _linears(model)
     problems = []

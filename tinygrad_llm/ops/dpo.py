@@ -29,8 +29,9 @@ class DPOLoss(Function):
         margin = (pi_c - ref_c) - (pi_r - ref_r)
         z = beta * margin
         losses = xp.logaddexp(0.0, -z).astype(pi_c.dtype, copy=False)   # -log sigmoid(z)
-        # s = sigmoid(-z) = exp(log sigmoid(-z)) = exp(-z - log(1 + exp(-z))): no overflow either way
-        self.s = xp.exp(-z - losses)
+        # s = sigmoid(-z), from e = exp(-|z|) in (0, 1]: no overflow, and exact at z = +-inf
+        e = xp.exp(-xp.abs(z))
+        self.s = xp.where(z <= 0, 1 / (1 + e), e / (1 + e))
         self.beta, self.reduction, self.n = beta, reduction, losses.size
         if reduction == "none":
             return losses

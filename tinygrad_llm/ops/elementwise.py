@@ -151,54 +151,66 @@ class Sigmoid(Function):
 
 class ReLU(Function):
     """out = max(x, 0), any shape and dtype (integers too, as PyTorch).   dx = g where x > 0,
-    else 0 (0 at x == 0). The package's one ReLU: ``Tensor.relu``, ``F.relu`` and ``nn.ReLU``."""
+    else 0 (0 at x == 0; g at NaN, as PyTorch). The package's one ReLU: ``Tensor.relu``,
+    ``F.relu`` and ``nn.ReLU``."""
 
     def forward(self, x):
-        self.mask = x > 0
+        self.mask = ~(x <= 0)                       # x > 0, and NaN (whose out is NaN) passes g
         return self.xp.maximum(x, x.dtype.type(0))   # not x * mask: -inf * 0 would be NaN
 
     def backward(self, g):
         return g * self.mask
 
 
+def sign(x):
+    """-1, 0 or 1 by the sign of x, in x's dtype; 0 for NaN (PyTorch's sign, where NumPy's gives NaN)."""
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+
+
 class Abs(Function):
-    """out = |x|.   dx = g * sign(x) (0 at x == 0)."""
+    """out = |x|.   dx = g * sign(x) (0 at x == 0 and at NaN, as PyTorch)."""
 
     def forward(self, x):
         self.x = x
         return self.xp.abs(x)
 
     def backward(self, g):
-        return g * self.xp.sign(self.x)
+        return g * sign(self.x)
 
 
 class Maximum(Function):
-    """out = maximum(a, b).   The larger input gets g; on a tie each gets g / 2."""
+    """out = maximum(a, b).   The larger input gets g; on a tie each gets g / 2 (where either is
+    NaN, out is NaN and both get g, as PyTorch)."""
 
     def forward(self, a, b):
         self.a, self.b = a, b
         return self.xp.maximum(a, b)
 
     def backward(self, g):
-        return _pick_grads(self, g, self.a > self.b)
+        return _pick_grads(self, g, self.a < self.b, self.b < self.a)
 
 
 class Minimum(Function):
-    """out = minimum(a, b).   The smaller input gets g; on a tie each gets g / 2."""
+    """out = minimum(a, b).   The smaller input gets g; on a tie each gets g / 2 (where either is
+    NaN, both get g)."""
 
     def forward(self, a, b):
         self.a, self.b = a, b
         return self.xp.minimum(a, b)
 
     def backward(self, g):
-        return _pick_grads(self, g, self.a < self.b)
+        return _pick_grads(self, g, self.a > self.b, self.b > self.a)
 
 
-def _pick_grads(node, g, a_wins):
+def _pick_grads(node, g, a_loses, b_loses):
+    """Each input's share of g: 0 where it loses, 1/2 on a tie, else 1 (so both get g at a NaN)."""
     xp, a, b = node.xp, node.a, node.b
-    w = xp.where(a_wins, 1.0, xp.where(a == b, 0.5, 0.0)).astype(g.dtype)
-    da = unbroadcast(xp, g * w, a.shape) if node.needs_input_grad[0] else None
-    db = unbroadcast(xp, g * (1 - w), b.shape) if node.needs_input_grad[1] else None
+    tie = a == b
+    da = db = None
+    if node.needs_input_grad[0]:
+        da = unbroadcast(xp, g * xp.where(a_loses, 0.0, xp.where(tie, 0.5, 1.0)).astype(g.dtype), a.shape)
+    if node.needs_input_grad[1]:
+        db = unbroadcast(xp, g * xp.where(b_loses, 0.0, xp.where(tie, 0.5, 1.0)).astype(g.dtype), b.shape)
     return da, db
 
 
@@ -278,3 +290,109 @@ class ToDevice(Function):
         if self.device == "cpu":
             return backend.to_numpy(g)
         return backend.xp_for(self.device).asarray(g)
+
+
+class Sin(Function):
+    """out = sin(x).   dx = g * cos(x)."""
+
+    def forward(self, x):
+        self.x = x
+        return self.xp.sin(x)
+
+    def backward(self, g):
+        return g * self.xp.cos(self.x)
+
+
+class Cos(Function):
+    """out = cos(x).   dx = -g * sin(x)."""
+
+    def forward(self, x):
+        self.x = x
+        return self.xp.cos(x)
+
+    def backward(self, g):
+        return -g * self.xp.sin(self.x)
+
+
+class Square(Function):
+    """out = x * x.   dx = 2 g x."""
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, g):
+        return 2 * g * self.x
+
+
+class Rsqrt(Function):
+    """out = 1 / sqrt(x).   dx = -g * out**3 / 2 (d x^(-1/2) = -x^(-3/2) / 2)."""
+
+    def forward(self, x):
+        with quiet(self.xp, divide="ignore"):        # rsqrt(0) = inf, as PyTorch
+            self.out = 1 / self.xp.sqrt(x)
+        return self.out
+
+    def backward(self, g):
+        return -0.5 * g * self.out * self.out * self.out
+
+
+LN2 = 0.6931471805599453     # log(2), a Python float: keeps float32 arrays float32
+
+
+class Log2(Function):
+    """out = log2(x).   dx = g / (x log 2)."""
+
+    def forward(self, x):
+        self.x = x
+        return self.xp.log2(x)
+
+    def backward(self, g):
+        return g / (self.x * LN2)
+
+
+class Exp2(Function):
+    """out = 2**x.   dx = g * out * log 2."""
+
+    def forward(self, x):
+        self.out = self.xp.exp2(x)
+        return self.out
+
+    def backward(self, g):
+        return g * self.out * LN2
+
+
+class _Steps(Function):
+    """An op that is piecewise constant (sign, floor, ceil, round): its derivative is 0 wherever
+    it exists, and the backward gives 0 everywhere, the jumps included (PyTorch's choice)."""
+
+    def backward(self, g):
+        return self.xp.zeros_like(g)
+
+
+class Sign(_Steps):
+    """out = -1, 0 or 1 by the sign of x (0 for NaN, as PyTorch).   dx = 0."""
+
+    def forward(self, x):
+        return sign(x)
+
+
+class Floor(_Steps):
+    """out = the largest integer <= x.   dx = 0."""
+
+    def forward(self, x):
+        return self.xp.floor(x)
+
+
+class Ceil(_Steps):
+    """out = the smallest integer >= x.   dx = 0."""
+
+    def forward(self, x):
+        return self.xp.ceil(x)
+
+
+class Round(_Steps):
+    """out = x rounded to ``decimals`` places, halves to even (as PyTorch and NumPy).   dx = 0."""
+
+    def forward(self, x, decimals=0):
+        return self.xp.round(x, decimals)

@@ -1,6 +1,7 @@
 """Matrix product with NumPy's ``matmul`` semantics (1-D, 2-D, batched, broadcast)."""
 from __future__ import annotations
 
+from ..backend import ShapeError
 from ..function import Function, unbroadcast
 
 
@@ -13,9 +14,9 @@ class MatMul(Function):
 
     def forward(self, a, b):
         if a.ndim == 0 or b.ndim == 0:
-            raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {a.shape} and {b.shape}")
+            raise ShapeError(f"matmul: both operands need at least 1 dimension, got shapes {a.shape} and {b.shape}")
         if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
-            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align "
+            raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} do not align "
                              f"({a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]})")
         self.a, self.b = a, b
         return self.xp.matmul(a, b)

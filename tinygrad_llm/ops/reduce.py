@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import operator
 
-from ..backend import quiet
+from ..backend import ArgumentError, quiet
 from ..function import Function
 
 
@@ -89,21 +89,25 @@ class Mean(Function):
 
 
 class _Extreme(Function):
-    """max / min. Ties: the gradient is split evenly among all tied elements."""
+    """max / min. Ties: the gradient is split evenly among all tied elements (a slice holding
+    NaN has max NaN: its NaN elements share the gradient, as PyTorch)."""
 
     pick = None  # "max" or "min"
 
     def forward(self, x, axis=None, keepdims=False):
-        if x.size == 0:
-            raise ValueError(f"{self.pick}() of an empty tensor (shape {x.shape})")
         self.x, self.keepdims = x, keepdims
         self.axes = normalize_axes(axis, x.ndim)
+        if x.size == 0 and axis is None:       # PyTorch's classes: RuntimeError here, IndexError below
+            raise ArgumentError(f"{self.pick}() of an empty tensor (shape {x.shape}): there is no extreme of nothing")
+        if any(x.shape[a] == 0 for a in self.axes):
+            raise IndexError(f"{self.pick}() over an empty dim (shape {x.shape}, dims {self.axes})")
         self.out = getattr(x, self.pick)(axis=self.axes, keepdims=True)
         return self.out if keepdims else self.out.reshape(
             [n for i, n in enumerate(x.shape) if i not in self.axes])
 
     def backward(self, g):
-        hit = (self.x == self.out)
+        xp = self.xp
+        hit = (self.x == self.out) | (xp.isnan(self.x) & xp.isnan(self.out))   # a NaN slice: its NaNs
         count = hit.sum(axis=self.axes, keepdims=True)
         g = _expand(g, self.x.shape, self.axes, self.keepdims)
         return hit * (g / count.astype(g.dtype))
@@ -165,3 +169,38 @@ class LogSumExp(Function):
         # a row that is all -inf has out = -inf and x - out = NaN: give it gradient 0 instead
         out = xp.where(xp.isneginf(self.out), self.out.dtype.type(0), self.out)
         return g * xp.exp(self.x - out)
+
+
+class Std(Var):
+    """out = sqrt(var), var as in ``Var``.   dx = Var's backward of dvar = g / (2 out).
+
+    Where out == 0 (every element of the slice equal) std has no derivative (it is the tip
+    of a cone, |t| std(v) along any direction v); the backward takes 0 there, the smallest
+    of its subgradients. PyTorch gives NaN.
+    """
+
+    def forward(self, x, axis=None, keepdims=False, correction=1):
+        self.out = self.xp.sqrt(super().forward(x, axis, keepdims, correction))
+        return self.out
+
+    def backward(self, g):
+        xp, out = self.xp, self.out
+        flat = out == 0
+        dvar = xp.where(flat, g.dtype.type(0), g / (2 * xp.where(flat, out.dtype.type(1), out)))
+        return super().backward(dvar)
+
+
+class CumSum(Function):
+    """out[i] = x[0] + x[1] + ... + x[i] along ``axis``.
+
+    Each x[j] is counted in out[j], out[j+1], ..., so dx[j] = g[j] + g[j+1] + ... + g[n-1]:
+    the cumulative sum of g taken from the end (flip, cumsum, flip back).
+    """
+
+    def forward(self, x, axis=0):
+        self.axis = axis
+        return self.xp.cumsum(x, axis=axis)
+
+    def backward(self, g):
+        xp, axis = self.xp, self.axis
+        return xp.flip(xp.cumsum(xp.flip(g, axis), axis=axis), axis)

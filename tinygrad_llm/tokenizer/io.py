@@ -37,7 +37,7 @@ import json
 from pathlib import Path
 
 from ..atomic import write_bytes_atomic
-from .patterns import GPT2_SPLIT_PATTERN, from_hf_pattern, to_hf_pattern
+from .patterns import GPT2_DIGITS_SPLIT_PATTERN, GPT2_SPLIT_PATTERN, from_hf_pattern, to_hf_pattern
 
 MAGIC = "tinygrad_llm-tokenizer"
 VERSION = 1
@@ -318,6 +318,9 @@ def _hf_pattern(pre, where: str) -> str:
         return GPT2_SPLIT_PATTERN
     if is_type(pre, "Sequence") and isinstance(pre.get("pretokenizers"), list) and len(pre["pretokenizers"]) == 2:
         split, byte_level = pre["pretokenizers"]
+        if is_type(split, "Digits") and split.get("individual_digits") is True and bytelevel_ok(byte_level) \
+                and byte_level.get("use_regex", True):        # StarCoder's and SmolLM's layout
+            return GPT2_DIGITS_SPLIT_PATTERN
         regex_ = split.get("pattern", {}).get("Regex") if is_type(split, "Split") and \
             isinstance(split.get("pattern"), dict) else None
         if isinstance(regex_, str) and split.get("behavior") == "Isolated" and not split.get("invert") \
@@ -325,7 +328,8 @@ def _hf_pattern(pre, where: str) -> str:
             return from_hf_pattern(regex_)
     raise TokenizerFileError(
         f"{where}: pre_tokenizer {json.dumps(pre)[:120]} is not one this package reads; expected "
-        "ByteLevel(add_prefix_space=false), or Sequence[Split(Regex, Isolated), ByteLevel(use_regex=false)]")
+        "ByteLevel(add_prefix_space=false), Sequence[Split(Regex, Isolated), ByteLevel(use_regex=false)], or "
+        "Sequence[Digits(individual_digits=true), ByteLevel(add_prefix_space=false)]")
 
 
 def _hf_contents(obj: dict, where: str) -> dict:

@@ -16,6 +16,16 @@ GPT2_SPLIT_PATTERN = (
     r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 )
 
+# GPT-2's pattern with every digit a chunk of its own: how Hugging Face's pre-tokenizer
+# Sequence[Digits(individual_digits=true), ByteLevel(use_regex=true)] cuts text (StarCoder's
+# and SmolLM's tokenizers). Digits cuts the text around every digit first, and ByteLevel
+# runs GPT-2's pattern on each stretch between them, where a digit ends a run of spaces as
+# the end of the text would: so ` ?\p{N}+` becomes `\p{N}`, and `\s+(?!\S)` (spaces that
+# give their last one to a following word) becomes `\s+(?![^\s\p{N}])`.
+GPT2_DIGITS_SPLIT_PATTERN = (
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+"""
+)
+
 # The split pattern of GPT-4's "cl100k_base" encoding, exactly as tiktoken has it.
 GPT4_SPLIT_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
