@@ -150,15 +150,22 @@ class Function:
                     "move one with .to(device)")
         xp = backend.xp_for(device)
         node = tiers.kernel_for(cls, device)(device, xp)   # the fast kernel, unless the reference tier is forced
-        out = node.forward(*[t.data for t in inputs], **kwargs)
-        if not isinstance(out, xp.ndarray):  # numpy reductions may return scalars
-            out = xp.asarray(out)
+        try:
+            out = node.forward(*[t.data for t in inputs], **kwargs)
+        except ValueError as e:   # NumPy's "could not be broadcast": the class PyTorch raises is RuntimeError
+            if type(e) is ValueError and "broadcast" in str(e):
+                raise backend.ShapeError(f"{cls.__name__}: {e}") from None
+            raise
+        out_device = node.out_device or device            # another device only for a copy (ToDevice)
+        out_xp = xp if out_device == device else backend.xp_for(out_device)
+        if not isinstance(out, out_xp.ndarray):  # numpy reductions may return scalars
+            out = out_xp.asarray(out)
         needs = tuple([t.requires_grad for t in inputs])
         record = True in needs and _state.enabled
-        result = inputs[0].wrap(out, node.out_device or device, requires_grad=record)
+        result = inputs[0].wrap(out, out_device, requires_grad=record)
         # a view shares its base's version counter, so in-place writes through either are seen
         for t in inputs:
-            if out is t.data or (out.base is not None and xp.may_share_memory(out, t.data)):
+            if out_device == device and (out is t.data or (out.base is not None and xp.may_share_memory(out, t.data))):
                 result._vbox = t._vbox
                 break
         if record:
