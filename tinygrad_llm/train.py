@@ -438,7 +438,7 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
     model.train()
     window_s, window_steps, timed = 0.0, 0, False
     interrupted = False
-    watch = _StepWatch(backend.xp_for(model.device), model.transformer.wte.weight.dtype, iter_num)
+    watch = _StepWatch(backend.xp_for(model.device), model.dtype, iter_num)
     with _StopFlag(log) as flag, (backend.tf32(True) if tf32_on else contextlib.nullcontext()):
         it = iter_num
         while True:
