@@ -5,9 +5,11 @@ fakecupy, a NumPy-backed stand-in for CuPy that counts them (no GPU needed).
     PYTHONPATH=../shared/tools/fakecupy:. python benchmarks/count_step.py             # as the stand-in runs it
     PYTHONPATH=../shared/tools/fakecupy:. python benchmarks/count_step.py --fused     # as a GPU runs it
     PYTHONPATH=../shared/tools/fakecupy:. python benchmarks/count_step.py --reference # the reference tier
+    PYTHONPATH=../shared/tools/fakecupy:. python benchmarks/count_step.py --fused --arch llama --n-kv-head 2
 
 It drives ``tinygrad_llm.train.train`` itself (the loop of train.py, not a copy) on the gpu
-preset's model (6 layers, 384 wide, block 256, dropout 0.2; ``--batch-size``, default 8:
+preset's model (6 layers, 384 wide, block 256, dropout 0.2; ``--arch llama`` the same shape
+with Llama's block, as ``train_shakespeare.py --arch llama``; ``--batch-size``, default 8:
 the counts do not depend on it) and counts each iteration from one step's start to the next
 (``backend.reseed_from_cpu`` marks them). The first iteration (first-use checks) and the last
 (evaluation and checkpoint) are left out; log_interval is 2, so every second iteration counted
@@ -38,7 +40,7 @@ import tinygrad_llm.train as train_mod
 from tinygrad_llm import backend
 from tinygrad_llm.function import Function
 from tinygrad_llm.kernels import cuda
-from tinygrad_llm.model import GPT, GPTConfig
+from tinygrad_llm.architectures import ARCHITECTURES, model_class
 from tinygrad_llm.presets import preset
 
 PKG = os.path.dirname(os.path.abspath(tg.__file__)) + os.sep
@@ -100,6 +102,8 @@ def main():
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--fused", action="store_true", help="count the fused kernels as launched (a GPU's step)")
     mode.add_argument("--reference", action="store_true", help="run every op on the reference tier")
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="gpt", help="the model's block (default gpt)")
+    p.add_argument("--n-kv-head", type=int, default=None, help="llama: key/value heads (default: as many as query heads)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=2, help="iterations counted (plus a first and a last, not counted)")
     p.add_argument("--json", default=None, help="write the counts of the iteration shown by op (fakecupy's format)")
@@ -134,7 +138,12 @@ def main():
 
     model_fields, train_fields = preset("gpu")
     tg.manual_seed(1337)
-    model = GPT(GPTConfig(vocab_size=65, **model_fields)).to(device)
+    cls = model_class(args.arch)
+    if args.arch == "llama":
+        model_fields["n_kv_head"] = args.n_kv_head
+    elif args.n_kv_head is not None:
+        p.error("--n-kv-head is for --arch llama")
+    model = cls(cls.config_class(vocab_size=65, **model_fields)).to(device)
     ids = np.random.default_rng(0).integers(0, 65, size=100_000).astype(np.uint16)
     data = types.SimpleNamespace(train=ids[:90_000], val=ids[90_000:])
     n_iter = args.steps + 2
@@ -153,7 +162,7 @@ def main():
         steps.append((c1 - c0, k1 - k0, s1 - s0, (k + 1) % cfg.log_interval == 0))
     mode_name = "fused kernels counted as launched" if args.fused else \
         "reference tier" if args.reference else "fast tier as the stand-in runs it (fused kernels fall back)"
-    print(f"count_step: gpu preset (6 layers, 384 wide, block 256), batch {args.batch_size}, {mode_name}")
+    print(f"count_step: {args.arch}, gpu preset (6 layers, 384 wide, block 256), batch {args.batch_size}, {mode_name}")
     for w in warned:
         if "tinygrad_llm" in str(w.message):
             print(f"  warning: {w.message}")
