@@ -3,12 +3,14 @@
     python3 benchmarks/gpu_check.py                 # from the repository root; about 5-8 minutes
 
 1. install: the package with its ``gpu`` and ``test`` extras into ``.venv`` (created if
-   missing; ``--python`` uses an existing environment instead), and PyTorch (the version the
-   ``ref`` extra pins) in the background, for the comparison in part 5;
+   missing, seeing the system's packages, so that a CuPy or PyTorch already on the machine
+   counts, offline too; ``--python`` uses an existing environment instead), and PyTorch (the
+   version the ``ref`` extra pins; skipped when one imports) in the background, for part 5;
 2. the device: CuPy, CUDA and the GPU as the package sees them;
 3. the fused kernels' self-checks: a small GPT's training step on the GPU, then which fused
    ops passed their first-use check against the reference tier (and any fallback warning);
-4. the GPU half of the test suite (``TINYGRAD_LLM_TEST_DEVICE=gpu``);
+4. the GPU half of the test suite: with ``TINYGRAD_LLM_TEST_DEVICE=gpu``, the tests that
+   run on the device (``-k gpu``: the ``device`` fixture's; the rest is CPU-only and runs in CI);
 5. ``bench_train_step.py --device gpu`` against PyTorch eager, float32 and TF32: ms/iter,
    tokens/s, MFU, peak memory, on the shakespeare_char model;
 6. ``train_shakespeare.py --device gpu --max_iters 300``: the loss lines of a real run.
@@ -17,7 +19,8 @@ A part that fails (or runs out of its time) is reported and the next one runs; a
 ends the log. Each part has a time limit, cut shorter when the whole would pass --budget
 seconds. The log goes to stdout and to --log (default gpu_check.log). Tiny Shakespeare is
 read from --data, else ../shared/data/tinyshakespeare.txt when present, else downloaded.
-Nothing but the standard library is needed to start it.
+Every part runs this checkout's package (``PYTHONPATH`` is the repository), whatever the
+environment has installed. Nothing but the standard library is needed to start it.
 """
 from __future__ import annotations
 
@@ -152,24 +155,29 @@ def main():
     torch_proc = None
     if not args.no_install:
         if not py.exists():
-            part("1a. create .venv", [sys.executable, "-m", "venv", REPO / ".venv"], 60, 400)
+            part("1a. create .venv", [sys.executable, "-m", "venv", "--system-site-packages", REPO / ".venv"], 60, 400)
         part("1b. install the package with its gpu and test extras", [py, "-m", "pip", "install", "-q", "-e",
                                                                       ".[gpu,test]"], 240, 310)
         log(f"\n=== 1c. install {torch_requirement()} (in the background; needed in part 5)")
-        torch_log = open(Path(args.log).with_suffix(".torch-install.log"), "w")
-        try:
-            torch_proc = subprocess.Popen([str(py), "-m", "pip", "install", "-q", torch_requirement()], cwd=REPO,
-                                          stdout=torch_log, stderr=subprocess.STDOUT)
-        except OSError as e:
-            log(f"  cannot start: {e}")
+        has_torch = py.exists() and subprocess.run([str(py), "-c", "import torch"], capture_output=True).returncode == 0
+        if has_torch:
+            log("  PyTorch is already there")
+        else:
+            torch_log = open(Path(args.log).with_suffix(".torch-install.log"), "w")
+            try:
+                torch_proc = subprocess.Popen([str(py), "-m", "pip", "install", "-q", torch_requirement()], cwd=REPO,
+                                              stdout=torch_log, stderr=subprocess.STDOUT)
+            except OSError as e:
+                log(f"  cannot start: {e}")
     if not py.exists():
         py = Path(sys.executable)
         log(f"(no .venv: using {py})")
-    part("2. the device", [py, "-c", DEVICE], 60, 300)
-    part("3. the fused kernels' first-use self-checks", [py, "-c", SELF_CHECK], 90, 270)
-    env = dict(os.environ, TINYGRAD_LLM_TEST_DEVICE="gpu")
-    part("4. the GPU half of the test suite", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-ra"], 240, 150,
-         env=env)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    part("2. the device", [py, "-c", DEVICE], 60, 300, env=env)
+    part("3. the fused kernels' first-use self-checks", [py, "-c", SELF_CHECK], 90, 270, env=env)
+    part("4. the GPU half of the test suite (the tests on the device)",
+         [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-ra", "-k", "gpu"], 240, 150,
+         env=dict(env, TINYGRAD_LLM_TEST_DEVICE="gpu"))
     if torch_proc is not None:
         try:
             torch_proc.wait(timeout=max(1.0, min(90.0, left(150))))
@@ -181,13 +189,13 @@ def main():
     for tf32 in ("off", "on"):
         part(f"5. bench_train_step.py --device gpu --tf32 {tf32} (float32{' with TF32 matmuls' if tf32 == 'on' else ''})",
              [py, "benchmarks/bench_train_step.py", "--device", "gpu", "--tf32", tf32, "--iters", "20",
-              "--warmup", "3", "--round", "5"], 90, 105 if tf32 == "off" else 60)
+              "--warmup", "3", "--round", "5"], 90, 105 if tf32 == "off" else 60, env=env)
     data = args.data or next((str(c) for c in [REPO.parent / "shared" / "data" / "tinyshakespeare.txt",
                                                REPO / "shared" / "data" / "tinyshakespeare.txt"] if c.exists()), None)
     out = REPO / "out" / "gpu-check"
     part("6. train_shakespeare.py --device gpu, 300 iterations",
          [py, "examples/train_shakespeare.py", "--device", "gpu", "--max_iters", "300", "--out", out,
-          "--overwrite", "--sample-tokens", "200"] + (["--data", data] if data else []), 180, 0)
+          "--overwrite", "--sample-tokens", "200"] + (["--data", data] if data else []), 180, 0, env=env)
     log("\n=== summary")
     for title, outcome, secs in results:
         log(f"  {outcome:<24} {secs:5.0f} s  {title}")
