@@ -51,43 +51,29 @@ COMPILE_OPTIONS = ("--std=c++14",)
 _COMMON = r"""
 #define FULL_MASK 0xffffffffu
 #define NEG_INF __int_as_float(0xff800000)
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
-    return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
-    return v;
-}
 // The sum (max) of v over the block; blockDim.x a multiple of 32; sh holds 33 floats.
-__device__ float block_sum(float v, float* sh) {
+struct SumOp { __device__ float operator()(float a, float b) const { return a + b; } };
+struct MaxOp { __device__ float operator()(float a, float b) const { return fmaxf(a, b); } };
+template <class Op> __device__ __forceinline__ float warp_reduce(float v, Op op) {
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(FULL_MASK, v, o));
+    return v;
+}
+template <class Op> __device__ float block_reduce(float v, float* sh, float identity, Op op) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    v = warp_sum(v);
+    v = warp_reduce(v, op);
     __syncthreads();
     if (lane == 0) sh[warp] = v;
     __syncthreads();
     if (warp == 0) {
-        float t = lane < warps ? sh[lane] : 0.0f;
-        t = warp_sum(t);
+        float t = lane < warps ? sh[lane] : identity;
+        t = warp_reduce(t, op);
         if (lane == 0) sh[32] = t;
     }
     __syncthreads();
     return sh[32];
 }
-__device__ float block_max(float v, float* sh) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) sh[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        float t = lane < warps ? sh[lane] : NEG_INF;
-        t = warp_max(t);
-        if (lane == 0) sh[32] = t;
-    }
-    __syncthreads();
-    return sh[32];
-}
+__device__ float block_sum(float v, float* sh) { return block_reduce(v, sh, 0.0f, SumOp()); }
+__device__ float block_max(float v, float* sh) { return block_reduce(v, sh, NEG_INF, MaxOp()); }
 #define GRID_STRIDE(i, n) \
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); i += (long long)blockDim.x * gridDim.x)
 """
