@@ -318,6 +318,7 @@ def test_host_arrays_go_into_a_tensor_on_any_device(device):
     lambda d: [0, 3], lambda d: np.array([3]), lambda d: Tensor([-4], device=d), lambda d: (slice(None), [0, 2]),
     lambda d: (Ellipsis, np.array([5])), lambda d: (None, [1, 3]),
     lambda d: Tensor([0, 3], device=d).set_value_bounds(0, 3),
+    lambda d: (1, [0, 2]), lambda d: (Tensor(0, device=d), Tensor([0, -3], device=d)),   # PyTorch's split index
 ])
 def test_out_of_range_integer_indices_raise_on_every_device(device, index):
     """NumPy raises for an index out of range; CuPy would wrap it around, so the GPU path checks."""
