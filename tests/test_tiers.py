@@ -27,7 +27,7 @@ def _layer_norm_node():
     return F.layer_norm(Tensor(np.ones((2, 4)), requires_grad=True), 4).grad_fn
 
 
-def test_every_fused_op_has_a_cpu_kernel_named_as_its_op():
+def test_every_fused_op_has_fast_kernels_named_as_its_op():
     fast = tiers.fast_kernels("cpu")
     names = {ref.__name__ for ref in fast}
     assert names == {"Linear", "Embedding", "LayerNorm", "RMSNorm", "GELU", "SiLU", "SwiGLU", "CrossEntropy",
@@ -35,8 +35,13 @@ def test_every_fused_op_has_a_cpu_kernel_named_as_its_op():
     for ref, kernel in fast.items():
         assert issubclass(kernel, ref) and kernel.__name__ == ref.__name__
         assert kernel.__module__ == "tinygrad_llm.kernels.cpu" and ref.__module__.startswith("tinygrad_llm.ops.")
-    assert tiers.fast_kernels("cuda") == {}          # no GPU kernels yet: GPUs run the reference tier
-    assert tiers.kernel_for(LayerNorm, "cuda:0") is LayerNorm
+    cuda = tiers.fast_kernels("cuda")
+    assert {ref.__name__ for ref in cuda} == {"Linear", "Embedding", "LayerNorm", "GELU", "Dropout", "CrossEntropy",
+                                              "CausalSelfAttention"}
+    for ref, kernel in cuda.items():
+        assert issubclass(kernel, ref) and kernel.__name__ == ref.__name__
+        assert kernel.__module__ == "tinygrad_llm.kernels.cuda"
+    assert tiers.kernel_for(LayerNorm, "cuda:0") is cuda[LayerNorm]
 
 
 def test_use_reference_tier_and_the_context_manager():

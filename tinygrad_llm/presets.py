@@ -70,6 +70,7 @@ FIELD_HELP = {
     "always_save_checkpoint": "save latest/ at every evaluation (false: best/ only)",
     "seed": "random seed (weights, batches, dropout)",
     "peak_flops": "peak FLOP/s of the device, for MFU; none: from the machine when known",
+    "tf32": "GPU only: float32 matrix products on TF32 tensor cores (MFU then against their peak)",
 }
 
 

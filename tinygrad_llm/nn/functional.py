@@ -197,6 +197,9 @@ def _check_cross_entropy(logits, targets, ignore_index, reduction, label_smoothi
     if targets.shape != logits.shape[:-1]:
         raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
                          f"{logits.shape[:-1]} (one class index per row), got {targets.shape}")
+    known = targets.value_bounds
+    if known is not None and 0 <= known[0] and known[1] < C:
+        return                                            # in range, as known on the host: no device read
     t = targets.data
     bad = (t != ignore_index) & ((t < 0) | (t >= C))
     if bool(bad.any()):                                   # one host sync: the check is worth it
@@ -425,7 +428,10 @@ def softplus(input, beta=1.0, threshold=20.0):
 def embedding(input, weight, padding_idx=None):
     """weight[input]: integer ids ``input`` (...) (Tensor, numpy/cupy array or list), weight (V, D) -> (..., D).
 
-    ``padding_idx``: a row (negative counts from the end) that gets no gradient, as PyTorch's."""
+    ``padding_idx``: a row (negative counts from the end) that gets no gradient, as PyTorch's.
+    Ids out of range raise IndexError. The check reads the ids' min and max back from a GPU,
+    unless the ids carry bounds known on the host (``Tensor.set_value_bounds``: batches from
+    ``get_batch`` and the model's positions do), which are checked instead."""
     weight = _tensor(weight, "weight")
     ids = _index_tensor(input, weight.device)
     if ids.dtype.kind not in "iu":
@@ -434,7 +440,8 @@ def embedding(input, weight, padding_idx=None):
         raise ValueError(f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got shape {weight.shape}")
     V = weight.shape[0]
     if ids.size:
-        lo, hi = int(ids.data.min()), int(ids.data.max())      # host syncs: the check is worth them
+        known = ids.value_bounds                                 # known on the host: no device read
+        lo, hi = known if known is not None else (int(ids.data.min()), int(ids.data.max()))
         if lo < 0 or hi >= V:
             raise IndexError(f"embedding: id {lo if lo < 0 else hi} is out of range for an embedding table of "
                              f"{V} rows (valid ids are 0..{V - 1})")
