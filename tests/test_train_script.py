@@ -414,6 +414,6 @@ def test_sample_ctrl_c_exits_cleanly(tmp_path, made):
         pass
     p.stdout.read(20)                                                  # it is printing text
     p.send_signal(signal.SIGINT)
-    p.wait(timeout=30)
-    err = p.stderr.read().decode()
+    _, err = p.communicate(timeout=60)     # keeps reading stdout: a full pipe would block its final flush
+    err = err.decode()
     assert p.returncode == 130 and err == "\ninterrupted\n", err
