@@ -3,14 +3,19 @@ model written in PyTorch eager (when torch is installed), alternating the two in
 
     python benchmarks/bench_train_step.py                      # the 'cpu' preset's model
     python benchmarks/bench_train_step.py --preset gpu --iters 3
+    python benchmarks/bench_train_step.py --device gpu --tf32 on   # shakespeare_char on a GPU, TF32 matmuls
     python benchmarks/bench_train_step.py --profile            # where our time goes
     python benchmarks/bench_train_step.py --no-torch --breakdown --torch-breakdown   # both, per op
     python benchmarks/bench_train_step.py --no-torch --dtype float16 --attention flash --recompute block
 
-Prints ms/iter (median), tokens/s, MFU against --peak-flops, and our peak traced array
-memory, for each implementation, then the ratio ours / PyTorch. PyTorch runs in a process
-of its own (the two libraries' thread pools slow each other down in one process); the
-two take turns in rounds of --round steps.
+Prints ms/iter (median), tokens/s, MFU against --peak-flops (default: the device's peak for
+the precision used, tinygrad_llm.hardware), and peak memory (on the CPU our traced arrays;
+on a GPU the memory pool's high-water mark of a step, and PyTorch's max_memory_allocated),
+for each implementation, then the ratio ours / PyTorch. Each step ends by reading the loss,
+so a GPU step is timed to its end. PyTorch runs in a process of its own (the two libraries'
+thread pools slow each other down in one process); the two take turns in rounds of --round
+steps. --device gpu picks the gpu preset unless --preset says otherwise; --tf32 on lets both
+use TF32 tensor cores for float32 matrix products (off: full float32, the default).
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import tracemalloc
 import numpy as np
 
 import tinygrad_llm as tg
+import tinygrad_llm.hardware  # noqa: F401  (tg.hardware: the device's peak FLOP/s)
 from tinygrad_llm import GPT, GPTConfig, amp
 from tinygrad_llm.optim import clip_grad_norm_
 from tinygrad_llm.kernels import num_threads, tune_allocator
@@ -65,12 +71,15 @@ class Torch:
 
     name = "pytorch"
 
-    def __init__(self, cfg: GPTConfig, device):
+    def __init__(self, cfg: GPTConfig, device, tf32=False):
         import torch
         import torch.nn as nn
         import torch.nn.functional as F
         torch.manual_seed(0)
         self.torch, self.cfg = torch, cfg
+        self.device = "cpu" if device == "cpu" else device.replace("gpu", "cuda")
+        if self.device != "cpu":
+            torch.backends.cuda.matmul.allow_tf32 = tf32
         C, H = cfg.n_embd, cfg.n_head
 
         class Block(nn.Module):
@@ -102,13 +111,13 @@ class Torch:
 
             def forward(self, idx, tgt):
                 T = idx.shape[1]
-                x = self.drop(self.wte(idx) + self.wpe(torch.arange(T)))
+                x = self.drop(self.wte(idx) + self.wpe(torch.arange(T, device=idx.device)))
                 for b in self.h:
                     x = b(x)
                 logits = self.lm_head(self.ln_f(x))
                 return F.cross_entropy(logits.view(-1, logits.size(-1)), tgt.view(-1))
 
-        self.model = Model()
+        self.model = Model().to(self.device)
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.dim() < 2]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
@@ -116,7 +125,7 @@ class Torch:
 
     def step(self, x, y):
         torch = self.torch
-        loss = self.model(torch.from_numpy(x), torch.from_numpy(y))
+        loss = self.model(torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
@@ -213,16 +222,22 @@ class TorchProcess:
 
     name = "pytorch"
 
-    def __init__(self, cfg: GPTConfig, device, batches):
+    def __init__(self, cfg: GPTConfig, device, batches, tf32=False):
         import multiprocessing as mp
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_torch_worker, args=(child, cfg.to_dict(), device, batches), daemon=True)
+        self.proc = ctx.Process(target=_torch_worker, args=(child, cfg.to_dict(), device, batches, tf32), daemon=True)
         self.proc.start()
+        child.close()                     # the worker's end: so that recv() sees the worker die
         self.info = self.conn.recv()      # raises EOFError if the worker failed to start
 
     def timed_step(self, i):
         self.conn.send(i)
+        return self.conn.recv()
+
+    def peak_memory(self):
+        """Bytes: max_memory_allocated over one step on a GPU, None on the CPU."""
+        self.conn.send("peak")
         return self.conn.recv()
 
     def close(self):
@@ -230,25 +245,49 @@ class TorchProcess:
         self.proc.join(timeout=30)
 
 
-def _torch_worker(conn, cfg_dict, device, batches):
+def _torch_worker(conn, cfg_dict, device, batches, tf32=False):
     import torch
-    impl = Torch(GPTConfig(**cfg_dict), device)
-    conn.send(f"torch {torch.__version__}, {torch.get_num_threads()} threads, own process")
+    impl = Torch(GPTConfig(**cfg_dict), device, tf32)
+    where = f"{torch.get_num_threads()} threads" if impl.device == "cpu" else \
+        f"{torch.cuda.get_device_name(0)}, TF32 {'on' if tf32 else 'off'}"
+    conn.send(f"torch {torch.__version__}, {where}, own process")
     while (i := conn.recv()) is not None:
+        if i == "peak":
+            if impl.device == "cpu":
+                conn.send(None)
+                continue
+            torch.cuda.reset_peak_memory_stats()
+            impl.step(*batches[0])
+            conn.send(torch.cuda.max_memory_allocated())
+            continue
         t0 = time.perf_counter()
         impl.step(*batches[i])
         conn.send(time.perf_counter() - t0)
 
 
+def gpu_pool_peak(step, device):
+    """Bytes CuPy's memory pool held after one ``step`` on ``device``, starting from an empty pool:
+    the pool keeps every block a step freed, so this is the step's high-water mark."""
+    cp = tg.backend.xp_for(device)
+    pool = cp.get_default_memory_pool()
+    pool.free_all_blocks()
+    base = pool.used_bytes()                  # weights, gradients, optimizer state
+    step()
+    return pool.total_bytes(), base
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--preset", default=None, choices=["cpu", "gpu"], help="default: 'gpu' on a GPU, else 'cpu'")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--tf32", choices=["on", "off"], default="off",
+                   help="GPU: float32 matrix products on TF32 tensor cores, for both (default off)")
     p.add_argument("--iters", type=int, default=30, help="iterations per implementation")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--round", type=int, default=6, help="steps each implementation runs per turn")
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--peak-flops", type=float, default=None, help="for MFU (default: tinygrad_llm.model.PEAK_FLOPS)")
+    p.add_argument("--peak-flops", type=float, default=None,
+                   help="for MFU (default: the device's peak for the precision used, else tinygrad_llm.model.PEAK_FLOPS)")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--dtype", default="float32", choices=amp.AMP_DTYPES, help="ours: float16 = mixed precision")
     p.add_argument("--attention", default="standard", choices=["standard", "flash"], help="ours: GPTConfig.attention")
@@ -261,6 +300,11 @@ def main():
                    help="skip tinygrad_llm.kernels.tune_allocator() (glibc keeps freed memory for reuse)")
     args = p.parse_args()
     tuned = False if args.default_allocator else tune_allocator()
+    args.device = tg.backend.canonical_device(args.device)
+    gpu = args.device != "cpu"
+    tf32 = gpu and args.tf32 == "on"
+    tg.backend.set_tf32(tf32)
+    args.preset = args.preset or ("gpu" if gpu else "cpu")
 
     model_fields, train_fields = preset(args.preset)
     B = args.batch_size or train_fields["batch_size"]
@@ -273,14 +317,26 @@ def main():
         if importlib.util.find_spec("torch") is None:
             torch_info = "torch not installed"
         else:
-            ref = TorchProcess(cfg, args.device, batches)
-            torch_info = ref.info
+            try:
+                ref = TorchProcess(cfg, args.device, batches, tf32)
+                torch_info = ref.info
+            except EOFError:              # its traceback is printed above (e.g. a PyTorch without CUDA)
+                torch_info = "torch failed to start"
     print(f"preset {args.preset}: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {T}, "
           f"batch {B}, dropout {cfg.dropout}; {ours.model.num_params() / 1e6:.2f}M params; ours: {args.dtype}, "
           f"attention {args.attention}, recompute {args.recompute}")
+    where = f"{num_threads()} threads, allocator {'tuned' if tuned else 'default'}"
+    if gpu:
+        import cupy  # noqa: PLC0415 (the GPU run needs CuPy)
+        try:
+            name = cupy.cuda.runtime.getDeviceProperties(int(args.device.split(":")[1]))["name"]
+            name = name.decode() if isinstance(name, bytes) else name
+        except Exception:  # noqa: BLE001 - only for the label
+            name = "unknown GPU"
+        where = f"{name}, CuPy {cupy.__version__}, TF32 {'on' if tf32 else 'off'}, fused kernels " + \
+            ("off (reference tier)" if tg.reference_tier_forced() else "on where they pass their checks")
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}, "
-          f"numpy {np.__version__}, {torch_info}; "
-          f"ours: {num_threads()} threads, allocator {'tuned' if tuned else 'default'}")
+          f"numpy {np.__version__}, {torch_info}; ours: {where}")
     for i, (x, y) in enumerate(batches[:args.warmup]):
         ours.step(x, y)
         if ref is not None:
@@ -314,21 +370,33 @@ def main():
                 t = ref.timed_step(i)
                 if k or args.round == 1:
                     times[ref.name].append(t)
+    memory = {}
     if ref is not None:
+        torch_peak = ref.peak_memory()
+        if torch_peak is not None:
+            memory[ref.name] = f", peak memory {torch_peak / 2**20:.0f} MiB (max_memory_allocated)"
         ref.close()
-    tracemalloc.start()
-    ours.step(*batches[0])
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    if gpu:
+        held, base = gpu_pool_peak(lambda: ours.step(*batches[0]), args.device)
+        memory[ours.name] = f", peak memory {held / 2**20:.0f} MiB (CuPy pool; {base / 2**20:.0f} MiB between steps)"
+    else:
+        tracemalloc.start()
+        ours.step(*batches[0])
+        memory[ours.name] = f", peak traced arrays {tracemalloc.get_traced_memory()[1] / 2**20:.0f} MiB"
+        tracemalloc.stop()
+    if gpu:
+        st = tg.kernels.cuda.status(args.device)
+        print(f"fused kernels on {args.device}: " + (", ".join(f"{k} {'in use' if v is True else 'reference tier' if v is False else v}"
+                                                               for k, v in st.items()) or "none used"))
     flops = ours.model.flops_per_token(T) * B * T
-    peak_flops = args.peak_flops or tg.model.PEAK_FLOPS["cpu" if args.device == "cpu" else "cuda"]
+    peak_flops = args.peak_flops or tg.hardware.peak_flops(args.device, tf32=tf32) or \
+        tg.model.PEAK_FLOPS["cpu" if args.device == "cpu" else "cuda"]
     med = {}
     for name, ts in times.items():
         med[name] = statistics.median(ts)
-        extra = f", peak traced arrays {peak / 2**20:.0f} MiB" if name == "tinygrad_llm" else ""
         print(f"{name:>13}: {med[name] * 1000:8.1f} ms/iter (min {min(ts) * 1000:.1f}), "
               f"{B * T / med[name]:9,.0f} tok/s, MFU {flops / med[name] / peak_flops * 100:5.1f}% "
-              f"of {peak_flops:.2g} FLOP/s{extra}")
+              f"of {peak_flops:.3g} FLOP/s{memory.get(name, '')}")
     if "pytorch" in med:
         print(f"ratio ours / pytorch: {med['tinygrad_llm'] / med['pytorch']:.2f}x")
     assert math.isfinite(ours.step(*batches[0]))

@@ -21,8 +21,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout, uninstalled
 
-from tinygrad_llm import Tensor  # noqa: E402
+from tinygrad_llm import Tensor, cli  # noqa: E402
 import tinygrad_llm.nn.functional as F  # noqa: E402
+
+cli.ArgumentParser(description=__doc__).parse_args()   # no options: anything given is an error (and --help)
 
 T, D = 4, 3
 scale = 1.0 / np.sqrt(D)

@@ -39,7 +39,7 @@ def parse(argv):
     p.add_argument("--top-k", type=cli.integer(min=1), default=200)
     p.add_argument("--top-p", type=cli.number(min=0, max=1, min_open=True), default=None)
     p.add_argument("--repetition-penalty", type=cli.number(min=0, min_open=True), default=1.0, help="1 = off")
-    p.add_argument("--seed", type=cli.integer(), default=None)
+    p.add_argument("--seed", type=cli.integer(min=0), default=None)
     p.add_argument("--stop", default=None, help="stop when this string is generated")
     p.add_argument("--num-samples", type=cli.integer(min=1), default=1)
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context every token")
@@ -81,7 +81,9 @@ def main(argv=None) -> int:
             if not tokenizer.encode(args.prompt):
                 raise ValueError("it encodes to no tokens: give at least one character")
         except ValueError as e:
-            raise ValueError(f"--prompt {args.prompt!r} cannot be encoded with this model's tokenizer: {e}") from None
+            given = (f"--instruction {args.instruction!r}" + (f" with --input {args.input!r}" if args.input else "")
+                     + " (in the fine-tuning template)") if args.instruction is not None else f"--prompt {args.prompt!r}"
+            raise ValueError(f"{given} cannot be encoded with this model's tokenizer: {e}") from None
         for i in range(args.num_samples):
             seed = None if args.seed is None else args.seed + i
             print(args.prompt, end="", flush=True)

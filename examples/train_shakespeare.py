@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -39,14 +40,30 @@ SCRIPT = Path(__file__)
 NOT_FLAGS = ("vocab_size",)             # set by the tokenizer, not a flag
 
 
+def _saved_arch(out) -> str | None:
+    """The architecture of the run in ``out`` (its latest checkpoint's config.json), or None
+    when there is none to read (the checks after parsing say what is wrong)."""
+    try:
+        meta = json.loads((Path(out) / "latest" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    arch = meta.get("arch", "gpt") if isinstance(meta, dict) else None    # before "arch": a GPT
+    return arch if arch in ARCHITECTURES else None
+
+
 def _preset_name(argv) -> tuple[str, str, str]:
     """--device, --preset and --arch, read first: the help lists the chosen preset's values
-    and architecture's fields."""
+    and architecture's fields. With --resume --out DIR and no --arch, the architecture is
+    the run's, so that its model flags (--n_kv_head, ...) are known."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--device", default="cpu")
     pre.add_argument("--preset", default=None)
     pre.add_argument("--arch", default=None)
+    pre.add_argument("--resume", action="store_true")
+    pre.add_argument("--out", default=None)
     known, _ = pre.parse_known_args(argv)
+    if known.arch is None and known.resume and known.out:
+        known.arch = _saved_arch(known.out)
     try:
         device = backend.canonical_device(known.device)
     except ValueError:

@@ -1,5 +1,6 @@
 """The backend switch: device names, the errors for a missing CuPy / missing CUDA device
 (simulated, so they run on any machine), mixing devices, dtypes, scatter_add, RNG state."""
+import contextlib
 import sys
 import types
 
@@ -102,6 +103,68 @@ def test_cuda_index_beyond_the_devices_present(monkeypatch):
         backend.xp_for("cuda:1")
 
 
+class _Lacking:
+    """A device array whose matrix product fails as CuPy's does when cuBLAS is not installed."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def reshape(self, *shape):
+        return _Lacking(self.a.reshape(*shape))
+
+    def __mul__(self, o):
+        return _Lacking(self.a * o)
+
+    def __add__(self, o):
+        return _Lacking(self.a + o)
+
+    def __matmul__(self, o):
+        raise ImportError("libcublasLt.so.12: cannot open shared object file: No such file or directory")
+
+
+def _working_cupy(arange=np.arange, default_rng=np.random.default_rng):
+    """A stand-in for CuPy with one device that runs the first-use checks (on NumPy)."""
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0)
+    return types.SimpleNamespace(
+        __version__="14.0-test", cuda=types.SimpleNamespace(runtime=runtime, Device=lambda i: contextlib.nullcontext()),
+        arange=arange, float32=np.float32, asnumpy=np.asarray, ndarray=type(None),
+        random=types.SimpleNamespace(default_rng=default_rng))
+
+
+@pytest.mark.parametrize("cupy, missing", [
+    (_working_cupy(arange=lambda *a, **k: _Lacking(np.arange(*a, **k))), "libcublasLt"),
+    (_working_cupy(default_rng=lambda seed: (_ for _ in ()).throw(ImportError("libcurand.so.10: cannot open"))),
+     "libcurand"),
+])
+def test_cupy_without_its_cuda_libraries_says_how_to_install_them(monkeypatch, cupy, missing):
+    """CuPy 14 imports without cuBLAS/cuRAND and fails at their first use: the device check runs a
+    matmul and a random draw, so that failure comes at once, with the fix."""
+    monkeypatch.setattr(backend, "_cupy", cupy)
+    monkeypatch.setattr(backend, "_cupy_error", None)
+    with pytest.raises(DeviceError) as err:
+        Tensor([1.0], device="gpu")
+    msg = str(err.value)
+    assert "CuPy 14.0-test is installed but cannot run on it (ImportError: " + missing in msg
+    assert "pip install 'tinygrad_llm[gpu]'" in msg and "cupy-cuda12x[ctk]" in msg and "device='cpu'" in msg
+    assert tg.gpu_available() is False
+
+
+def test_the_device_check_is_remembered_per_cupy_module(monkeypatch):
+    """A device that passed its check once is not checked again, unless CuPy itself changed (the
+    fakes above must stay reachable after a real GPU was used in the same process)."""
+    calls = []
+    good = _working_cupy()
+    good.cuda.runtime.getDeviceCount = lambda: calls.append(1) or 1
+    monkeypatch.setattr(backend, "_cupy", good)
+    monkeypatch.setattr(backend, "_cupy_error", None)
+    monkeypatch.setattr(backend, "_checked_gpus", {})
+    assert backend.xp_for("cuda:0") is good and backend.xp_for("cuda:0") is good
+    assert len(calls) == 1
+    monkeypatch.setattr(backend, "_cupy", _fake_cupy(lambda: 0))
+    with pytest.raises(DeviceError, match="found no CUDA device"):
+        backend.xp_for("cuda:0")
+
+
 def test_module_state_is_restored_after_the_fakes():
     """Runs after the tests above: the real import state is back (cupy absent or real)."""
     assert sys.modules.get("cupy", "absent") is not None
@@ -187,3 +250,34 @@ def test_rng_state_round_trip():
     np.testing.assert_array_equal(tg.randn(4).numpy(), a)
     with pytest.raises(ValueError, match="get_rng_state"):
         backend.set_rng_state({"seed": 1})
+
+
+def test_a_gpu_generator_follows_the_saved_cpu_state(device):
+    """reseed_from_cpu: each training step's GPU seed is derived from the CPU generator's state,
+    which a checkpoint saves, so restoring that state restores the GPU's draws; nothing is drawn
+    from the CPU generator (a GPU run gets the batches a CPU run gets); "cpu" is left alone."""
+    dev = backend.canonical_device(device)
+    tg.manual_seed(3)
+    state = backend.get_rng_state()
+    backend.reseed_from_cpu(dev)
+    assert backend.get_rng_state() == state
+    a = backend.to_numpy(backend.rng(dev).random(5, dtype=np.float32))
+    backend.rng("cpu").integers(0, 10, size=4)           # a step's batch moves the CPU generator on
+    backend.reseed_from_cpu(dev)
+    b = backend.to_numpy(backend.rng(dev).random(5, dtype=np.float32))
+    assert not np.array_equal(a, b)
+    backend.set_rng_state(state)
+    backend.reseed_from_cpu(dev)
+    np.testing.assert_array_equal(backend.to_numpy(backend.rng(dev).random(5, dtype=np.float32)), a)
+
+
+def test_tf32_is_an_explicit_switch():
+    assert backend.tf32_enabled() is False
+    with backend.tf32(True):
+        assert backend.tf32_enabled() is True
+        with backend.tf32(False):
+            assert backend.tf32_enabled() is False
+        assert backend.tf32_enabled() is True
+    assert backend.tf32_enabled() is False
+    with pytest.raises(TypeError, match="True or False"):
+        backend.set_tf32("yes")

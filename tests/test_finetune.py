@@ -190,3 +190,11 @@ def test_sft_teaches_a_tiny_model_held_out_instructions(one_blas_thread):
     assert history[-1]["val_loss"] < 0.2 * val_before
     responses = generate_responses(model, tok, held_out[:4], eos, max_new_tokens=10)
     assert sum(r == rec["output"] for r, rec in zip(responses, held_out[:4])) >= 2, responses
+
+
+@pytest.mark.parametrize("kw, match", [(dict(seed=-1), "seed must be an integer >= 0, got -1"),
+                                       (dict(seed=2.0), "seed must be an integer >= 0, got 2.0"),
+                                       (dict(log_interval=-1), "log_interval must be an integer >= 0, got -1")])
+def test_bad_config_values(kw, match):
+    with pytest.raises(ValueError, match=match):
+        SFTConfig(**kw)

@@ -157,6 +157,8 @@ def write(tmp_path, name, text):
     (SFT, ["--val-fraction", "1"], "argument --val-fraction: expected a finite number >= 0 and < 1, got '1'"),
     (SFT, ["--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
     (SFT, ["--device", "tpu"], "unknown device 'tpu'"),
+    (SFT, ["--seed", "-1"], "argument --seed: expected a whole number >= 0, got '-1'"),
+    (DPO, ["--seed", "-1"], "argument --seed: expected a whole number >= 0, got '-1'"),
     (DPO, ["--beta", "0"], "argument --beta: expected a finite number > 0, got '0'"),
     (DPO, ["--beta", "-1"], "argument --beta: expected a finite number > 0, got '-1'"),
     (DPO, ["--lora-rank", "0"], "argument --lora-rank: expected a whole number >= 1, got '0'"),

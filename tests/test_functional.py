@@ -58,7 +58,7 @@ def test_each_op_is_one_graph_node(tier):
         (F.elu(x), ELU, (x,)),
         (F.softplus(x), Softplus, (x,)),
         (F.pad(x, (1, 1)), Pad, (x,)),
-        (F.binary_cross_entropy(x.sigmoid().detach().requires_grad_(), x), BinaryCrossEntropy, None),
+        (F.binary_cross_entropy(x.sigmoid().detach().requires_grad_(), x.sigmoid()), BinaryCrossEntropy, None),
         (F.binary_cross_entropy_with_logits(x, x.detach()), BinaryCrossEntropyWithLogits, None),
     ]
     fast = tiers.fast_kernels("cpu")

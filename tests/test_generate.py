@@ -160,7 +160,9 @@ def test_bad_arguments():
                       (dict(temperature=nan), "temperature must be a finite number"),
                       (dict(temperature=inf), "temperature must be a finite number"),
                       (dict(top_p=nan), "top_p"),
-                      (dict(repetition_penalty=nan), "repetition_penalty must be a finite number")]:
+                      (dict(repetition_penalty=nan), "repetition_penalty must be a finite number"),
+                      (dict(seed=-1), "seed must be an integer >= 0 or None, got -1"),
+                      (dict(seed=1.5), "seed must be an integer >= 0 or None, got 1.5")]:
         with pytest.raises(ValueError, match=match):
             generate(m, [[1]], 3, **kw)
     with pytest.raises(ValueError, match="non-empty"):

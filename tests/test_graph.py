@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from conftest import to_np
 
-from tinygrad_llm import Function, Tensor, enable_grad, gradcheck, is_grad_enabled, no_grad, set_grad_enabled
+from tinygrad_llm import Function, Tensor, enable_grad, gradcheck, is_grad_enabled, manual_seed, nn, no_grad, \
+    reference_tier, set_grad_enabled
+from tinygrad_llm.nn import functional as F
+from tinygrad_llm.optim import AdamW
 
 
 def leaf(a, device, requires_grad=True):
@@ -297,6 +300,45 @@ def test_in_place_ops_work_on_plain_tensors(device):
     assert t._version == 6
 
 
+def test_host_arrays_go_into_a_tensor_on_any_device(device):
+    """NumPy arrays and lists as the right-hand side of in-place writes: CuPy takes only scalars
+    from the host, so on a GPU they are copied to the device first."""
+    t = Tensor(np.zeros((3, 2), np.float32), device=device)
+    t[0:2] = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    t[2] = [5.0, 6.0]
+    t.add_(np.ones((3, 2), np.float32))
+    t.mul_(np.full(2, 2.0, np.float32))
+    t.sub_([[1.0, 1.0]])
+    close(t, [[3.0, 5.0], [7.0, 9.0], [11.0, 13.0]])
+    t[Tensor([0, 2], device=device)] = np.zeros((2, 2), np.float32)
+    close(t, [[0.0, 0.0], [7.0, 9.0], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("index", [
+    lambda d: [0, 3], lambda d: np.array([3]), lambda d: Tensor([-4], device=d), lambda d: (slice(None), [0, 2]),
+    lambda d: (Ellipsis, np.array([5])), lambda d: (None, [1, 3]),
+    lambda d: Tensor([0, 3], device=d).set_value_bounds(0, 3),
+    lambda d: (1, [0, 2]), lambda d: (Tensor(0, device=d), Tensor([0, -3], device=d)),   # PyTorch's split index
+])
+def test_out_of_range_integer_indices_raise_on_every_device(device, index):
+    """NumPy raises for an index out of range; CuPy would wrap it around, so the GPU path checks."""
+    t = Tensor(np.arange(6.0).reshape(3, 2), device=device)
+    with pytest.raises(IndexError, match=r"index -?\d+ is out of bounds for axis \d with size [23]"):
+        t[index(device)]
+    with pytest.raises(IndexError, match="out of bounds"):
+        t[index(device)] = 1.0
+    close(t[Tensor([-3, 2], device=device)], [[0.0, 1.0], [4.0, 5.0]])      # negative indices count from the end
+    close(t[..., [-1]], [[1.0], [3.0], [5.0]])
+
+
+def test_value_bounds_lapse_when_the_tensor_changes(device):
+    ids = Tensor([1, 2], device=device).set_value_bounds(1, 2)
+    assert ids.value_bounds == (1, 2)
+    ids.reshape(2, 1)[0] = 0          # through a view: the record no longer holds
+    assert ids.value_bounds is None
+    assert float(Tensor([2.5], device=device)) == 2.5 and int(Tensor(3, device=device)) == 3
+
+
 @pytest.mark.parametrize("make_view", [
     lambda a: a[0:2], lambda a: a.reshape(2, 2), lambda a: a.T, lambda a: a.detach(),
     lambda a: a[None], lambda a: a.unsqueeze(0).squeeze(0),
@@ -321,3 +363,43 @@ def test_a_copy_does_not_share_the_version_counter(device):
     assert a._version == 0
     loss.backward()
     close(w.grad, np.arange(4.0))
+
+
+# ------------------------------------------------------------------------------ gradients written in place
+
+def _tied_model_grads(device, with_optimizer, backwards=2):
+    """Gradients of a token embedding tied to an output layer (GPT's wte / lm_head), with a
+    bias and a LayerNorm, after ``backwards`` backward passes (gradients accumulate)."""
+    manual_seed(0)
+    emb, ln, head = nn.Embedding(7, 5, device=device), nn.LayerNorm(5, device=device), \
+        nn.Linear(5, 7, device=device)
+    head.weight = emb.weight
+    params = [emb.weight, ln.weight, ln.bias, head.bias]
+    if with_optimizer:
+        AdamW(params)                 # gives every parameter a view of its flat buffer to fill
+    ids = Tensor(np.array([[1, 3, 3, 6]]), device=device)
+    for _ in range(backwards):
+        y = head(ln(emb(ids)))
+        (y * Tensor(np.linspace(-1, 1, 28).reshape(1, 4, 7).astype(np.float32), device=device)).sum().backward()
+    return [to_np(p.grad) for p in params]
+
+
+def test_weight_gradients_written_in_place_are_the_gradients(device, tier):
+    """The fast kernels write weight gradients straight into a parameter's grad storage (the
+    optimizer's flat buffer), or add them into its .grad (a tied weight's second use, a second
+    backward); the gradients are those backward computes without storage, on the reference tier."""
+    with reference_tier():
+        expected = _tied_model_grads(device, with_optimizer=False)
+    for got, want in zip(_tied_model_grads(device, with_optimizer=True), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for got, want in zip(_tied_model_grads(device, True, backwards=1),
+                         _tied_model_grads(device, False, backwards=1)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_leaf_given_twice_to_one_op_gets_both_gradients(device, tier):
+    w = Tensor(np.arange(6, dtype=np.float32).reshape(2, 3) / 10, requires_grad=True, device=device)
+    AdamW([w])
+    F.linear(w, w).sum().backward()                # y = w w^T: dW = (g + g^T) w with g all ones
+    expected = 2 * np.ones((2, 2)) @ (np.arange(6).reshape(2, 3) / 10)
+    np.testing.assert_allclose(to_np(w.grad), expected, rtol=1e-6)

@@ -39,6 +39,11 @@ def test_gpu_peak_from_device_properties(monkeypatch):
         getDeviceProperties=lambda i: props)))
     monkeypatch.setattr(hardware.backend, "xp_for", lambda device: fake)
     assert hardware.gpu_peak_flops("cuda:0") == pytest.approx(66.9e12, rel=1e-3)
+    assert hardware.gpu_peak_flops("cuda:0", tf32=True) == pytest.approx(535.3e12, rel=1e-3)   # tensor cores
+    props.update(multiProcessorCount=108, clockRate=1_410_000, major=8)                       # an A100
+    assert hardware.gpu_peak_flops("cuda:0", tf32=True) == pytest.approx(156e12, rel=1e-2)   # NVIDIA's figure
+    props.update(major=7, minor=5)                                                             # Turing: no TF32
+    assert hardware.gpu_peak_flops("cuda:0", tf32=True) is None and hardware.gpu_peak_flops("cuda:0") > 0
     props["major"] = 99                                    # an architecture it does not know
     assert hardware.gpu_peak_flops("cuda:0") is None
     del props["clockRate"]                                 # (CUDA 13 dropped it)

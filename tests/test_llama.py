@@ -217,6 +217,18 @@ def test_training_script_with_arch_llama(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):          # a resumed run keeps its architecture
         train.main([str(a) for a in ["--arch", "gpt", "--out", out, "--resume", "--max_iters", "8"]])
     assert "--arch gpt differs from the checkpoint's architecture (llama)" in capsys.readouterr().err
+    # without --arch, --resume takes the run's: its Llama flags are known (the same value is accepted,
+    # another is refused as a change of model), and --help lists the Llama's fields
+    assert train.main([str(a) for a in ["--out", out, "--resume", "--n_kv_head", "1", "--max_iters", "6",
+                                        "--sample-tokens", "0"]]) == 0
+    assert load_checkpoint(out / "latest").trainer_state["iter"] == 6
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        train.main([str(a) for a in ["--out", out, "--resume", "--n_kv_head", "2", "--max_iters", "8"]])
+    assert "--n_kv_head 2 differs from the checkpoint's n_kv_head=1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main([str(a) for a in ["--out", out, "--resume", "--help"]])
+    assert "LlamaConfig" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         train.main(["--arch", "llama", "--norm", "layernorm", "--out", str(tmp_path / "other")])
     assert "unknown option --norm" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import pytest
 
 import tinygrad_llm as tg
 from tinygrad_llm import GPT, GPTConfig, Tensor, gradcheck
+from tinygrad_llm.generate import generate
 from tinygrad_llm.nn import KVCache
 
 TINY = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
@@ -254,3 +255,30 @@ def test_model_on_gpu_matches_cpu(device):
     ref = m(idx, idx)[1].item()
     m.to(device)
     assert abs(m(idx, idx)[1].item() - ref) < 1e-5
+
+
+def test_token_ids_may_be_device_arrays(device):
+    """GPT.forward and generate take ids as lists, NumPy arrays, Tensors or arrays of the model's
+    device (CuPy on a GPU), with the same results."""
+    m = tiny().to(device)
+    ids = np.random.default_rng(1).integers(0, 11, (2, 8))
+    on_device = tg.Tensor(ids, device=device).data
+    ref_logits, ref_loss = m(ids, ids)
+    for form in (ids.tolist(), on_device, tg.Tensor(ids, device=device)):
+        logits, loss = m(form, form)
+        np.testing.assert_array_equal(logits.numpy(), ref_logits.numpy())
+        assert loss.item() == ref_loss.item()
+    np.testing.assert_array_equal(generate(m, on_device, 4, temperature=0), generate(m, ids, 4, temperature=0))
+
+
+def test_out_of_range_ids_and_targets_raise_on_every_device(device):
+    m = tiny().to(device)
+    ids = np.random.default_rng(1).integers(0, 11, (2, 8))
+    bad = ids.copy()
+    bad[1, 3] = 11
+    with pytest.raises(IndexError, match=r"embedding: id 11 is out of range .* of 11 rows"):
+        m(bad)
+    with pytest.raises(ValueError, match=r"cross_entropy: target 11 is out of range"):
+        m(ids, bad)
+    with pytest.raises(IndexError, match=r"id 11 is out of range"):   # the bounds a tensor carries are checked too
+        m(tg.Tensor(bad, device=device).set_value_bounds(0, 11))

@@ -8,7 +8,7 @@ from conftest import to_np
 
 import tinygrad_llm as tg
 import tinygrad_llm.optim.optimizer as optimizer_mod
-from tinygrad_llm import Tensor
+from tinygrad_llm import Tensor, backend
 from tinygrad_llm.nn import Module, Parameter
 from tinygrad_llm.nn.utils import clip_grad_norm_ as clip_from_nn
 from tinygrad_llm.optim import SGD, AdamW, CosineWithWarmup, clip_grad_norm_, get_lr
@@ -244,7 +244,32 @@ def test_module_zero_grad_and_clip_work_with_flat_grads():
     g = opt._buckets[0][0].grad.copy()
     total = clip_grad_norm_(m.parameters(), 1e-3)
     np.testing.assert_allclose(np.linalg.norm(opt._buckets[0][0].grad), 1e-3, rtol=1e-4)
-    np.testing.assert_allclose(total, np.linalg.norm(g), rtol=1e-5)
+    np.testing.assert_allclose(float(total), np.linalg.norm(g), rtol=1e-5)
+
+
+@pytest.mark.parametrize("drop", [None, 0, 2])
+def test_clip_works_on_the_flat_buffer_only_where_it_holds_exactly_the_gradients(device, drop):
+    """clip_grad_norm_ reduces and scales an optimizer's flat gradient buffer as one array when
+    the parameters' gradients are the views that tile it; when one of them has no gradient
+    (its slice of the buffer still holds an old one), only the gradients that exist count."""
+    tg.manual_seed(0)
+    m = tg.nn.Sequential(tg.nn.Linear(3, 4, device=device), tg.nn.Linear(4, 2, device=device))
+    AdamW(m.parameters())
+    (m(tg.randn(5, 3, device=device)) ** 2).sum().backward()
+    params = list(m.parameters())
+    if drop is not None:
+        params[drop].grad = None
+    expected = [None if p.grad is None else to_np(p.grad).copy() for p in params]
+    norm = np.sqrt(sum((e.astype(np.float64) ** 2).sum() for e in expected if e is not None))
+    total = clip_grad_norm_(params, 0.5)
+    assert total.device == backend.canonical_device(device) and total.shape == ()
+    np.testing.assert_allclose(float(total), norm, rtol=1e-5)
+    for p, e in zip(params, expected):
+        if e is None:
+            assert p.grad is None
+        else:
+            np.testing.assert_allclose(to_np(p.grad), e * 0.5 / (norm + 1e-6), rtol=1e-5)
+    assert tg.optim.grad_norm(params) == pytest.approx(0.5, rel=1e-5)
 
 
 def test_replaced_data_is_taken_back_but_moved_dtype_is_an_error():
@@ -540,8 +565,8 @@ def test_clip_grad_norm_vs_torch(norm_type, max_norm):
     tps[1].grad = None
     total = clip_grad_norm_(ps, max_norm, norm_type)
     ttotal = torch.nn.utils.clip_grad_norm_(tps, max_norm, norm_type)
-    assert isinstance(total, float)
-    np.testing.assert_allclose(total, ttotal.item(), rtol=1e-5)
+    assert isinstance(total, tg.Tensor) and total.shape == () and total.dtype == np.float32   # as PyTorch's
+    np.testing.assert_allclose(float(total), ttotal.item(), rtol=1e-5)
     for p, t in zip(ps, tps):
         if p.grad is not None:
             np.testing.assert_allclose(p.grad, t.grad.numpy(), rtol=1e-5, atol=1e-7)
@@ -550,10 +575,10 @@ def test_clip_grad_norm_vs_torch(norm_type, max_norm):
 
 def test_clip_grad_norm_edge_cases():
     assert clip_from_nn is clip_grad_norm_
-    assert clip_grad_norm_([Parameter(np.ones(2, np.float32))], 1.0) == 0.0  # no grads
+    assert float(clip_grad_norm_([Parameter(np.ones(2, np.float32))], 1.0)) == 0.0  # no grads
     p = Parameter(np.ones(2, np.float32))
     p.grad = np.array([3.0, 4.0], np.float32)
-    assert clip_grad_norm_(p, 10.0) == pytest.approx(5.0)  # a single tensor is fine
+    assert float(clip_grad_norm_(p, 10.0)) == pytest.approx(5.0)  # a single tensor is fine
     np.testing.assert_array_equal(p.grad, [3, 4])
     p.grad = np.array([np.inf, 1.0], np.float32)
     with pytest.raises(RuntimeError, match="inf"):

@@ -5,7 +5,7 @@ import pytest
 from conftest import to_np
 
 import tinygrad_llm as tg
-from tinygrad_llm import Tensor
+from tinygrad_llm import Tensor, backend
 from tinygrad_llm.nn import Parameter
 
 
@@ -98,6 +98,24 @@ def test_to_device_and_dtype(device):
     assert x.cpu().device == "cpu"
     with pytest.raises(ValueError, match="unknown device"):
         x.to("tpu:0")
+
+
+def test_to_moves_a_cpu_tensor_to_the_device_and_back(device):
+    """A CPU tensor moved to ``device`` (and one moved back) is a node: its data is the other
+    device's array, and the gradient comes back to each side's own device."""
+    dev = backend.canonical_device(device)
+    x = Tensor([[1.0, 2.0, 3.0]], requires_grad=True)              # on the CPU
+    y = x.to(device)
+    assert y.device == dev and isinstance(y.data, backend.xp_for(dev).ndarray)
+    z = (y * y).to("cpu")
+    assert z.device == "cpu" and isinstance(z.data, np.ndarray)
+    z.sum().backward()
+    assert isinstance(x.grad, np.ndarray)
+    np.testing.assert_allclose(x.grad, [[2.0, 4.0, 6.0]])
+    w = Tensor([1.0, 2.0], device=device, requires_grad=True)
+    w.cpu().sum().backward()                                      # from the device to the CPU
+    assert backend.device_of_array(w.grad) == dev
+    np.testing.assert_allclose(to_np(w.grad), [1.0, 1.0])
 
 
 def test_detach_and_requires_grad_(device):

@@ -1,6 +1,7 @@
 """The two tiers: the switch (function, context manager, environment variable), the registry of
 fast kernels, and the whole GPT trained on each tier giving the same loss curve."""
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -26,7 +27,7 @@ def _layer_norm_node():
     return F.layer_norm(Tensor(np.ones((2, 4)), requires_grad=True), 4).grad_fn
 
 
-def test_every_fused_op_has_a_cpu_kernel_named_as_its_op():
+def test_every_fused_op_has_fast_kernels_named_as_its_op():
     fast = tiers.fast_kernels("cpu")
     names = {ref.__name__ for ref in fast}
     assert names == {"Linear", "Embedding", "LayerNorm", "RMSNorm", "GELU", "SiLU", "SwiGLU", "CrossEntropy",
@@ -34,8 +35,13 @@ def test_every_fused_op_has_a_cpu_kernel_named_as_its_op():
     for ref, kernel in fast.items():
         assert issubclass(kernel, ref) and kernel.__name__ == ref.__name__
         assert kernel.__module__ == "tinygrad_llm.kernels.cpu" and ref.__module__.startswith("tinygrad_llm.ops.")
-    assert tiers.fast_kernels("cuda") == {}          # no GPU kernels yet: GPUs run the reference tier
-    assert tiers.kernel_for(LayerNorm, "cuda:0") is LayerNorm
+    cuda = tiers.fast_kernels("cuda")
+    assert {ref.__name__ for ref in cuda} == {"Linear", "Embedding", "LayerNorm", "GELU", "Dropout", "CrossEntropy",
+                                              "CausalSelfAttention"}
+    for ref, kernel in cuda.items():
+        assert issubclass(kernel, ref) and kernel.__name__ == ref.__name__
+        assert kernel.__module__ == "tinygrad_llm.kernels.cuda"
+    assert tiers.kernel_for(LayerNorm, "cuda:0") is cuda[LayerNorm]
 
 
 def test_use_reference_tier_and_the_context_manager():
@@ -83,10 +89,18 @@ def test_environment_variable_forces_the_reference_tier():
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                            env={**env, tiers.ENV_VAR: value})
         assert r.returncode == 0 and r.stdout.strip() == expect, r.stdout + r.stderr
-    r = subprocess.run([sys.executable, "-c", "import tinygrad_llm"], capture_output=True, text=True, timeout=60,
+    # a bad value: the import works (no traceback in every script), the first op says what is wrong
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        env={**env, tiers.ENV_VAR: "yes"})
-    assert r.returncode != 0
-    assert "TINYGRAD_LLM_REFERENCE must be 1" in r.stderr and "'yes'" in r.stderr
+    assert r.returncode != 0 and "ValueError: TINYGRAD_LLM_REFERENCE must be 1" in r.stderr and "'yes'" in r.stderr
+    # ... and a script says it in one line, exit code 2, before doing anything
+    script = Path(__file__).resolve().parents[1] / "examples" / "sample.py"
+    r = subprocess.run([sys.executable, str(script), "--ckpt", "no-such-folder"], capture_output=True, text=True,
+                       timeout=60, env={**env, tiers.ENV_VAR: "2"})
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [
+        "error: TINYGRAD_LLM_REFERENCE must be 1 (run every op on the reference tier) or 0 / unset "
+        "(use the fast kernels), got '2'"]
 
 
 def test_register_refuses_what_would_break_the_contract():

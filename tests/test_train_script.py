@@ -169,6 +169,7 @@ def test_bad_input_is_one_error_line_before_any_work(tmp_path, made):
         (["--weight_decay", "inf", *base], {}, "TrainConfig.weight_decay must be a finite number >= 0"),
         (["--grad_clip", "nan", *base], {}, "TrainConfig.grad_clip must be a finite number >= 0 (0 turns"),
         (["--warmup_iters", "-5", *base], {}, "TrainConfig.warmup_iters must be an integer >= 0, got -5"),
+        (["--seed", "-1", *base], {}, "TrainConfig.seed must be an integer >= 0, got -1"),
         (["--lr_decay_iters", "50", "--warmup_iters", "100", *base], {},
          "warmup_iters (100) must not exceed lr_decay_iters (50)"),
         (["--peak_flops", "fast", *base], {}, "--peak_flops expects a float, got 'fast'"),
@@ -219,12 +220,14 @@ def test_sample_bad_input_is_one_error_line(tmp_path, made):
         (["--ckpt", run_dir, "--temperature", "nan"], "--temperature: expected a finite number >= 0, got 'nan'"),
         (["--ckpt", run_dir, "--repetition-penalty", "nan"], "--repetition-penalty: expected a finite number > 0"),
         (["--ckpt", run_dir, "--num-samples", "0"], "--num-samples: expected a whole number >= 1, got '0'"),
+        (["--ckpt", run_dir, "--seed", "-1"], "--seed: expected a whole number >= 0, got '-1'"),
         (["--ckpt", run_dir, "--top-p", "1.5"], "--top-p: expected a finite number > 0 and <= 1"),
         (["--hf", run_dir], f"{run_dir} is a tinygrad_llm checkpoint, not a Hugging Face GPT-2 or Llama folder: use --ckpt"),
         (["--ckpt", hf], f"{hf} is a Hugging Face GPT-2 folder, not a tinygrad_llm checkpoint: use --hf"),
         (["--ckpt", stranger], "tokenizer.json does not belong to this model: it is char-"),
         (["--ckpt", corrupt], "is damaged: model.safetensors does not match its sha256"),
         (["--ckpt", run_dir, "--prompt", "€"], "--prompt '€' cannot be encoded with this model's tokenizer"),
+        (["--ckpt", run_dir, "--instruction", "€"], "--instruction '€' (in the fine-tuning template) cannot be encoded"),
     ]
     for (argv, match), (code, out, err) in zip(cases, run_many(SAMPLE, [(a, {}) for a, _ in cases], cache)):
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and match in err, (argv, code, err)
@@ -411,6 +414,6 @@ def test_sample_ctrl_c_exits_cleanly(tmp_path, made):
         pass
     p.stdout.read(20)                                                  # it is printing text
     p.send_signal(signal.SIGINT)
-    p.wait(timeout=30)
-    err = p.stderr.read().decode()
+    _, err = p.communicate(timeout=60)     # keeps reading stdout: a full pipe would block its final flush
+    err = err.decode()
     assert p.returncode == 130 and err == "\ninterrupted\n", err

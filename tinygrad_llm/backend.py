@@ -8,19 +8,27 @@ NumPy and CuPy share), and asks this module which one to use::
 
 Device names are canonicalised: ``"cpu"`` stays ``"cpu"``; the GPU names become
 ``"cuda:N"`` (``"gpu"`` and ``"cuda"`` mean ``"cuda:0"``).
+
+The first use of a GPU runs a tiny elementwise op, a matrix product (cuBLAS) and a random
+draw (cuRAND) there, so that a CuPy without its CUDA libraries is reported at once, as a
+``DeviceError`` that says how to fix it, not later as an ImportError deep inside training.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 
 import numpy as np
 
 __all__ = [
-    "DeviceError", "ArgumentError", "ShapeError", "DtypeError", "canonical_device", "xp_for", "device_of_array", "gpu_available",
-    "manual_seed", "rng", "get_rng_state", "set_rng_state", "rng_replayer", "swap_rng",
-    "to_numpy", "as_array", "scatter_add", "quiet",
-    "default_dtype", "canonical_dtype",
+    "DeviceError", "ArgumentError", "ShapeError", "DtypeError", "canonical_device", "xp_for", "device_of_array",
+    "gpu_available", "manual_seed", "rng", "reseed_from_cpu", "fixed_rng", "get_rng_state", "set_rng_state",
+    "rng_replayer", "swap_rng", "to_numpy", "as_array", "scatter_add", "quiet", "data_ptr", "default_dtype",
+    "canonical_dtype", "set_tf32", "tf32_enabled", "tf32",
 ]
+
+#: what to install for a working CuPy (the CUDA 12 wheel with its CUDA libraries)
+INSTALL_HINT = "pip install 'tinygrad_llm[gpu]' (CuPy for CUDA 12 with its CUDA libraries: cupy-cuda12x[ctk])"
 
 
 class DeviceError(RuntimeError):
@@ -82,8 +90,7 @@ def _check_gpu(device: str):
     if cp is None:
         raise DeviceError(
             f"device {device!r} needs CuPy, which is not installed ({_cupy_error}). "
-            "Install it with: pip install 'tinygrad_llm[gpu]' (CuPy for CUDA 12), or the "
-            "cupy wheel that matches your CUDA (e.g. pip install cupy-cuda11x); or use device='cpu'.")
+            f"Install it with: {INSTALL_HINT}, or the cupy wheel that matches your CUDA; or use device='cpu'.")
     try:
         n = cp.cuda.runtime.getDeviceCount()
     except Exception as e:
@@ -97,11 +104,31 @@ def _check_gpu(device: str):
             "Check the NVIDIA driver and CUDA_VISIBLE_DEVICES, or use device='cpu'.")
     if index >= n:
         raise DeviceError(f"device {device!r}: only {n} CUDA device(s) present (cuda:0..cuda:{n - 1})")
+    _smoke_test(cp, device, index)
     return cp
 
 
+def _smoke_test(cp, device: str, index: int):
+    """Run an elementwise op, a matmul and a random draw on the device once, and wait for them:
+    each needs a different part of CUDA (the runtime and NVRTC, cuBLAS, cuRAND), and CuPy loads
+    them only when first used."""
+    try:
+        with cp.cuda.Device(index):
+            a = cp.arange(4, dtype=cp.float32).reshape(2, 2) * 2 + 1     # elementwise kernels
+            b = a @ a                                                       # cuBLAS
+            r = cp.random.default_rng(0).random(4, dtype=cp.float32)        # cuRAND
+            cp.asnumpy(b.sum() + r.sum())                                   # wait: report any error here
+    except Exception as e:  # ImportError (a CUDA library missing), CUDARuntimeError, CompileException, ...
+        raise DeviceError(
+            f"device {device!r}: CuPy {getattr(cp, '__version__', '')} is installed but cannot run on it "
+            f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no message'}). "
+            f"Usually a CUDA library is missing; install CuPy with them: {INSTALL_HINT}; "
+            "or use device='cpu'.") from None
+    _apply_tf32(cp)
+
+
 def gpu_available() -> bool:
-    """True when CuPy imports and at least one CUDA device answers."""
+    """True when CuPy imports and a CUDA device answers and runs a first computation."""
     try:
         _check_gpu("cuda:0")
         return True
@@ -109,16 +136,16 @@ def gpu_available() -> bool:
         return False
 
 
-_checked_gpus: set = set()
+_checked_gpus: dict = {}    # device -> the CuPy module that passed the checks on it
 
 
 def xp_for(device: str):
     """The array module for a canonical device name: numpy for 'cpu', cupy for 'cuda:N'."""
     if device == "cpu":
         return np
-    if device not in _checked_gpus:  # the driver is asked once per device, not once per op
+    if _checked_gpus.get(device) is not _cupy or _cupy is None:   # checked once per device (and CuPy)
         _check_gpu(device)
-        _checked_gpus.add(device)
+        _checked_gpus[device] = _cupy
     cp = _cupy
     index = int(device.split(":")[1])
     if cp.cuda.runtime.getDevice() != index:
@@ -136,10 +163,17 @@ def device_of_array(a) -> str:
     raise TypeError(f"expected a numpy or cupy array, got {type(a).__name__}")
 
 
-def to_numpy(a) -> np.ndarray:
-    """A host (NumPy) copy of a numpy or cupy array."""
+def data_ptr(a) -> int:
+    """The address of a numpy or cupy array's first element (to tell how views lie in a buffer)."""
     if isinstance(a, np.ndarray):
-        return a.copy()
+        return a.__array_interface__["data"][0]
+    return a.data.ptr
+
+
+def to_numpy(a) -> np.ndarray:
+    """A host (NumPy) copy of a numpy or cupy array (or of a NumPy scalar, as a 0-d array)."""
+    if isinstance(a, (np.ndarray, np.generic)):
+        return np.array(a)
     return a.get()
 
 
@@ -229,15 +263,70 @@ def rng(device: str = "cpu"):
         if device == "cpu":
             g = np.random.default_rng(_seed)
         else:
-            cp = xp_for(device)
             # a distinct but reproducible stream per GPU
-            g = cp.random.default_rng(None if _seed is None else _seed + 1 + int(device.split(":")[1]))
+            g = _device_generator(device, None if _seed is None else _seed + 1 + int(device.split(":")[1]))
         _rngs[device] = g
     return g
 
 
+def _device_generator(device: str, seed):
+    """A CuPy Generator on ``device``: Philox (its state is set up by one cheap kernel, so a new
+    one per training step costs nothing), or CuPy's default where there is no Philox (the
+    NumPy-backed stand-in used for testing)."""
+    cp = xp_for(device)
+    try:
+        bits = cp.random.Philox4x3210(seed)
+    except (AttributeError, NotImplementedError):
+        return cp.random.default_rng(seed)
+    return cp.random.Generator(bits)
+
+
+def reseed_from_cpu(device: str) -> None:
+    """Give ``device``'s generator a new seed derived from the CPU generator's state (nothing
+    for "cpu"), without drawing from it.
+
+    A CuPy generator's state cannot be saved, but the CPU generator's can (checkpoints do):
+    the training loop calls this once per step on a GPU, so each step's dropout masks follow
+    from the saved CPU state and a resumed run draws the same masks as one that never stopped.
+    The CPU generator moves on every step (the batches are drawn from it), so every step gets
+    a new seed; and since nothing is drawn here, a GPU run draws the same batches as a CPU run.
+    """
+    if device == "cpu":
+        return
+    words = []
+
+    def collect(v):                      # every integer of the (nested) state, in a fixed order
+        if isinstance(v, dict):
+            for k in sorted(v):
+                collect(v[k])
+        elif isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            words.append(int(v) % (1 << 128))
+
+    collect(rng("cpu").bit_generator.state)
+    words.append(int(device.split(":")[1]))
+    seed = int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> 1)
+    _rngs[device] = _device_generator(device, seed)
+
+
+@contextlib.contextmanager
+def fixed_rng(device: str, seed: int):
+    """A block in which ``rng(device)`` is a fresh generator seeded with ``seed``; the generator
+    in use before comes back afterwards (the fast kernels' self-checks draw the same dropout
+    masks twice this way, without disturbing the run's own stream)."""
+    prev = _rngs.get(device)
+    _rngs[device] = np.random.default_rng(seed) if device == "cpu" else _device_generator(device, seed)
+    try:
+        yield
+    finally:
+        if prev is None:
+            _rngs.pop(device, None)
+        else:
+            _rngs[device] = prev
+
+
 def get_rng_state() -> dict:
-    """A JSON-serialisable snapshot of the CPU generator (for checkpoints)."""
+    """A JSON-serialisable snapshot of the CPU generator (for checkpoints; a GPU's generator
+    is reseeded from it every training step, see :func:`reseed_from_cpu`)."""
     return {"seed": _seed, "cpu": rng("cpu").bit_generator.state}
 
 
@@ -270,10 +359,9 @@ def rng_replayer(device: str):
             g.bit_generator.state = state
             return g
         return replay
-    cp = xp_for(device)
     seed = int(rng("cpu").integers(0, 2**63))
-    _rngs[device] = cp.random.default_rng(seed)
-    return lambda: cp.random.default_rng(seed)
+    _rngs[device] = _device_generator(device, seed)
+    return lambda: _device_generator(device, seed)
 
 
 def swap_rng(device: str, generator):
@@ -281,3 +369,53 @@ def swap_rng(device: str, generator):
     previous = rng(device)
     _rngs[device] = generator
     return previous
+
+
+# ----------------------------------------------------------------------------- TF32
+
+_tf32 = False
+
+
+def set_tf32(enabled: bool) -> None:
+    """Let float32 matrix products on GPUs use TF32 tensor cores (10-bit mantissa inputs, float32
+    sums; Ampere and newer), or not (the default: full float32). The training loop turns it on
+    for GPU training unless ``TrainConfig.tf32`` is false. No effect on the CPU."""
+    global _tf32
+    if not isinstance(enabled, (bool, np.bool_)):
+        raise TypeError(f"set_tf32: expected True or False, got {enabled!r}")
+    _tf32 = bool(enabled)
+    if _cupy is not None:
+        _apply_tf32(_cupy)
+
+
+def tf32_enabled() -> bool:
+    """Whether float32 matrix products on GPUs may use TF32 (:func:`set_tf32`)."""
+    return _tf32
+
+
+def _apply_tf32(cp) -> None:
+    """Tell CuPy. It reads $CUPY_TF32 only before its first float32 product; after that its
+    compute-type switch is the only way (a private module, so the variable is set too)."""
+    os.environ["CUPY_TF32"] = "1" if _tf32 else "0"
+    try:
+        from cupy._core import _routines_linalg as linalg  # noqa: PLC0415 (optional dependency: CuPy)
+        linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32 if _tf32 else linalg.COMPUTE_TYPE_DEFAULT)
+    except (ImportError, AttributeError):
+        pass
+
+
+class tf32(contextlib.ContextDecorator):
+    """``with tf32(True): ...`` runs a block with TF32 matrix products on GPUs (``False``: without);
+    the previous setting comes back afterwards."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self._saved = enabled, []
+
+    def __enter__(self):
+        self._saved.append(_tf32)
+        set_tf32(self.enabled)
+        return self
+
+    def __exit__(self, *exc):
+        set_tf32(self._saved.pop())
+        return False

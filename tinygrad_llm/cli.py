@@ -21,6 +21,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from . import tiers
+
 __all__ = ["ArgumentParser", "fail", "error_line", "number", "integer", "run", "command",
            "EXIT_ERROR", "EXIT_INTERRUPTED"]
 
@@ -99,7 +101,12 @@ def integer(min: int | None = None, max: int | None = None):
 
 def run(main, argv=None) -> "NoReturn":  # noqa: F821
     """``sys.exit(main(argv))``, with Ctrl-C (KeyboardInterrupt) ending in one line on stderr
-    and exit code 130 instead of a traceback."""
+    and exit code 130 instead of a traceback. A bad setting of the package's environment
+    variables is one ``error:`` line and exit code 2 before ``main`` runs."""
+    try:
+        tiers.check_environment()
+    except ValueError as e:
+        fail(e)
     try:
         code = main(argv)
     except KeyboardInterrupt:

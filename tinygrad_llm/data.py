@@ -336,7 +336,9 @@ def get_batch(ids, batch_size: int, block_size: int, device="cpu", rng=None, *, 
     Row b is ``ids[o_b : o_b + T]`` for x and ``ids[o_b + 1 : o_b + T + 1]`` for y, with start
     offsets o_b drawn uniformly from [0, len(ids) - T) by rng (default: the package's CPU
     generator, so ``manual_seed`` makes batches reproducible). One gather on the host builds all
-    rows: ``ids[offsets[:, None] + arange(T + 1)]``; then one copy to the device.
+    rows: ``ids[offsets[:, None] + arange(T + 1)]``; then one copy to the device. The rows' min and
+    max, taken there on the host, go with x and y (``Tensor.set_value_bounds``), so the model's
+    range checks of ids and targets need not read anything back from a GPU.
 
     Data parallelism: with ``world_size`` > 1, the generator draws the offsets of the whole
     batch of ``batch_size * world_size`` rows (every process draws the same, from generators
@@ -362,9 +364,10 @@ def get_batch(ids, batch_size: int, block_size: int, device="cpu", rng=None, *, 
     if world_size > 1:
         offsets = offsets[rank * batch_size:(rank + 1) * batch_size]
     rows = ids[offsets[:, None] + np.arange(block_size + 1)]          # (B, T+1), still uint16
+    lo, hi = int(rows.min()), int(rows.max())                         # on the host, once
     xp = backend.xp_for(device)
     if xp is not np:
         rows = xp.asarray(rows)                                       # one host -> device copy
     x = xp.ascontiguousarray(rows[:, :-1], dtype=xp.int64)
     y = xp.ascontiguousarray(rows[:, 1:], dtype=xp.int64)
-    return Tensor.wrap(x, device), Tensor.wrap(y, device)
+    return Tensor.wrap(x, device).set_value_bounds(lo, hi), Tensor.wrap(y, device).set_value_bounds(lo, hi)

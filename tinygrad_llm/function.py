@@ -141,6 +141,28 @@ class Function:
     def backward(self, grad_out):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def grad_buffer(self, i: int, dtype):
+        """``(array, add)``: where the backward may put input ``i``'s gradient itself, saving
+        the copy (or the addition) that backward would otherwise make. Fast kernels use it for
+        weight gradients; the reference ops never do.
+
+        For a leaf that requires grad and appears once among the inputs: its ``.grad`` with
+        ``add=True`` when it has one (add the gradient into it), else its grad storage (an
+        optimizer's flat buffer, ``Tensor.set_grad_storage``) with ``add=False`` (overwrite it);
+        otherwise, or when the array is not C-contiguous or not of ``dtype``, ``(None, False)``. A backward that
+        uses the array returns that same array as the input's gradient.
+        """
+        if i >= len(self.inputs):                  # a node that was not recorded (a kernel's self-check)
+            return None, False
+        t = self.inputs[i]
+        if t.grad_fn is not None or not self.needs_input_grad[i] or \
+                any(u is t for j, u in enumerate(self.inputs) if j != i):
+            return None, False
+        buf, add = (t.grad, True) if t.grad is not None else (t.grad_storage, False)
+        if buf is None or buf.dtype != dtype or not buf.flags.c_contiguous:
+            return None, False
+        return buf, add
+
     # ------------------------------------------------------------------ running a node
     @classmethod
     def apply(cls, *inputs, **kwargs):
@@ -163,14 +185,16 @@ class Function:
             if type(e) is ValueError and "broadcast" in str(e):
                 raise backend.ShapeError(f"{cls.__name__}: {e}") from None
             raise
-        if not isinstance(out, xp.ndarray):  # numpy reductions may return scalars
-            out = xp.asarray(out)
+        out_device = node.out_device or device            # another device only for a copy (ToDevice)
+        out_xp = xp if out_device == device else backend.xp_for(out_device)
+        if not isinstance(out, out_xp.ndarray):  # numpy reductions may return scalars
+            out = out_xp.asarray(out)
         needs = tuple([t.requires_grad for t in inputs])
         record = True in needs and _state.enabled
-        result = inputs[0].wrap(out, node.out_device or device, requires_grad=record)
+        result = inputs[0].wrap(out, out_device, requires_grad=record)
         # a view shares its base's version counter, so in-place writes through either are seen
         for t in inputs:
-            if out is t.data or (out.base is not None and xp.may_share_memory(out, t.data)):
+            if out_device == device and (out is t.data or (out.base is not None and xp.may_share_memory(out, t.data))):
                 result._vbox = t._vbox
                 break
         if record:
@@ -259,7 +283,10 @@ def run_backward(root_tensor, grad, retain_graph: bool = False):
                 gi = gi.astype(data.dtype)
             fn = t.grad_fn
             if fn is None:
-                _accumulate_leaf(t, gi)
+                if gi is t.grad or (t.grad is None and gi is t.grad_storage):
+                    t.grad = gi             # the backward wrote it in place (Function.grad_buffer)
+                else:
+                    _accumulate_leaf(t, gi)
             else:
                 prev = pending.get(fn)
                 pending[fn] = gi if prev is None else prev + gi

@@ -58,7 +58,9 @@ def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float
     return np.minimum((probs.cumsum(axis=-1) < u).sum(axis=-1), V - 1)
 
 
-def _check(temperature, top_k, top_p, repetition_penalty, max_new_tokens):
+def _check(temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"seed must be an integer >= 0 or None, got {seed!r}")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     if not (math.isfinite(temperature) and temperature >= 0):       # NaN would sample nothing sensible
@@ -80,8 +82,8 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
     ``on_token(ids)`` is called with each new column (B,) as it is drawn (for streaming);
     ``should_stop(all_ids)`` may end generation early by returning True.
     """
-    _check(temperature, top_k, top_p, repetition_penalty, max_new_tokens)
-    ids = np.asarray(idx.numpy() if isinstance(idx, Tensor) else idx, dtype=np.int64)
+    _check(temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
+    ids = backend.as_array(idx.data if isinstance(idx, Tensor) else idx, "cpu", np.int64)   # also CuPy ids
     if ids.ndim == 1:
         ids = ids[None]
     if ids.ndim != 2 or ids.shape[1] == 0:
@@ -102,7 +104,8 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
             else:
                 step_in = ids[:, -T_max:]                   # (re)fill from the cropped context
                 cache = KVCache(model.config, ids.shape[0], device, model.dtype) if use_cache else None
-            logits, _ = model(Tensor.wrap(xp.asarray(step_in), device), cache=cache)
+            step_ids = Tensor.wrap(xp.asarray(step_in), device).set_value_bounds(0, V - 1)   # all checked < V
+            logits, _ = model(step_ids, cache=cache)
             last = backend.to_numpy(logits.data[:, -1, :])
             nxt = sample_next(last, rng, temperature, top_k, top_p, repetition_penalty, seen=ids)
             ids = np.concatenate([ids, nxt[:, None]], axis=1)

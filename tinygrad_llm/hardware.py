@@ -9,7 +9,11 @@ Both return None when they cannot tell; callers then say "n/a" or skip the check
   < 26) runs AVX-512 on 256-bit units, so 32. This is the textbook peak; Intel chips with
   one AVX-512 FMA unit reach half of it. Give ``--peak_flops`` to override.
 - GPU peak: streaming multiprocessors x boost clock x float32 cores per SM x 2, from the
-  CUDA device properties (cores per SM by compute capability).
+  CUDA device properties (cores per SM by compute capability). With ``tf32=True`` (float32
+  matrix products on tensor cores, ``backend.set_tf32``): SMs x clock x dense TF32 FLOPs per
+  SM per clock (1024 on A100, 512 on the other Ampere and Ada chips, 2048 on Hopper). For
+  an H100/H200 SXM that is 535 TFLOP/s at its 1.98 GHz boost clock; NVIDIA quotes 495,
+  at a lower clock. Unknown chips: None (MFU "n/a", or give ``--peak_flops``).
 - Free memory: MemAvailable from /proc/meminfo, capped by a cgroup limit (Linux); free
   memory on the GPU from CUDA.
 """
@@ -28,6 +32,8 @@ _CPU_FLOPS_PER_CYCLE = (("avx512f", 64), ("avx2+fma", 32), ("avx", 16))
 # float32 cores per streaming multiprocessor, by CUDA compute capability (major, minor)
 _CORES_PER_SM = {(6, 0): 64, (6, 1): 128, (7, 0): 64, (7, 2): 64, (7, 5): 64, (8, 0): 64, (8, 6): 128,
                  (8, 7): 128, (8, 9): 128, (9, 0): 128, (10, 0): 128, (12, 0): 128}
+# dense TF32 tensor-core FLOPs per SM per clock, by compute capability (A100, GA10x, Orin, Ada, Hopper)
+_TF32_PER_SM = {(8, 0): 1024, (8, 6): 512, (8, 7): 512, (8, 9): 512, (9, 0): 2048}
 
 
 def _cpuinfo(text: str) -> list[dict]:
@@ -79,25 +85,28 @@ def cpu_peak_flops(cpuinfo: str | None = None, allowed: set | None = None) -> fl
     return n_cores * mhz * 1e6 * per_cycle
 
 
-def gpu_peak_flops(device: str) -> float | None:
-    """Peak float32 FLOP/s of a CUDA device (without tensor cores), or None if unknown."""
+def gpu_peak_flops(device: str, tf32: bool = False) -> float | None:
+    """Peak float32 FLOP/s of a CUDA device: on its float32 cores, or with ``tf32`` its dense
+    TF32 tensor-core rate; None if unknown."""
     try:
         cp = backend.xp_for(device)
         props = cp.cuda.runtime.getDeviceProperties(int(device.split(":")[1]))
         sms, khz = int(props["multiProcessorCount"]), int(props["clockRate"])
-        per_sm = _CORES_PER_SM.get((int(props["major"]), int(props["minor"])))
+        cc = (int(props["major"]), int(props["minor"]))
     except Exception:  # noqa: BLE001 - any missing property or driver call: unknown
         return None
-    if per_sm is None or sms <= 0 or khz <= 0:
+    per_clock = _TF32_PER_SM.get(cc) if tf32 else (2 * _CORES_PER_SM[cc] if cc in _CORES_PER_SM else None)
+    if per_clock is None or sms <= 0 or khz <= 0:
         return None
-    return sms * khz * 1e3 * per_sm * 2
+    return sms * khz * 1e3 * per_clock
 
 
 @functools.lru_cache(maxsize=None)
-def peak_flops(device: str) -> float | None:
-    """Peak float32 FLOP/s of ``device`` ("cpu" or "cuda:N"), or None when it cannot be known."""
+def peak_flops(device: str, tf32: bool = False) -> float | None:
+    """Peak FLOP/s of ``device`` ("cpu" or "cuda:N") for float32 matrix products, on TF32 tensor
+    cores when ``tf32`` (GPUs only: the CPU ignores it), or None when it cannot be known."""
     device = backend.canonical_device(device)
-    return cpu_peak_flops() if device == "cpu" else gpu_peak_flops(device)
+    return cpu_peak_flops() if device == "cpu" else gpu_peak_flops(device, tf32)
 
 
 def _cgroup_limit() -> int | None:

@@ -280,7 +280,7 @@ class CausalLM(Module):
         softmax before attention dropout; rows sum to 1, keys after the query get 0.
         """
         cfg, name = self.config, type(self).__name__
-        idx = idx if isinstance(idx, Tensor) else Tensor(np.asarray(idx), device=self.device)
+        idx = idx if isinstance(idx, Tensor) else Tensor(idx, device=self.device)   # lists, NumPy or CuPy arrays
         if idx.ndim != 2:
             raise ValueError(f"{name} expects token ids of shape (batch, time), got shape {idx.shape}")
         if idx.dtype.kind not in "iu":
@@ -297,10 +297,10 @@ class CausalLM(Module):
         logits = self.lm_head(x)
         loss = None
         if targets is not None:
-            targets = targets if isinstance(targets, Tensor) else Tensor(np.asarray(targets), device=idx.device)
+            targets = targets if isinstance(targets, Tensor) else Tensor(targets, device=idx.device)
             if targets.shape != (B, T):
                 raise ValueError(f"targets must have the shape of idx {(B, T)}, got {targets.shape}")
-            loss = F.cross_entropy(logits.reshape(B * T, cfg.vocab_size), targets.reshape(B * T))
+            loss = F.cross_entropy(logits, targets)        # over the B * T positions (classes on the last axis)
         if return_attention:
             return logits, loss, attention
         return logits, loss
@@ -393,7 +393,7 @@ class GPT(CausalLM):
         xp = backend.xp_for(idx.device)
         x = tr.wte(idx)                                                       # (B, T, C)
         if cfg.pos == "learned":
-            pos = Tensor.wrap(xp.arange(start, start + T), idx.device)
+            pos = Tensor.wrap(xp.arange(start, start + T), idx.device).set_value_bounds(start, start + T - 1)
             x = x + tr.wpe(pos)
         else:
             x = x + self.pos_table[start:start + T]

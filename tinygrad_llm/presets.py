@@ -73,6 +73,7 @@ FIELD_HELP = {
     "seed": "random seed (weights, batches, dropout)",
     "peak_flops": "peak FLOP/s of the device, for MFU; none: from the machine when known",
     "dtype": "float32, or float16 (mixed precision: float16 activations, float32 weights, loss scaling)",
+    "tf32": "GPU only: float32 matrix products on TF32 tensor cores (MFU then against their peak)",
 }
 
 

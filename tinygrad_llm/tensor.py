@@ -96,7 +96,8 @@ def _float_function(op, what):
 
 
 class Tensor:
-    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "_vbox", "_grad_storage", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "_vbox", "_grad_storage", "_bounds",
+                 "__weakref__")
 
     # NumPy operands on the left (``np.float32(2) * t``, ``arr @ t``) defer to our reflected
     # ops instead of building an object array of Tensors element by element
@@ -132,6 +133,7 @@ class Tensor:
         self.device = device
         self._vbox = [0]
         self._grad_storage = None
+        self._bounds = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -148,7 +150,7 @@ class Tensor:
         """
         t = Tensor.__new__(Tensor)
         t.data, t.grad, t.grad_fn, t.device, t._vbox = array, None, None, device, [0]
-        t._grad_storage, t.requires_grad = None, requires_grad
+        t._grad_storage, t._bounds, t.requires_grad = None, None, requires_grad
         return t
 
     # ------------------------------------------------------------------ properties
@@ -189,6 +191,21 @@ class Tensor:
         value at its forward pass, so a backward that would read the old values raises.
         """
         self._vbox[0] += 1
+
+    def set_value_bounds(self, lo, hi) -> "Tensor":
+        """Record that every value of this (integer) tensor lies in [lo, hi], as known on the host
+        by the code that made it (``get_batch`` from the ids it gathered, the model for its
+        positions). Checks of indices against a table (``F.embedding``, ``F.cross_entropy``,
+        indexing on a GPU) then need not read the values back from the device. The record
+        lapses when the tensor is changed in place. Returns self."""
+        self._bounds = (int(lo), int(hi), self._vbox[0])
+        return self
+
+    @property
+    def value_bounds(self):
+        """(lo, hi) recorded by :meth:`set_value_bounds` while still valid, else None."""
+        b = self._bounds
+        return None if b is None or b[2] != self._vbox[0] else b[:2]
 
     def __len__(self):
         if self.ndim == 0:
@@ -478,6 +495,12 @@ class Tensor:
         if self.size != 1:
             raise backend.ArgumentError(f"the truth value of a tensor of shape {self.shape} is ambiguous")
         return bool(self.item())
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
 
     # ------------------------------------------------------------------ unary / elementwise
     def _floating(self) -> "Tensor":
@@ -907,7 +930,14 @@ class Tensor:
         self.bump_version()
 
     def _value(self, v):
-        return v.data if isinstance(v, Tensor) else v
+        """The right-hand side of an in-place op as an operand for ``self.data``: a Tensor's
+        data, or host data (a NumPy array, a list) copied to this tensor's GPU (CuPy takes
+        only scalars from the host)."""
+        if isinstance(v, Tensor):
+            return v.data
+        if self.device != "cpu" and isinstance(v, (np.ndarray, list, tuple)):
+            return backend.as_array(v, self.device)
+        return v
 
     def add_(self, other, alpha=1.0):
         self._inplace_check("add_")
@@ -992,14 +1022,17 @@ def _shape_arg(shape) -> tuple:
     return tuple(int(s) for s in shape)
 
 
-def _index_item(i, like):
-    """One item of an index as NumPy takes it: Tensors and lists become arrays on the device."""
+def _index_item(i, like, bounds: dict):
+    """One item of an index as NumPy takes it: a Tensor gives its array (and its known value
+    bounds into ``bounds``), a list a host array (``_on_device`` moves it to a GPU)."""
     if isinstance(i, Tensor):
         if i.device != like.device:
             raise backend.DeviceError(f"index tensor is on {i.device!r}, the indexed tensor on {like.device!r}")
+        if i.value_bounds is not None:
+            bounds[id(i.data)] = i.value_bounds
         return i.data
     if isinstance(i, list):
-        return like.xp.asarray(i)
+        return np.asarray(i)
     return i
 
 
@@ -1036,21 +1069,22 @@ def _index_arg(index, like):
     """
     if isinstance(index, list) and _sequence_is_tuple(index):
         index = tuple(index)
+    bounds = {}                                        # id(array) -> (lo, hi) known on the host
     if not isinstance(index, tuple):
-        return _index_item(index, like), None
+        return _on_device((_index_item(index, like, bounds),), bounds, like.shape, like)[0], None
     items, has_int, has_array = [], False, False
     for i in index:
         if type(i) is int:
             has_int = True
         elif type(i) is not slice and i is not None and i is not Ellipsis:
-            i = _index_item(i, like)
+            i = _index_item(i, like, bounds)
             if _is_int(i):
                 has_int = True
             elif getattr(i, "ndim", 0) > 0:
                 has_array = True
         items.append(i)
     if not (has_int and has_array):
-        return tuple(items), None
+        return _on_device(items, bounds, like.shape, like), None
     first, then, consumed, ellipsis = [], [], 0, False
     for i in items:
         if _is_int(i):
@@ -1072,7 +1106,47 @@ def _index_arg(index, like):
     if ellipsis:                                       # spelled out: the dims it stands for, as full slices
         k = next(j for j, t in enumerate(then) if t is Ellipsis)
         then[k:k + 1] = [slice(None)] * (like.ndim - consumed)
-    return tuple(first), tuple(then)
+    first = tuple(first)
+    mid_shape = np.broadcast_to(np.empty((), np.uint8), like.shape)[first].shape   # a view: no copy
+    return first, _on_device(then, bounds, mid_shape, like)
+
+
+def _on_device(items, bounds, shape, like) -> tuple:
+    """``items`` (an index into an array of ``shape``) ready for ``like``'s device: on a GPU,
+    integer arrays checked against their axes (``_check_index_bounds``), host arrays copied over."""
+    if like.device == "cpu":
+        return tuple(items)
+    _check_index_bounds(items, [bounds.get(id(i)) for i in items], shape, like.xp)
+    return tuple(like.xp.asarray(i) if isinstance(i, np.ndarray) else i for i in items)
+
+
+def _check_index_bounds(items, bounds, shape, xp):
+    """IndexError, as NumPy's, for an integer array in ``items`` with an entry outside its axis."""
+    def is_array(i):
+        return isinstance(i, (np.ndarray, xp.ndarray))
+
+    consumed = sum(0 if i is None or i is Ellipsis else (i.ndim if is_array(i) and i.dtype == bool else 1)
+                   for i in items)
+    axis = 0
+    for i, b in zip(items, bounds):
+        if i is Ellipsis:
+            axis += len(shape) - consumed
+            continue
+        if i is None:
+            continue
+        if is_array(i) and i.dtype == bool:
+            axis += i.ndim
+            continue
+        if is_array(i) and i.dtype.kind in "iu" and i.size and axis < len(shape):
+            n = shape[axis]
+            if b is None:
+                lo, hi = (int(i.min()), int(i.max())) if isinstance(i, np.ndarray) else \
+                    (int(v) for v in backend.to_numpy(xp.stack([i.min(), i.max()])))   # one read
+            else:
+                lo, hi = b
+            if lo < -n or hi >= n:
+                raise IndexError(f"index {hi if hi >= n else lo} is out of bounds for axis {axis} with size {n}")
+        axis += 1
 
 
 # ---------------------------------------------------------------------- functions on tensors

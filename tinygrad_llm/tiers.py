@@ -14,7 +14,9 @@ tier*. A fast class is registered here for a device kind (``"cpu"`` or ``"cuda"`
 ``Function.apply`` asks :func:`kernel_for` which class to run: the fast one for the
 inputs' device when one is registered, unless the reference tier is forced. Forcing it:
 
-* the environment variable ``TINYGRAD_LLM_REFERENCE=1`` (read when the package is imported);
+* the environment variable ``TINYGRAD_LLM_REFERENCE=1`` (read when the package is imported;
+  a value other than 1, 0 or empty is a ValueError at the first op, and in the example
+  scripts one ``error:`` line before anything runs, see :func:`check_environment`);
 * ``tinygrad_llm.use_reference_tier(True)`` (``False`` turns the fast tier back on);
 * ``with tinygrad_llm.reference_tier(): ...`` (also a decorator), which restores the
   previous setting on exit; ``reference_tier(False)`` forces the fast tier instead.
@@ -29,7 +31,7 @@ import contextlib
 import os
 
 __all__ = ["ENV_VAR", "register", "kernel_for", "fast_kernels", "use_reference_tier", "reference_tier_forced",
-           "reference_tier"]
+           "reference_tier", "check_environment"]
 
 ENV_VAR = "TINYGRAD_LLM_REFERENCE"
 DEVICE_KINDS = ("cpu", "cuda")
@@ -37,15 +39,30 @@ DEVICE_KINDS = ("cpu", "cuda")
 _fast: dict = {}            # (reference class, device kind) -> fast class
 
 
-def _env_setting() -> bool:
+class _BadEnvironment:
+    """``_forced`` while the environment variable holds a bad value: truthy, so the one test
+    ``kernel_for`` makes on its fast path also catches it, and every op raises the message."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def _env_setting():
     value = os.environ.get(ENV_VAR, "").strip()
-    if value not in ("", "0", "1"):
-        raise ValueError(f"{ENV_VAR} must be 1 (run every op on the reference tier) or 0 / unset "
-                         f"(use the fast kernels), got {value!r}")
+    if value not in ("", "0", "1"):     # not raised here: an import error would be a traceback in every script
+        return _BadEnvironment(f"{ENV_VAR} must be 1 (run every op on the reference tier) or 0 / unset "
+                               f"(use the fast kernels), got {value!r}")
     return value == "1"
 
 
 _forced = _env_setting()
+
+
+def check_environment() -> None:
+    """Raise ValueError if ``TINYGRAD_LLM_REFERENCE`` held a bad value at import (and no
+    explicit :func:`use_reference_tier` has replaced it since)."""
+    if isinstance(_forced, _BadEnvironment):
+        raise ValueError(_forced.message)
 
 
 def device_kind(device: str) -> str:
@@ -79,6 +96,7 @@ def register(reference: type, kind: str = "cpu"):
 def kernel_for(op: type, device: str) -> type:
     """The class that runs ``op`` on ``device``: its fast kernel, or ``op`` itself."""
     if _forced or not _fast:
+        check_environment()
         return op
     return _fast.get((op, device_kind(device)), op)
 
@@ -90,6 +108,7 @@ def fast_kernels(kind: str = "cpu") -> dict:
 
 def reference_tier_forced() -> bool:
     """True while every op runs its reference math."""
+    check_environment()
     return _forced
 
 
@@ -112,6 +131,7 @@ class reference_tier(contextlib.ContextDecorator):
         self._saved = []            # a stack, so one instance may be entered again inside itself
 
     def __enter__(self):
+        check_environment()
         self._saved.append(_forced)
         use_reference_tier(self.on)
         return self

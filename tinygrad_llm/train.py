@@ -4,24 +4,37 @@ Per iteration: set the learning rate from the schedule; every ``eval_interval``
 iterations estimate train/val loss and save checkpoints; run ``grad_accum_steps``
 forward/backward passes on random batches; clip the gradient norm; take an AdamW step.
 
-Resuming (``resume=True``) restores weights, optimizer, RNG, iteration and the loss scale,
-so the run continues exactly as if it had never stopped. Evaluation draws its batches from
-its own fixed-seed generator, so it neither disturbs the training stream nor varies between
-evals. ``dtype="float16"`` trains in mixed precision (amp.py): the forward passes run under
+On a GPU an iteration waits for the device only on log iterations (to read the loss),
+before evaluations and saves, and at the end: the loss, the gradient norm and the check
+that both are finite stay on the device in between (``_StepWatch``), and a step whose loss
+or norm is NaN or inf is skipped there (``optimizer.step(found_inf=...)``). Matrix products
+use TF32 on GPUs unless ``tf32`` is false.
+
+``dtype="float16"`` trains in mixed precision (amp.py): the forward passes run under
 ``autocast`` and the loss is scaled by a ``GradScaler``, whose skipped steps (a gradient
-overflowed float16) are logged, not errors.
+overflowed float16) are logged, not errors; there an inf or NaN gradient norm is the
+scaler's business, and only a non-finite loss stops the run. The scaler reads its overflow
+flag from the device once per step (PyTorch's ``GradScaler`` does too).
+
+Resuming (``resume=True``) restores weights, optimizer, RNG, iteration and the loss scale,
+so the run continues exactly as if it had never stopped (on a GPU the dropout generator is
+reseeded from the saved CPU generator every step, ``backend.reseed_from_cpu``). Evaluation
+draws its batches from its own fixed-seed generator, so it neither disturbs the training
+stream nor varies between evals.
 
 The output folder is locked while the loop runs (a second run into it is refused), and a
 new run refuses a folder that holds a previous one unless ``overwrite=True``. Ctrl-C or
 SIGTERM finishes the current iteration (or stops an evaluation), saves ``latest`` and
 returns; a second one stops at once, without saving (KeyboardInterrupt). A loss or gradient
-that is NaN or inf stops the run with NonFiniteLossError before the step is taken, and
-nothing from it is saved.
+that is NaN or inf stops the run with NonFiniteLossError naming that iteration; its step is
+not taken, and nothing from it is saved (on the CPU the run stops at once; on a GPU at the
+next read, the steps in between skipped on the device).
 
 Data-parallel training (``comm``, from ``distributed.init()``, docs/distributed.md): every rank
 runs this loop on its slice of each batch, the gradients are averaged across the ranks by
 one allreduce per step, the losses are averaged, a stop asked of any rank stops all of them
-at the same iteration, and only rank 0 takes the folder's lock, logs and writes files.
+at the same iteration, and only rank 0 takes the folder's lock, logs and writes files. The
+losses are then read and averaged on the host every step (the ranks must agree on them).
 """
 from __future__ import annotations
 
@@ -79,7 +92,7 @@ class TrainConfig:
     seed: int = 1337
     peak_flops: float | None = None
     dtype: str = "float32"
-
+    tf32: bool = True
 
     def __post_init__(self):
         def is_int(v):
@@ -97,10 +110,10 @@ class TrainConfig:
                 bad(name, "an integer >= 0")
         if self.lr_decay_iters is not None and (not is_int(self.lr_decay_iters) or self.lr_decay_iters < 1):
             bad("lr_decay_iters", "a positive integer (or None: max_iters)")
-        if not is_int(self.seed):
-            bad("seed", "an integer")
+        if not is_int(self.seed) or self.seed < 0:
+            bad("seed", "an integer >= 0")
         check_amp_dtype(self.dtype, "TrainConfig.dtype")
-        for name in ("decay_lr", "always_save_checkpoint"):
+        for name in ("decay_lr", "always_save_checkpoint", "tf32"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 bad(name, "true or false")
         ranges = {"learning_rate": (0.0, None), "min_lr": (0.0, None), "weight_decay": (0.0, None),
@@ -160,9 +173,10 @@ def estimate_loss(model, data, batch_size: int, eval_iters: int, seed: int, shou
     """Mean loss over ``eval_iters`` batches of each split, from a generator seeded with ``seed``.
 
     ``should_stop()`` is asked before each batch: True ends the evaluation and returns None.
-    ``progress(done, total)`` is called after each batch. With a communicator of several
-    ranks, each rank evaluates its slice of batches of ``batch_size * world_size`` rows and
-    the means are averaged over the ranks (``should_stop`` must then agree across them)."""
+    ``progress(done, total)`` is called after each batch. The losses are summed on the model's
+    device and read once per split. With a communicator of several ranks, each rank evaluates
+    its slice of batches of ``batch_size * world_size`` rows and the means are averaged over the
+    ranks (``should_stop`` must then agree across them)."""
     comm = comm or distributed.SINGLE
     was_training = model.training
     model.eval()
@@ -170,16 +184,18 @@ def estimate_loss(model, data, batch_size: int, eval_iters: int, seed: int, shou
     try:
         for k, (split, ids) in enumerate((("train", data.train), ("val", data.val))):
             rng = np.random.default_rng(seed)
-            losses = []
+            total = None
             for i in range(eval_iters):
                 if should_stop is not None and should_stop():
                     return None
                 x, y = get_batch(ids, batch_size, model.config.block_size, model.device, rng=rng,
                                  rank=comm.rank, world_size=comm.world_size)
-                losses.append(float(model(x, y)[1].item()))
+                loss = model(x, y)[1].data.astype(np.float64)
+                total = loss if total is None else total + loss
                 if progress is not None:
                     progress(k * eval_iters + i + 1, 2 * eval_iters)
-            out[split] = comm.mean(float(np.mean(losses)), what="averaging the evaluation loss")
+            out[split] = comm.mean(float(backend.to_numpy(total)) / eval_iters,
+                                   what="averaging the evaluation loss")
     finally:
         model.train(was_training)
     return out
@@ -289,6 +305,48 @@ def _state_arrays(model, optimizer) -> list:
     return arrays
 
 
+class _StepWatch:
+    """Each step's loss and gradient norm, and whether they were finite, kept on the model's
+    device so that a step waits for nothing; :meth:`read` fetches them in one transfer.
+
+    ``stopped`` is a 0-d flag, set from the first step whose loss or norm is NaN or inf on:
+    the optimizer skips every step while it is set (``found_inf``). ``good`` counts the steps
+    before that one since the last read, so the read knows which iteration it was, and
+    ``bad`` keeps its (loss, norm)."""
+
+    def __init__(self, xp, dtype, read_at: int):
+        self.xp, self.read_at = xp, read_at
+        self.stopped = xp.zeros((), dtype=bool)
+        self.good = xp.zeros((), dtype=dtype)
+        self.bad = xp.zeros(2, dtype=dtype)
+        self.loss = self.norm = None
+
+    def record(self, loss, norm):
+        """``loss``, ``norm`` (or None): this step's 0-d arrays. Returns the skip flag for the step."""
+        xp = self.xp
+        pair = xp.stack([loss, loss if norm is None else norm.astype(loss.dtype)])
+        finite = xp.isfinite(pair).all()
+        self.bad = xp.where(finite | self.stopped, self.bad, pair)     # kept from the first bad step
+        self.stopped = self.stopped | ~finite
+        self.good = self.good + ~self.stopped                          # steps before the first bad one
+        self.loss, self.norm = loss, norm
+        return self.stopped
+
+    def read(self, it: int):
+        """(the last step's loss, None or (iteration, "loss" or "gradient norm", value) of the first
+        step since the previous read that was not finite); one transfer from the device."""
+        xp = self.xp
+        v = backend.to_numpy(xp.concatenate([xp.stack([self.loss, self.good, self.stopped.astype(self.loss.dtype)]),
+                                             self.bad]))
+        last_read, self.read_at = self.read_at, it
+        self.good = xp.zeros_like(self.good)
+        if not v[2]:
+            return float(v[0]), None
+        loss, norm = float(v[3]), float(v[4])
+        what = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
+        return float(v[0]), (last_read + int(v[1]) + 1, *what)
+
+
 def train(model, data, cfg: TrainConfig, out_dir, tokenizer=None, resume: bool = False,
           log=print, extra_config: dict | None = None, overwrite: bool = False, comm=None) -> dict:
     """Train ``model`` on ``data`` (``.train``/``.val`` id arrays).
@@ -357,7 +415,10 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
     train_config = dataclasses.asdict(cfg) | (extra_config or {})
     tokens_per_iter = cfg.batch_size * T * cfg.grad_accum_steps * comm.world_size    # of all ranks
     eval_seed = cfg.seed + 1_000_003
-    peak = cfg.peak_flops or hardware.peak_flops(model.device)
+    on_gpu = model.device != "cpu"
+    read_each_step = not on_gpu or comm.world_size > 1     # else: one read per log line (_StepWatch)
+    tf32_on = cfg.tf32 and on_gpu
+    peak = cfg.peak_flops or hardware.peak_flops(model.device, tf32=tf32_on)
     t_start = _now()
     saved = {}                                   # checkpoint name -> iteration written this run
     precision = autocast(cfg.dtype)              # float32: changes nothing
@@ -410,7 +471,8 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
     model.train()
     window_s, window_steps, timed = 0.0, 0, False
     interrupted = False
-    with _StopFlag(log) as flag:
+    watch = _StepWatch(backend.xp_for(model.device), model.dtype, iter_num)
+    with _StopFlag(log) as flag, (backend.tf32(True) if tf32_on else contextlib.nullcontext()):
         it = iter_num
         while True:
             lr = lr_at(it)
@@ -452,7 +514,8 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                 break
             # ---- one optimisation step
             t_step = _now()
-            loss_value = 0.0
+            backend.reseed_from_cpu(model.device)    # a GPU's dropout seed, from the saved CPU generator
+            loss_sum = None
             for _ in range(cfg.grad_accum_steps):
                 x, y = get_batch(data.train, cfg.batch_size, T, model.device, rank=comm.rank,
                                  world_size=comm.world_size)
@@ -462,24 +525,39 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                     loss = loss * (1.0 / cfg.grad_accum_steps)
                 with overflows():
                     scaler.scale(loss).backward()    # (float32: the loss itself)
-                loss_value += float(loss.item())
+                loss_sum = loss.data if loss_sum is None else loss_sum + loss.data
             distributed.allreduce_grads(comm, optimizer)          # one call: the mean over the ranks
-            loss_value = comm.mean(loss_value, what="averaging the loss")
-            if not math.isfinite(loss_value):
-                raise stopped_by_nonfinite("loss", loss_value, it + 1)
             with overflows():
-                scaler.unscale_(optimizer)           # the true gradients, before clipping
-                norm = clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else 0.0
-            if not math.isfinite(norm) and not scaler.is_enabled():
-                raise stopped_by_nonfinite("gradient norm", norm, it + 1)
-            scale = scaler.get_scale()
-            scaler.step(optimizer)                   # float16: skipped if a gradient overflowed
-            scaler.update()
-            if scaler.get_scale() < scale:
-                log(f"iter {it + 1}: a gradient overflowed float16, the step was skipped; loss scale "
-                    f"{scale:g} -> {scaler.get_scale():g}")
+                scaler.unscale_(optimizer)           # float16: the true gradients, before clipping
+                norm = clip_grad_norm_(model.parameters(), cfg.grad_clip).data if cfg.grad_clip > 0 else None
+            # float16: an inf/NaN gradient is the loss scale's overflow, which the scaler skips; only the loss counts
+            skip = watch.record(loss_sum, None if scaler.is_enabled() else norm)
+            if read_each_step:                        # free on the CPU; needed to average over ranks
+                loss_value, bad = watch.read(it + 1)
+                loss_value = comm.mean(loss_value, what="averaging the loss")
+                if not math.isfinite(loss_value):
+                    raise stopped_by_nonfinite("loss", loss_value, it + 1)
+                if bad is not None:                   # the gradient norm: the same on every rank
+                    raise stopped_by_nonfinite(bad[1], bad[2], bad[0])
+            if scaler.is_enabled():
+                scale = scaler.get_scale()
+                scaler.step(optimizer)               # skipped if a gradient overflowed float16
+                scaler.update()
+                if scaler.get_scale() < scale:
+                    log(f"iter {it + 1}: a gradient overflowed float16, the step was skipped; loss scale "
+                        f"{scale:g} -> {scaler.get_scale():g}")
+            elif read_each_step:
+                optimizer.step()
+            else:
+                optimizer.step(found_inf=skip)        # skipped on the device if the step was not finite
             optimizer.zero_grad()   # the next backward writes into the optimizer's flat buffer
             it += 1
+            if not read_each_step and (it % cfg.log_interval == 0 or it % cfg.eval_interval == 0
+                                       or it >= cfg.max_iters or flag.stop):
+                # the GPU's one wait: before a log line, an evaluation, a save
+                loss_value, bad = watch.read(it)
+                if bad is not None:
+                    raise stopped_by_nonfinite(bad[1], bad[2], bad[0])
             if timed:                     # the first step after a (re)start warms up: not timed
                 window_s += _now() - t_step
                 window_steps += 1
@@ -495,6 +573,10 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                              f"eta {_fmt_eta(dt * (cfg.max_iters - it))}")
                 log(line)
                 window_s, window_steps = 0.0, 0
+        if not read_each_step and watch.loss is not None:    # steps since the last read (a stop came between)
+            bad = watch.read(it)[1]
+            if bad is not None:
+                raise stopped_by_nonfinite(bad[1], bad[2], bad[0])
     if saved.get("latest") != it and not (resume and it == iter_num and not saved):
         save("latest", it)
     if interrupted:

@@ -710,3 +710,6 @@ def test_by_hand_example_runs_and_agrees():
     assert len(diffs) == 9, r.stdout                     # dQ, dK, dV: three pairs each
     assert all(float(d) < 1e-8 for d in diffs), diffs
     assert "all three agree" in r.stdout
+    r = subprocess.run([sys.executable, str(script), "--bogus"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.startswith("error: ") and "--bogus" in r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr

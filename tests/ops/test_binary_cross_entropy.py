@@ -99,8 +99,17 @@ def test_bce_edges_are_finite(device):
 
 def test_bce_bad_input():
     p = Tensor(np.full(3, 0.5))
-    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
-        F.binary_cross_entropy(Tensor(np.array([0.5, 1.5, 0.2])), p)
+    # values outside [0, 1], NaN included, are refused in the input and in the target (as PyTorch)
+    for x, t, match in [([0.5, 1.5, 0.2], [0.5] * 3, r"input values must be in \[0, 1\] \(probabilities\), got 1.5"),
+                        ([0.5, np.nan, 0.2], [0.5] * 3, r"input values must be in \[0, 1\].*got nan"),
+                        ([0.5] * 3, [0.0, -0.5, 1.0], r"target values must be in \[0, 1\].*got -0.5"),
+                        ([0.5] * 3, [0.0, np.nan, 1.0], r"target values must be in \[0, 1\].*got nan")]:
+        with pytest.raises(RuntimeError, match=match):
+            F.binary_cross_entropy(Tensor(np.array(x)), Tensor(np.array(t)))
+    # a target Tensor of another float dtype: refused (PyTorch's BCE), cast in the logits form (PyTorch promotes)
+    with pytest.raises(TypeError, match="target is float64 but the input is float32"):
+        F.binary_cross_entropy(Tensor(np.full(3, 0.5, np.float32)), p)
+    assert F.binary_cross_entropy_with_logits(Tensor(np.zeros(3, np.float32)), p).dtype == np.float32
     with pytest.raises(ValueError, match="target of shape"):
         F.binary_cross_entropy(p, Tensor(np.full(2, 0.5)))
     with pytest.raises(TypeError, match="floating point"):

@@ -43,8 +43,10 @@ class FinetuneConfig:
         _number("lr", self.lr, 0.0, low_open=True)
         _number("weight_decay", self.weight_decay, 0.0)
         _number("grad_clip", self.grad_clip, 0.0)
-        if isinstance(self.log_interval, bool) or not isinstance(self.log_interval, int) or self.log_interval < 0:
-            raise ValueError(f"log_interval must be an integer >= 0, got {self.log_interval!r}")
+        for name in ("log_interval", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
 
 
 def batch_indices(n: int, batch_size: int, rng: np.random.Generator | None = None):

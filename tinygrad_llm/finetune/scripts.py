@@ -53,7 +53,7 @@ def add_common_arguments(p: argparse.ArgumentParser, lr_full: float, lr_lora: fl
     p.add_argument("--weight-decay", type=cli.number(min=0), default=0.0,
                    help="AdamW weight decay on matrices (default 0)")
     p.add_argument("--grad-clip", type=cli.number(min=0), default=1.0, help="gradient norm clip (default 1; 0: off)")
-    p.add_argument("--seed", type=cli.integer(), default=1337, help="seeds the split, the batch order and LoRA's init")
+    p.add_argument("--seed", type=cli.integer(min=0), default=1337, help="seeds the split, the batch order and LoRA's init")
     p.add_argument("--out", default=out, help=f"output directory (default {out})")
     p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run (deletes it)")
     p.add_argument("--device", default="cpu", help="cpu (default), gpu, cuda or cuda:N")

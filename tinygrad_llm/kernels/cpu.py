@@ -60,15 +60,15 @@ def sum_parts(parts, D, dtype):
     return total
 
 
-def blas_ready(a):
+def blas_ready(a, xp=np):
     """``a`` itself when BLAS can read it as a matrix (C or Fortran order), else a C-order copy.
 
     NumPy's matmul falls back to a slow non-BLAS loop for other strides (e.g. a broadcast
-    gradient, whose strides are 0).
+    gradient, whose strides are 0); CuPy's would copy too.
     """
     if a.flags.c_contiguous or a.flags.f_contiguous:
         return a
-    return np.ascontiguousarray(a)
+    return xp.ascontiguousarray(a)
 
 
 def blas_matrices(a):
@@ -79,13 +79,18 @@ def blas_matrices(a):
     return np.ascontiguousarray(a)
 
 
-def gemm(a, b):
-    """a @ b. float16 operands are multiplied in float32 and the product is rounded to float16:
-    NumPy has no float16 GEMM (its float16 matmul is a plain loop, about 100x slower than
-    BLAS), and a GPU's float16 GEMM accumulates in float32 as well."""
-    if a.dtype == np.float16:
-        return (a.astype(np.float32) @ b.astype(np.float32)).astype(np.float16)
-    return a @ b
+def gemm(xp, a, b, out=None):
+    """a @ b (into ``out`` when given). float16 NumPy operands are multiplied in float32 and the
+    product is rounded to float16: NumPy has no float16 GEMM (its float16 matmul is a plain
+    loop, about 100x slower than BLAS), and a GPU's float16 GEMM, which CuPy arrays get as
+    they are, accumulates in float32 as well."""
+    if xp is np and a.dtype == np.float16:
+        c = (a.astype(np.float32) @ b.astype(np.float32)).astype(np.float16)
+        if out is None:
+            return c
+        out[...] = c
+        return out
+    return a @ b if out is None else xp.matmul(a, b, out=out)
 
 
 def widened(*arrays):
@@ -119,41 +124,54 @@ def rounded(arrays, out=None):
 
 @tiers.register(linear.Linear)
 class Linear(linear.Linear):
-    """The reference's one GEMM, with operands BLAS can read in place and the bias added in place."""
+    """The reference's one GEMM, with operands BLAS can read in place and the bias added in place;
+    the weight and bias gradients are written straight into the parameters' gradient storage
+    (an optimizer's flat buffer) when they have one (``Function.grad_buffer``). Array code for
+    either library: the GPU tier (cuda.py) runs it too."""
 
     def forward(self, x, weight, bias=None):
         self.x_shape, self.has_bias = x.shape, bias is not None
-        self.x2 = blas_ready(x.reshape(math.prod(x.shape[:-1]), x.shape[-1]))
+        self.x2 = blas_ready(x.reshape(math.prod(x.shape[:-1]), x.shape[-1]), self.xp)
         self.weight = weight
-        y2 = gemm(self.x2, weight.T)                      # BLAS reads weight.T in place
+        y2 = gemm(self.xp, self.x2, weight.T)             # BLAS reads weight.T in place
         if bias is not None:
             y2 += bias                                    # y2 is ours: add in place
         return y2.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, g):
-        g2 = blas_ready(g.reshape(self.x2.shape[0], self.weight.shape[0]))
+        xp = self.xp
+        g2 = blas_ready(g.reshape(self.x2.shape[0], self.weight.shape[0]), xp)
         dx = dw = db = None
         if self.needs_input_grad[0]:
-            dx = gemm(g2, self.weight).reshape(self.x_shape)
+            dx = gemm(xp, g2, self.weight).reshape(self.x_shape)
         if self.needs_input_grad[1]:
-            dw = gemm(g2.T, self.x2)
+            buf, add = self.grad_buffer(1, g2.dtype)
+            dw = gemm(xp, g2.T, self.x2, out=None if add else buf)     # dW = g2^T x2
+            if add:
+                buf += dw
+                dw = buf
         if not self.has_bias:
             return dx, dw
         if self.needs_input_grad[2]:
-            db = g2.sum(axis=0)
+            buf, add = self.grad_buffer(2, g2.dtype)
+            db = g2.sum(axis=0, out=None if add else buf)
+            if add:
+                buf += db
+                db = buf
         return dx, dw, db
 
 
-def scatter_add_rows(ids, g, num_rows):
-    """dW (num_rows, D) with dW[v] = sum of the rows g[i] where ids[i] == v.  ids (N,), g (N, D).
+def scatter_add_rows(ids, g, num_rows, out=None):
+    """dW (num_rows, D) with dW[v] += the rows g[i] where ids[i] == v.  ids (N,), g (N, D).
 
-    Scatters single numbers instead of rows: element (i, j) of g goes to flat position
-    ids[i] * D + j of dW, and ``np.add.at`` on 1-D arrays is a tight C loop in NumPy >= 1.25
-    (its 2-D form, the reference's ``np.add.at(dW, ids, g)``, is several times slower;
-    measured in docs/benchmarks.md with ``benchmarks/bench_ops.py --embedding-scatter``).
+    Into ``out`` (C-contiguous, added to) when given, else into zeros. Scatters single numbers
+    instead of rows: element (i, j) of g goes to flat position ids[i] * D + j of dW, and
+    ``np.add.at`` on 1-D arrays is a tight C loop in NumPy >= 1.25 (its 2-D form, the
+    reference's ``np.add.at(dW, ids, g)``, is several times slower; measured in
+    docs/benchmarks.md with ``benchmarks/bench_ops.py --embedding-scatter``).
     """
     D = g.shape[1]
-    dW = np.zeros((num_rows, D), dtype=g.dtype)
+    dW = np.zeros((num_rows, D), dtype=g.dtype) if out is None else out
     rows = ids.astype(np.intp, copy=False)[:, None]                # intp: uint8 * D would overflow
     flat_index = (rows * D + np.arange(D)).reshape(-1)             # (N * D,) positions in dW
     np.add.at(dW.reshape(-1), flat_index, g.reshape(-1))
@@ -162,16 +180,22 @@ def scatter_add_rows(ids, g, num_rows):
 
 @tiers.register(embedding.Embedding)
 class Embedding(embedding.Embedding):
-    """The reference's scatter-add, one element at a time (``scatter_add_rows``)."""
+    """The reference's scatter-add, one element at a time (``scatter_add_rows``), straight into
+    the weight's gradient storage when it has one (``Function.grad_buffer``; not with a
+    ``padding_idx``, whose row is zeroed in a gradient of its own)."""
 
     def backward(self, g):
         if not self.needs_input_grad[1]:
             return None, None
         D = g.shape[-1]
-        dweight = scatter_add_rows(self.ids.reshape(-1), g.reshape(-1, D), self.V)
-        if self.padding_idx is not None:
+        if self.padding_idx is not None:              # its row gets no gradient: made apart
+            dweight = scatter_add_rows(self.ids.reshape(-1), g.reshape(-1, D), self.V)
             dweight[self.padding_idx] = 0
-        return None, dweight
+            return None, dweight
+        buf, add = self.grad_buffer(1, g.dtype)
+        if buf is not None and not add:
+            buf.fill(0)
+        return None, scatter_add_rows(self.ids.reshape(-1), g.reshape(-1, D), self.V, out=buf)
 
 
 # ----------------------------------------------------------------------------- norms

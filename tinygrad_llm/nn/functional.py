@@ -217,6 +217,9 @@ def _check_cross_entropy(logits, targets, ignore_index, reduction, label_smoothi
     if targets.shape != logits.shape[:-1]:
         raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
                          f"{logits.shape[:-1]} (one class index per row), got {targets.shape}")
+    known = targets.value_bounds
+    if known is not None and 0 <= known[0] and known[1] < C:
+        return                                            # in range, as known on the host: no device read
     t = targets.data
     bad = (t != ignore_index) & ((t < 0) | (t >= C))
     if bool(bad.any()):                                   # one host sync: the check is worth it
@@ -225,9 +228,11 @@ def _check_cross_entropy(logits, targets, ignore_index, reduction, label_smoothi
                          f"[0, {C - 1}] for logits with C={C} classes (or equal ignore_index={ignore_index})")
 
 
-def _bce_checks(op, input, target, weight, reduction):
+def _bce_checks(op, input, target, weight, reduction, cast_target=True):
     """(input, target as a Tensor of input's dtype, weight as an array or None) after the checks
-    binary_cross_entropy and its logits form share."""
+    binary_cross_entropy and its logits form share. A target Tensor of another float dtype is
+    cast (``cast_target``, the logits form, where PyTorch promotes) or refused (as PyTorch's
+    binary_cross_entropy does)."""
     x = _float_tensor(input, op)
     t = target if isinstance(target, Tensor) else Tensor(_at_logits_precision(target, x), device=x.device)
     if t.device != x.device:
@@ -237,10 +242,18 @@ def _bce_checks(op, input, target, weight, reduction):
     if t.shape != x.shape:
         raise ShapeError(f"{op}: target of shape {t.shape} must have the input's shape {x.shape}")
     if t.dtype != x.dtype:
+        if not cast_target:
+            raise DtypeError(f"{op}: target is {t.dtype} but the input is {x.dtype}; give both the same dtype")
         t = t.to(dtype=x.dtype)
     if reduction not in REDUCTIONS:
         raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return x, t, _constant(op, "weight", weight, x)
+
+
+def _first_outside_unit(a) -> float:
+    """The first value of an array that is not in [0, 1] (NaN included), for error messages."""
+    flat = a.reshape(-1)
+    return float(flat[~((flat >= 0) & (flat <= 1))][0])
 
 
 def _constant(op, name, value, x, to_shape=None):
@@ -273,11 +286,13 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     targets t of the same shape, then ``reduction`` "mean" (over all elements), "sum" or
     "none". Each log is clamped at -100, as PyTorch, so p = 0 or 1 stays finite. ``target``
     may be a Tensor that requires grad (it gets a gradient too); ``weight`` broadcasts to the
-    input's shape and is a constant. Probabilities outside [0, 1] are an error."""
-    x, t, w = _bce_checks("binary_cross_entropy", input, target, weight, reduction)
-    if x.size and bool(((x.data < 0) | (x.data > 1)).any()):      # one host sync: worth the check
-        raise ArgumentError("binary_cross_entropy: input values must be probabilities in [0, 1]; for logits "
-                            "use binary_cross_entropy_with_logits")
+    input's shape and is a constant. Inputs or targets outside [0, 1] (NaN included) are an
+    error, as in PyTorch, and so is a target of another dtype than the input's."""
+    x, t, w = _bce_checks("binary_cross_entropy", input, target, weight, reduction, cast_target=False)
+    for name, v, hint in (("input", x, "; for logits use binary_cross_entropy_with_logits"), ("target", t, "")):
+        if v.size and not bool(((v.data >= 0) & (v.data <= 1)).all()):   # one host sync each: worth it
+            raise ArgumentError(f"binary_cross_entropy: {name} values must be in [0, 1] (probabilities), "
+                                f"got {_first_outside_unit(v.data)}{hint}")
     return BinaryCrossEntropy.apply(x, t, weight=w, reduction=reduction)
 
 
@@ -433,7 +448,10 @@ def softplus(input, beta=1.0, threshold=20.0):
 def embedding(input, weight, padding_idx=None):
     """weight[input]: integer ids ``input`` (...) (Tensor, numpy/cupy array or list), weight (V, D) -> (..., D).
 
-    ``padding_idx``: a row (negative counts from the end) that gets no gradient, as PyTorch's."""
+    ``padding_idx``: a row (negative counts from the end) that gets no gradient, as PyTorch's.
+    Ids out of range raise IndexError. The check reads the ids' min and max back from a GPU,
+    unless the ids carry bounds known on the host (``Tensor.set_value_bounds``: batches from
+    ``get_batch`` and the model's positions do), which are checked instead."""
     weight = _tensor(weight, "weight")
     ids = _index_tensor(input, weight.device)
     if ids.dtype.kind not in "iu":
@@ -442,7 +460,8 @@ def embedding(input, weight, padding_idx=None):
         raise ValueError(f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got shape {weight.shape}")
     V = weight.shape[0]
     if ids.size:
-        lo, hi = int(ids.data.min()), int(ids.data.max())      # host syncs: the check is worth them
+        known = ids.value_bounds                                 # known on the host: no device read
+        lo, hi = known if known is not None else (int(ids.data.min()), int(ids.data.max()))
         if lo < 0 or hi >= V:
             raise IndexError(f"embedding: id {lo if lo < 0 else hi} is out of range for an embedding table of "
                              f"{V} rows (valid ids are 0..{V - 1})")

@@ -14,6 +14,8 @@ import threading
 
 import numpy as np
 
+from .. import backend, tiers
+from ..kernels import cuda
 from ..kernels.parallel import parallel_for
 from .optimizer import Optimizer, check_range
 
@@ -57,9 +59,17 @@ class AdamW(Optimizer):
         if "weight_decay" in group:
             check_range("weight_decay", group["weight_decay"], 0.0, math.inf, where)
 
-    def _update_range(self, b, lo, hi, step, group):
+    def _update_range(self, b, lo, hi, step, group, skip=None):
+        if b.xp is not np and b.dtype == np.float32 and not tiers.reference_tier_forced() and \
+                cuda.ready("AdamW", b.device, self._check_fused):                   # the GPU's fused update
+            lr, (beta1, beta2) = float(group["lr"]), group["betas"]
+            st = b.state
+            cuda.adamw_update(b.device, b.data[lo:hi], b.grad[lo:hi], st["exp_avg"][lo:hi], st["exp_avg_sq"][lo:hi],
+                              lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+                              step=step, skip=skip)
+            return
         if b.xp is not np or not len(b.tmp):
-            return super()._update_range(b, lo, hi, step, group)
+            return super()._update_range(b, lo, hi, step, group, skip)
 
         def piece(a, z):
             a, z = lo + a, lo + z
@@ -68,6 +78,27 @@ class AdamW(Optimizer):
 
         # elements are independent: one chunk per core, each updated in cache-sized pieces
         parallel_for(piece, hi - lo, block=len(b.tmp))
+
+    def _check_fused(self, device) -> str | None:
+        """The fused GPU update (kernels/cuda.py) next to :meth:`_update` on random buffers, and
+        with its skip flag set; None when they agree."""
+        xp, rs = backend.xp_for(device), np.random.default_rng(0)
+        group = {"lr": 3e-3, "betas": (0.9, 0.99), "eps": 1e-8, "weight_decay": 0.1}
+        p, g, m = (rs.standard_normal(1000).astype(np.float32) for _ in range(3))
+        v = rs.random(1000).astype(np.float32)
+        fused = [xp.asarray(a) for a in (p, g, m, v)]
+        cuda.adamw_update(device, *fused, lr=3e-3, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.1, step=3)
+        ref = [xp.asarray(a) for a in (p, g, m, v)]
+        self._update(xp, ref[0], ref[1], xp.empty_like(ref[0]), {"exp_avg": ref[2], "exp_avg_sq": ref[3]}, 3, group)
+        skipped = [xp.asarray(a) for a in (p, g, m, v)]
+        cuda.adamw_update(device, *skipped, lr=3e-3, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.1, step=3,
+                          skip=xp.ones((), dtype=bool))
+        problems = [cuda.disagreement(name, a, b) for name, a, b in zip(("p", "exp_avg", "exp_avg_sq"),
+                                                                         (fused[0], *fused[2:]), (ref[0], *ref[2:]))]
+        problems += [cuda.disagreement(f"{name} with the step skipped", a, xp.asarray(b))
+                     for name, a, b in zip(("p", "exp_avg", "exp_avg_sq"), (skipped[0], *skipped[2:]), (p, m, v))]
+        problems = [x for x in problems if x is not None]
+        return None if not problems else "disagrees with the reference update: " + "; ".join(problems)
 
     def _update(self, xp, p, g, tmp, state, step, group):
         """One AdamW step on matching 1-D arrays, in place, with ``tmp`` as the only scratch."""

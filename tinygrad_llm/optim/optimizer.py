@@ -285,32 +285,58 @@ class Optimizer:
         p.data = b.data_views[i]
 
     # ------------------------------------------------------------------ the step
-    def step(self, closure=None):
-        """Update every parameter that has a gradient; returns ``closure()`` if one is given."""
+    def step(self, closure=None, *, found_inf=None):
+        """Update every parameter that has a gradient; returns ``closure()`` if one is given.
+
+        ``found_inf``: None, or a 0-d array or Tensor on the parameters' device that is nonzero
+        when this step must not be taken (the training loop's check for a NaN or inf loss or
+        gradient norm). On the CPU it is read and the step skipped; on a GPU the update is made
+        conditional on it there, so nothing waits for the device: a skipped step leaves the
+        parameters and the optimizer's state as they were, only the step counts advance.
+        """
         loss = closure() if closure is not None else None
+        flag = found_inf.data if isinstance(found_inf, Tensor) else found_inf
         for group, buckets in zip(self.param_groups, self._buckets):
             self._check_hyper(group, "a parameter group")
             for b in buckets:
+                skip = None
+                if flag is not None:
+                    if backend.device_of_array(flag) != b.device:
+                        raise backend.DeviceError(f"step: found_inf is on {backend.device_of_array(flag)!r}, "
+                                                  f"the parameters on {b.device!r}")
+                    if b.device == "cpu":
+                        if bool(flag):
+                            continue
+                    else:
+                        skip = flag
                 has = self._gather(b)
                 if all(has) and all(s == b.steps[0] for s in b.steps):
                     step = b.steps[0] + 1
-                    self._update_range(b, 0, b.numel, step, group)  # the fused path
+                    self._update_range(b, 0, b.numel, step, group, skip)  # the fused path
                     b.steps = [step] * len(b.steps)
                 else:
                     for i, sl in enumerate(b.slices):
                         if has[i]:
                             b.steps[i] += 1
-                            self._update_range(b, sl.start, sl.stop, b.steps[i], group)
+                            self._update_range(b, sl.start, sl.stop, b.steps[i], group, skip)
                 for p, h in zip(b.params, has):
                     if h:
                         p.bump_version()  # an in-place change: stale graphs that saved p now raise
         return loss
 
-    def _update_range(self, b: _Bucket, lo: int, hi: int, step: int, group: dict):
+    def _update_range(self, b: _Bucket, lo: int, hi: int, step: int, group: dict, skip=None):
+        """Update elements [lo, hi) of bucket ``b``; where ``skip`` (a 0-d device array) is
+        nonzero, put back what they held (a copy, the update, a masked copy back)."""
+        kept = None
+        if skip is not None:
+            kept = [(a[lo:hi], a[lo:hi].copy()) for a in (b.data, *b.state.values())]
         for a, z in b.chunks(lo, hi):
             n = z - a
             state = {k: v[a:z] for k, v in b.state.items()}
             self._update(b.xp, b.data[a:z], b.grad[a:z], b.tmp[:n], state, step, group)
+        if kept is not None:
+            for now, before in kept:
+                b.xp.copyto(now, before, where=skip.astype(bool))
 
     # ------------------------------------------------------------------ state dict
     def _all_params(self):
