@@ -232,6 +232,22 @@ def test_resume_with_a_scaler_is_exact(fox_data, tmp_path, monkeypatch):
         np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=n)
 
 
+def test_overflowed_steps_are_skipped_not_errors(device, fox_data, tmp_path, monkeypatch):
+    """A scale of 2^24 overflows float16's gradients in the first steps: the training loop skips
+    them and halves the scale (logged), and the run goes on to its end with finite weights; on
+    a GPU too, where the loop otherwise reads the device only at log lines (the step watch
+    then checks the loss alone: an inf gradient norm is the scaler's business)."""
+    import tinygrad_llm.train as train_module
+    monkeypatch.setattr(train_module, "GradScaler", lambda enabled: GradScaler(init_scale=2.0**24, enabled=enabled))
+    logs = []
+    cfg = _cfg(dtype="float16", max_iters=6, eval_interval=6, lr_decay_iters=6, eval_iters=1, log_interval=3)
+    out = train(_model(fox_data.vocab_size).to(device), fox_data, cfg, tmp_path / "run", log=logs.append)
+    assert out["iter"] == 6 and any("overflowed float16, the step was skipped" in line for line in logs)
+    ckpt = load_checkpoint(tmp_path / "run" / "latest")
+    assert ckpt.trainer_state["scaler"]["scale"] < 2.0**24
+    assert all(np.isfinite(p.numpy()).all() for p in ckpt.model.parameters())
+
+
 def test_amp_is_importable_from_the_package():
     assert tg.amp is amp and amp.GradScaler is GradScaler
 
