@@ -6,6 +6,7 @@ model written in PyTorch eager (when torch is installed), alternating the two in
     python benchmarks/bench_train_step.py --device gpu --tf32 on   # shakespeare_char on a GPU, TF32 matmuls
     python benchmarks/bench_train_step.py --profile            # where our time goes
     python benchmarks/bench_train_step.py --no-torch --breakdown --torch-breakdown   # both, per op
+    python benchmarks/bench_train_step.py --no-torch --dtype float16 --attention flash --recompute block
 
 Prints ms/iter (median), tokens/s, MFU against --peak-flops (default: the device's peak for
 the precision used, tinygrad_llm.hardware), and peak memory (on the CPU our traced arrays;
@@ -19,6 +20,7 @@ use TF32 tensor cores for float32 matrix products (off: full float32, the defaul
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import math
 import platform
@@ -30,7 +32,7 @@ import numpy as np
 
 import tinygrad_llm as tg
 import tinygrad_llm.hardware  # noqa: F401  (tg.hardware: the device's peak FLOP/s)
-from tinygrad_llm import GPT, GPTConfig
+from tinygrad_llm import GPT, GPTConfig, amp
 from tinygrad_llm.optim import clip_grad_norm_
 from tinygrad_llm.kernels import num_threads, tune_allocator
 from tinygrad_llm.presets import preset
@@ -44,17 +46,22 @@ def make_batches(n, B, T, V, seed=0):
 class Ours:
     name = "tinygrad_llm"
 
-    def __init__(self, cfg: GPTConfig, device):
+    def __init__(self, cfg: GPTConfig, device, dtype="float32"):
         tg.manual_seed(0)
         self.model = GPT(cfg).to(device)
         self.opt = self.model.configure_optimizers(0.1, 1e-3, (0.9, 0.99))
         self.device = device
+        self.precision = amp.autocast(dtype)              # float32: no change (as train.py)
+        self.scaler = amp.GradScaler(enabled=dtype == "float16")
 
     def step(self, x, y):
-        _, loss = self.model(tg.Tensor(x, device=self.device), tg.Tensor(y, device=self.device))
-        loss.backward()
+        with self.precision:
+            _, loss = self.model(tg.Tensor(x, device=self.device), tg.Tensor(y, device=self.device))
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
         clip_grad_norm_(self.model.parameters(), 1.0)
-        self.opt.step()
+        self.scaler.step(self.opt)
+        self.scaler.update()
         self.opt.zero_grad()   # as train.py (and PyTorch's default)
         return loss.item()
 
@@ -282,6 +289,9 @@ def main():
     p.add_argument("--peak-flops", type=float, default=None,
                    help="for MFU (default: the device's peak for the precision used, else tinygrad_llm.model.PEAK_FLOPS)")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--dtype", default="float32", choices=amp.AMP_DTYPES, help="ours: float16 = mixed precision")
+    p.add_argument("--attention", default="standard", choices=["standard", "flash"], help="ours: GPTConfig.attention")
+    p.add_argument("--recompute", default="none", choices=["none", "mlp", "block"], help="ours: GPTConfig.recompute")
     p.add_argument("--profile", action="store_true", help="cProfile our step and print the top entries")
     p.add_argument("--breakdown", action="store_true", help="time spent in each op's forward/backward")
     p.add_argument("--torch-breakdown", action="store_true",
@@ -300,7 +310,7 @@ def main():
     B = args.batch_size or train_fields["batch_size"]
     cfg = GPTConfig(vocab_size=65, **model_fields)
     T = cfg.block_size
-    ours = Ours(cfg, args.device)
+    ours = Ours(dataclasses.replace(cfg, attention=args.attention, recompute=args.recompute), args.device, args.dtype)
     batches = make_batches(args.warmup + args.iters, B, T, cfg.vocab_size)
     ref, torch_info = None, "torch skipped"
     if not args.no_torch:
@@ -313,7 +323,8 @@ def main():
             except EOFError:              # its traceback is printed above (e.g. a PyTorch without CUDA)
                 torch_info = "torch failed to start"
     print(f"preset {args.preset}: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {T}, "
-          f"batch {B}, dropout {cfg.dropout}; {ours.model.num_params() / 1e6:.2f}M params")
+          f"batch {B}, dropout {cfg.dropout}; {ours.model.num_params() / 1e6:.2f}M params; ours: {args.dtype}, "
+          f"attention {args.attention}, recompute {args.recompute}")
     where = f"{num_threads()} threads, allocator {'tuned' if tuned else 'default'}"
     if gpu:
         import cupy  # noqa: PLC0415 (the GPU run needs CuPy)

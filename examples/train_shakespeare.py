@@ -199,7 +199,7 @@ def _resume_data(args, ckpt) -> Path | None:
 
 def _check_memory(cfg, tcfg: TrainConfig, device: str, copies: int = 1):
     """MemoryError unless ``copies`` trainings (the ranks on this machine's CPU) fit in memory."""
-    need = training_memory(cfg, tcfg.batch_size)
+    need = training_memory(cfg, tcfg.batch_size, tcfg.dtype)
     free = hardware.available_memory(device)
     if free is not None and copies * need["total"] > free:
         gib = 2 ** 30
@@ -209,7 +209,8 @@ def _check_memory(cfg, tcfg: TrainConfig, device: str, copies: int = 1):
             f"{each} ({need['n_params'] / 1e6:,.0f}M parameters with gradients and AdamW state: "
             f"{need['params'] / gib:.1f} GiB; activations of batch {tcfg.batch_size} x block {cfg.block_size}: "
             f"{need['activations'] / gib:.1f} GiB), and {device} has {free / gib:.1f} GiB free; "
-            "shrink --n_layer, --n_embd, --batch_size or --block_size")
+            "shrink --n_layer, --n_embd, --batch_size or --block_size, or keep less for the backward pass: "
+            "--recompute block, --attention flash, --dtype float16")
 
 
 def _prompt(args, data) -> str:

@@ -26,7 +26,7 @@ LAYERS = [
     ("tensor", ["tensor", "creation", "gradcheck", "safetensors", "data"]),
     ("nn.functional", ["nn.functional"]),
     ("nn", ["nn"]),
-    ("optim", ["optim"]),
+    ("optim", ["optim", "amp"]),
     ("model", ["model", "llama", "architectures"]),
     ("apps", ["generate", "train", "checkpoint", "rundir", "hf", "hf_llama", "presets", "distributed"]),
     ("finetune", ["finetune"]),

@@ -31,7 +31,7 @@ def test_every_fused_op_has_fast_kernels_named_as_its_op():
     fast = tiers.fast_kernels("cpu")
     names = {ref.__name__ for ref in fast}
     assert names == {"Linear", "Embedding", "LayerNorm", "RMSNorm", "GELU", "SiLU", "SwiGLU", "CrossEntropy",
-                     "ScaledDotProductAttention", "CausalSelfAttention"}
+                     "ScaledDotProductAttention", "CausalSelfAttention", "FlashAttention", "FlashCausalSelfAttention"}
     for ref, kernel in fast.items():
         assert issubclass(kernel, ref) and kernel.__name__ == ref.__name__
         assert kernel.__module__ == "tinygrad_llm.kernels.cpu" and ref.__module__.startswith("tinygrad_llm.ops.")

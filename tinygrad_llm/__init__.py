@@ -7,10 +7,12 @@
 
 Also here: ``GPT``/``GPTConfig`` (tinygrad_llm.model) and ``Llama``/``LlamaConfig``
 (tinygrad_llm.llama); ``load_gpt2``/``save_gpt2`` (tinygrad_llm.hf) and ``load_llama``/
-``save_llama`` (tinygrad_llm.hf_llama) to read and write Hugging Face GPT-2 and Llama folders.
+``save_llama`` (tinygrad_llm.hf_llama) to read and write Hugging Face GPT-2 and Llama folders;
+``amp`` (mixed precision: ``autocast``, ``GradScaler``).
 """
 import numpy as _np
 
+from . import amp
 from .backend import ArgumentError, DeviceError, DtypeError, ShapeError, gpu_available, manual_seed
 from .creation import (arange, eye, full, full_like, ones, ones_like, rand, rand_like, randint, randn,
                        randn_like, zeros, zeros_like)
@@ -33,7 +35,7 @@ bool_ = _np.bool_
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "Function", "GPT", "GPTConfig", "load_gpt2", "save_gpt2",
+    "Tensor", "Function", "GPT", "GPTConfig", "load_gpt2", "save_gpt2", "amp",
     "Llama", "LlamaConfig", "load_llama", "save_llama",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "gradcheck", "GradcheckError", "manual_seed", "gpu_available", "DeviceError",

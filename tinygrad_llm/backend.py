@@ -23,8 +23,8 @@ import numpy as np
 __all__ = [
     "DeviceError", "ArgumentError", "ShapeError", "DtypeError", "canonical_device", "xp_for", "device_of_array",
     "gpu_available", "manual_seed", "rng", "reseed_from_cpu", "fixed_rng", "get_rng_state", "set_rng_state",
-    "to_numpy", "as_array", "scatter_add", "quiet", "data_ptr", "default_dtype", "canonical_dtype",
-    "set_tf32", "tf32_enabled", "tf32",
+    "rng_replayer", "swap_rng", "to_numpy", "as_array", "scatter_add", "quiet", "data_ptr", "default_dtype",
+    "canonical_dtype", "set_tf32", "tf32_enabled", "tf32",
 ]
 
 #: what to install for a working CuPy (the CUDA 12 wheel with its CUDA libraries)
@@ -339,6 +339,36 @@ def set_rng_state(state: dict):
     g = np.random.default_rng()
     g.bit_generator.state = state["cpu"]
     _rngs["cpu"] = g
+
+
+def rng_replayer(device: str):
+    """A function that returns, at each call, a new generator yielding what ``rng(device)``
+    yields from now on (activation checkpointing replays its dropout masks with it).
+
+    CPU: a copy of the generator's state, nothing is drawn. A GPU: CuPy's generators have no
+    state that can be copied, so ``rng(device)`` is replaced now by a fresh generator seeded
+    from the CPU generator, and the replays are seeded alike: they agree with it exactly,
+    but its stream is not the one the GPU would have drawn without the call.
+    """
+    if device == "cpu":
+        bits = rng("cpu").bit_generator
+        state, kind = bits.state, type(bits)
+
+        def replay():
+            g = np.random.Generator(kind())
+            g.bit_generator.state = state
+            return g
+        return replay
+    seed = int(rng("cpu").integers(0, 2**63))
+    _rngs[device] = _device_generator(device, seed)
+    return lambda: _device_generator(device, seed)
+
+
+def swap_rng(device: str, generator):
+    """Make ``generator`` the package's generator for ``device``; returns the one it replaces."""
+    previous = rng(device)
+    _rngs[device] = generator
+    return previous
 
 
 # ----------------------------------------------------------------------------- TF32

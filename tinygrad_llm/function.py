@@ -25,10 +25,25 @@ import threading
 
 from . import backend, tiers
 
-__all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"]
+__all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "recorded_nodes",
+           "autocast_dtype", "set_autocast_dtype"]
 
 class _GradMode(threading.local):
     enabled = True   # the default in every thread (a class attribute: no per-call getattr fallback)
+    recorded = None  # a list that collects every node recorded in this thread, or None (recorded_nodes)
+    autocast = None  # the dtype amp.autocast runs the matrix products in (float16), or None
+
+
+def autocast_dtype():
+    """The dtype ``amp.autocast`` runs the matrix products in (NumPy's float16) in this thread, or None."""
+    return _state.autocast
+
+
+def set_autocast_dtype(dtype):
+    """Set the autocast dtype of this thread (None: off) and return the previous one; use the
+    ``tinygrad_llm.amp.autocast`` context rather than this."""
+    previous, _state.autocast = _state.autocast, dtype
+    return previous
 
 
 _state = _GradMode()
@@ -76,6 +91,20 @@ class enable_grad(set_grad_enabled):
 
     def __init__(self):
         super().__init__(True)
+
+
+class recorded_nodes:
+    """``with recorded_nodes() as nodes:`` collects, in ``nodes``, every node recorded in the block
+    (in this thread), in the order they were made. Activation checkpointing uses it to tell
+    the nodes its function made from those that existed before (nn/recompute.py)."""
+
+    def __enter__(self):
+        self.prev, _state.recorded = _state.recorded, []
+        return _state.recorded
+
+    def __exit__(self, *exc):
+        _state.recorded = self.prev
+        return False
 
 
 class Function:
@@ -175,6 +204,8 @@ class Function:
             # many nodes save their output too (exp, sqrt, tanh, max, ...): watch it as well
             node.out_vbox, node.out_version = result._vbox, result._vbox[0]
             result.grad_fn = node
+            if _state.recorded is not None:
+                _state.recorded.append(node)
         return result
 
     def release(self):

@@ -32,12 +32,13 @@ import numbers
 import numpy as np
 
 from .config import DictConfig
-from .model import CausalLM, attention_weights, check_positive_ints
+from .model import ATTENTION_IMPLS, RECOMPUTE, CausalLM, attention_weights, check_positive_ints
 from .nn import functional as F
 from .nn.containers import ModuleList
 from .nn.kv_cache import KVCache
 from .nn.layers import Embedding, Linear, RMSNorm, RotaryEmbedding, check_rope_scaling
 from .nn.module import Module
+from .nn.utils import checkpoint
 from .tensor import Tensor
 
 __all__ = ["LlamaConfig", "Llama", "default_intermediate_size"]
@@ -74,6 +75,8 @@ class LlamaConfig(DictConfig):
     rope_theta: float = 10000.0
     rope_scaling: dict | None = None       # None, or Llama 3's {"rope_type": "llama3", "factor", ...}
     tie_weights: bool = False              # lm_head.weight is model.embed_tokens.weight
+    attention: str = "standard"            # or "flash": tiled attention (as GPTConfig's; not Hugging Face's)
+    recompute: str = "none"                # "block" or "mlp": activation checkpointing (as GPTConfig's)
 
     def __post_init__(self):
         if self.n_kv_head is None:
@@ -100,6 +103,9 @@ class LlamaConfig(DictConfig):
                     or (v < lo if lo is not None else v <= 0):
                 raise ValueError(f"LlamaConfig.{name} must be a finite number {'>= 0' if lo is not None else '> 0'}, "
                                  f"got {v!r}")
+        for name, allowed in (("attention", ATTENTION_IMPLS), ("recompute", RECOMPUTE)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"LlamaConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         try:
             self.rope_scaling = check_rope_scaling(self.rope_scaling)
         except ValueError as e:
@@ -125,6 +131,7 @@ class LlamaAttention(Module):
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim, self.dropout = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.dropout
+        self.impl = cfg.attention
         C, kv = cfg.n_embd, cfg.n_kv_head * cfg.head_dim
         self.q_proj = Linear(C, C, bias=cfg.bias)
         self.k_proj = Linear(C, kv, bias=cfg.bias)
@@ -144,7 +151,8 @@ class LlamaAttention(Module):
             start = cache.length
             k, v = cache.update(layer, k, v)                                   # (B, KV, start + T, hd)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, enable_gqa=True)  # (B, H, T, hd)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, enable_gqa=True,
+                                           impl=self.impl)                    # (B, H, T, hd)
         if attention is not None:
             attention.append(attention_weights(q, k, start))
         return self.o_proj(y.permute(0, 2, 1, 3).reshape(B, T, C))
@@ -165,10 +173,16 @@ class LlamaMLP(Module):
 
 
 class LlamaDecoderLayer(Module):
-    """x + self_attn(input_layernorm(x)), then + mlp(post_attention_layernorm(x))."""
+    """x + self_attn(input_layernorm(x)), then + mlp(post_attention_layernorm(x)).
+
+    ``recompute`` (LlamaConfig) as the GPT's Block: "block" recomputes the whole layer in the
+    backward pass, "mlp" the MLP alone (``nn.utils.checkpoint``); not while caching or reading
+    attention out.
+    """
 
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
+        self.recompute = cfg.recompute
         self.input_layernorm = RMSNorm(cfg.n_embd, eps=cfg.rms_norm_eps)
         self.self_attn = LlamaAttention(cfg)
         self.post_attention_layernorm = RMSNorm(cfg.n_embd, eps=cfg.rms_norm_eps)
@@ -176,8 +190,14 @@ class LlamaDecoderLayer(Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None, layer: int = 0,
                 attention: list | None = None) -> Tensor:
+        if self.recompute == "block" and cache is None and attention is None:
+            return checkpoint(self._forward, x, cos, sin)
+        return self._forward(x, cos, sin, cache, layer, attention)
+
+    def _forward(self, x, cos, sin, cache=None, layer=0, attention=None):
+        mlp = self.mlp if self.recompute != "mlp" or cache is not None else (lambda h: checkpoint(self.mlp, h))
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, attention)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        return x + mlp(self.post_attention_layernorm(x))
 
 
 class LlamaModel(Module):

@@ -35,6 +35,7 @@ from .nn.kv_cache import KVCache
 from .nn.layers import Dropout, Embedding, LayerNorm, Linear, RMSNorm
 from .nn.lora import DEFAULT_TARGETS
 from .nn.module import Module
+from .nn.utils import checkpoint
 from .optim import AdamW
 from .tensor import Tensor
 
@@ -44,6 +45,12 @@ __all__ = ["GPTConfig", "GPT", "CausalLM", "KVCache", "PEAK_FLOPS", "attention_w
 #: Peak float32 FLOP/s used for MFU when the user gives none (documented estimates:
 #: 'cpu' is a 2-core AVX2 laptop-class machine, 'cuda' an H100 SXM's dense TF32 rate).
 PEAK_FLOPS = {"cpu": 1.0e11, "cuda": 4.95e14}
+
+#: GPTConfig.attention: the two attention implementations of F.scaled_dot_product_attention
+ATTENTION_IMPLS = F.ATTENTION_IMPLS
+#: GPTConfig.recompute: what activation checkpointing recomputes in the backward pass
+#: (nothing; each block's MLP, as llm.c's recompute; each whole block)
+RECOMPUTE = ("none", "mlp", "block")
 
 
 @dataclasses.dataclass
@@ -62,13 +69,15 @@ class GPTConfig(DictConfig):
     activation: str = "gelu"       # GPT-2's tanh-approximated GELU, or "relu"
     pos: str = "learned"           # or "sinusoidal" (fixed, no parameters)
     tie_weights: bool = True       # lm_head.weight is transformer.wte.weight
+    attention: str = "standard"    # or "flash": tiled attention, no (T, T) matrix kept (ops/flash_attention.py)
+    recompute: str = "none"        # "block": recompute each block in the backward; "mlp": only the MLPs
 
     def __post_init__(self):
         check_positive_ints(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"))
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
         choices = {"norm": ("layernorm", "rmsnorm"), "activation": ("gelu", "relu"),
-                   "pos": ("learned", "sinusoidal")}
+                   "pos": ("learned", "sinusoidal"), "attention": ATTENTION_IMPLS, "recompute": RECOMPUTE}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"GPTConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -130,7 +139,7 @@ class CausalSelfAttention(Module):
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.n_head, self.n_embd, self.dropout = cfg.n_head, cfg.n_embd, cfg.dropout
+        self.n_head, self.n_embd, self.dropout, self.impl = cfg.n_head, cfg.n_embd, cfg.dropout, cfg.attention
         self.c_attn = Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = Dropout(cfg.dropout)
@@ -143,7 +152,7 @@ class CausalSelfAttention(Module):
         qkv = self.c_attn(x)                                          # (B, T, 3C)
         if cache is None:
             p = self.dropout if self.training else 0.0
-            y = F.causal_self_attention(qkv, H, dropout_p=p)            # (B, T, C)
+            y = F.causal_self_attention(qkv, H, dropout_p=p, impl=self.impl)    # (B, T, C)
             if attention is not None:
                 heads = qkv.reshape(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)   # (3, B, H, T, hd)
                 attention.append(attention_weights(heads[0], heads[1]))
@@ -152,7 +161,8 @@ class CausalSelfAttention(Module):
             start = cache.length
             k, v = cache.update(layer, qkv[1], qkv[2])                      # (B, H, start + T, hd)
             p = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(qkv[0], k, v, dropout_p=p, is_causal=True)  # (B, H, T, hd)
+            y = F.scaled_dot_product_attention(qkv[0], k, v, dropout_p=p, is_causal=True,
+                                               impl=self.impl)                     # (B, H, T, hd)
             y = y.permute(0, 2, 1, 3).reshape(B, T, C)
             if attention is not None:
                 attention.append(attention_weights(qkv[0], k, start))
@@ -176,11 +186,17 @@ class MLP(Module):
 
 
 class Block(Module):
-    """Pre-LN: x + attn(ln_1(x)), then + mlp(ln_2(x)). Post-LN: ln_1(x + attn(x)), ln_2(x + mlp(x))."""
+    """Pre-LN: x + attn(ln_1(x)), then + mlp(ln_2(x)). Post-LN: ln_1(x + attn(x)), ln_2(x + mlp(x)).
+
+    ``recompute`` (GPTConfig): "block" keeps only the block's input for the backward pass and
+    runs the block again there; "mlp" does that for the MLP alone (its 4x-wide activations
+    are the block's largest after attention's); both through ``nn.utils.checkpoint``. Not
+    while caching keys and values or reading attention out (nothing is recorded for them twice).
+    """
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.prenorm = cfg.prenorm
+        self.prenorm, self.recompute = cfg.prenorm, cfg.recompute
         self.ln_1 = _norm(cfg)
         self.attn = CausalSelfAttention(cfg)
         self.ln_2 = _norm(cfg)
@@ -188,11 +204,17 @@ class Block(Module):
 
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0,
                 attention: list | None = None) -> Tensor:
+        if self.recompute == "block" and cache is None and attention is None:
+            return checkpoint(self._forward, x)
+        return self._forward(x, cache, layer, attention)
+
+    def _forward(self, x, cache=None, layer=0, attention=None):
+        mlp = self.mlp if self.recompute != "mlp" or cache is not None else (lambda h: checkpoint(self.mlp, h))
         if self.prenorm:
             x = x + self.attn(self.ln_1(x), cache, layer, attention)
-            return x + self.mlp(self.ln_2(x))
+            return x + mlp(self.ln_2(x))
         x = self.ln_1(x + self.attn(x, cache, layer, attention))
-        return self.ln_2(x + self.mlp(x))
+        return self.ln_2(x + mlp(x))
 
 
 def sinusoidal_table(n_pos: int, dim: int) -> np.ndarray:

@@ -52,6 +52,8 @@ FIELD_HELP = {
     "activation": "gelu (GPT-2's tanh approximation) or relu",
     "pos": "learned or sinusoidal position embedding",
     "tie_weights": "lm_head shares the token embedding's weights",
+    "attention": "standard, or flash (tiled: no T x T matrix kept, memory grows as T)",
+    "recompute": "activation checkpointing: none, mlp (each MLP) or block (each block)",
     "batch_size": "sequences per forward/backward pass",
     "max_iters": "optimizer steps in the whole run",
     "learning_rate": "peak learning rate (after warmup)",
@@ -70,6 +72,7 @@ FIELD_HELP = {
     "always_save_checkpoint": "save latest/ at every evaluation (false: best/ only)",
     "seed": "random seed (weights, batches, dropout)",
     "peak_flops": "peak FLOP/s of the device, for MFU; none: from the machine when known",
+    "dtype": "float32, or float16 (mixed precision: float16 activations, float32 weights, loss scaling)",
     "tf32": "GPU only: float32 matrix products on TF32 tensor cores (MFU then against their peak)",
 }
 

@@ -10,10 +10,17 @@ that both are finite stay on the device in between (``_StepWatch``), and a step 
 or norm is NaN or inf is skipped there (``optimizer.step(found_inf=...)``). Matrix products
 use TF32 on GPUs unless ``tf32`` is false.
 
-Resuming (``resume=True``) restores weights, optimizer, RNG and iteration, so the run
-continues exactly as if it had never stopped (on a GPU the dropout generator is reseeded
-from the saved CPU generator every step, ``backend.reseed_from_cpu``). Evaluation draws its batches from its own
-fixed-seed generator, so it neither disturbs the training stream nor varies between evals.
+``dtype="float16"`` trains in mixed precision (amp.py): the forward passes run under
+``autocast`` and the loss is scaled by a ``GradScaler``, whose skipped steps (a gradient
+overflowed float16) are logged, not errors; there an inf or NaN gradient norm is the
+scaler's business, and only a non-finite loss stops the run. The scaler reads its overflow
+flag from the device once per step (PyTorch's ``GradScaler`` does too).
+
+Resuming (``resume=True``) restores weights, optimizer, RNG, iteration and the loss scale,
+so the run continues exactly as if it had never stopped (on a GPU the dropout generator is
+reseeded from the saved CPU generator every step, ``backend.reseed_from_cpu``). Evaluation
+draws its batches from its own fixed-seed generator, so it neither disturbs the training
+stream nor varies between evals.
 
 The output folder is locked while the loop runs (a second run into it is refused), and a
 new run refuses a folder that holds a previous one unless ``overwrite=True``. Ctrl-C or
@@ -37,11 +44,13 @@ import dataclasses
 import math
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from . import backend, distributed, hardware
+from .amp import GradScaler, autocast, check_amp_dtype
 from .atomic import atomic_open
 from .checkpoint import CheckpointError, clean_stale, load_checkpoint, save_checkpoint
 from .config import config_from_dict
@@ -82,6 +91,7 @@ class TrainConfig:
     always_save_checkpoint: bool = True
     seed: int = 1337
     peak_flops: float | None = None
+    dtype: str = "float32"
     tf32: bool = True
 
     def __post_init__(self):
@@ -102,6 +112,7 @@ class TrainConfig:
             bad("lr_decay_iters", "a positive integer (or None: max_iters)")
         if not is_int(self.seed) or self.seed < 0:
             bad("seed", "an integer >= 0")
+        check_amp_dtype(self.dtype, "TrainConfig.dtype")
         for name in ("decay_lr", "always_save_checkpoint", "tf32"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 bad(name, "true or false")
@@ -137,17 +148,22 @@ class TrainConfig:
         return config_from_dict(cls, d)
 
 
-def training_memory(config, batch_size: int) -> dict:
-    """A lower bound of the float32 memory one training step needs, in bytes, without
-    building the model (``config``: a GPTConfig or LlamaConfig): ``params`` (weights,
-    gradients and AdamW's two moments: 16 bytes per parameter), ``activations`` (kept for
-    the backward pass: about 16 * n_embd values per token and layer, the attention scores,
-    and the logits with their gradient), ``total``; and ``n_params``. Measured peaks are
-    1.15-1.7 times this (docs/nn.md)."""
+def training_memory(config, batch_size: int, dtype: str = "float32") -> dict:
+    """A lower bound of the memory one training step needs, in bytes, without building the
+    model (``config``: a GPTConfig or LlamaConfig): ``params`` (float32 weights, gradients and
+    AdamW's two moments: 16 bytes per parameter), ``activations`` (kept for the backward pass:
+    about 16 * n_embd values per token and layer and the attention scores; 4 * n_embd and the
+    scores with ``recompute="mlp"``; n_embd, plus one block's worth while it is recomputed,
+    with ``recompute="block"``; no scores with ``attention="flash"``; 2 bytes a value for
+    ``dtype="float16"``; and the float32 logits with their gradient), ``total``; and
+    ``n_params``. Measured peaks are 1.15-1.7 times this (docs/nn.md)."""
     C, T, V, L, H = config.n_embd, config.block_size, config.vocab_size, config.n_layer, config.n_head
     n_params = config.num_params()
     params = 16 * n_params
-    activations = 4 * (L * batch_size * T * (16 * C + H * T) + 2 * batch_size * T * V)
+    scores = 0 if config.attention == "flash" else H * T        # values per token and layer
+    block = 16 * C + scores
+    kept = {"none": L * block, "mlp": L * (4 * C + scores), "block": L * C + block}[config.recompute]
+    activations = (2 if dtype == "float16" else 4) * batch_size * T * kept + 4 * 2 * batch_size * T * V
     return {"n_params": n_params, "params": params, "activations": activations, "total": params + activations}
 
 
@@ -260,6 +276,15 @@ def _fmt_eta(seconds: float) -> str:
 #: seconds between progress lines of one evaluation
 EVAL_PROGRESS_S = 2.0
 _now = time.perf_counter     # the loop's clock (tests replace it)
+
+
+@contextlib.contextmanager
+def _overflows_expected():
+    """float16 with loss scaling: a gradient that overflows now and then is expected (the step is
+    skipped, and logged), so NumPy's warnings about it (from any thread) are silenced meanwhile."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"(overflow|invalid value) encountered", RuntimeWarning)
+        yield
 
 
 def _finite_or_none(v):
@@ -396,13 +421,21 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
     peak = cfg.peak_flops or hardware.peak_flops(model.device, tf32=tf32_on)
     t_start = _now()
     saved = {}                                   # checkpoint name -> iteration written this run
+    precision = autocast(cfg.dtype)              # float32: changes nothing
+    scaler = GradScaler(enabled=cfg.dtype == "float16")
+    overflows = _overflows_expected if scaler.is_enabled() else contextlib.nullcontext
+    if resume and scaler.is_enabled() and st.get("scaler"):      # (a float32 run resumed in float16: none)
+        try:
+            scaler.load_state_dict(st["scaler"])
+        except (ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{out_dir / 'latest'}: its loss-scaler state cannot be used: {e}") from None
 
     def elapsed():
         return elapsed0 + (_now() - t_start)
 
     def state(it):
         return {"iter": it, "best_val_loss": best_val, "best_iter": best_iter, "rng": backend.get_rng_state(),
-                "history": history, "elapsed_s": round(elapsed(), 3)}
+                "history": history, "elapsed_s": round(elapsed(), 3), "scaler": scaler.state_dict()}
 
     def save(name, it):
         distributed.on_rank0(comm, lambda: save_checkpoint(out_dir, name, model, optimizer, state(it),
@@ -455,8 +488,9 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                             log(f"  evaluating step {it}: {done}/{total} batches")
                     if comm.world_size > 1:
                         distributed.check_in_sync(comm, [p.data for p in model.parameters()], "weights")
-                    losses = estimate_loss(model, data, cfg.batch_size, cfg.eval_iters, eval_seed,
-                                           should_stop=stop_asked, progress=progress, comm=comm)
+                    with precision:
+                        losses = estimate_loss(model, data, cfg.batch_size, cfg.eval_iters, eval_seed,
+                                               should_stop=stop_asked, progress=progress, comm=comm)
                     if losses is None:               # Ctrl-C during the evaluation
                         interrupted = True
                         break
@@ -485,14 +519,19 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
             for _ in range(cfg.grad_accum_steps):
                 x, y = get_batch(data.train, cfg.batch_size, T, model.device, rank=comm.rank,
                                  world_size=comm.world_size)
-                _, loss = model(x, y)
+                with precision:
+                    _, loss = model(x, y)
                 if cfg.grad_accum_steps > 1:
                     loss = loss * (1.0 / cfg.grad_accum_steps)
-                loss.backward()
+                with overflows():
+                    scaler.scale(loss).backward()    # (float32: the loss itself)
                 loss_sum = loss.data if loss_sum is None else loss_sum + loss.data
             distributed.allreduce_grads(comm, optimizer)          # one call: the mean over the ranks
-            norm = clip_grad_norm_(model.parameters(), cfg.grad_clip).data if cfg.grad_clip > 0 else None
-            skip = watch.record(loss_sum, norm)
+            with overflows():
+                scaler.unscale_(optimizer)           # float16: the true gradients, before clipping
+                norm = clip_grad_norm_(model.parameters(), cfg.grad_clip).data if cfg.grad_clip > 0 else None
+            # float16: an inf/NaN gradient is the loss scale's overflow, which the scaler skips; only the loss counts
+            skip = watch.record(loss_sum, None if scaler.is_enabled() else norm)
             if read_each_step:                        # free on the CPU; needed to average over ranks
                 loss_value, bad = watch.read(it + 1)
                 loss_value = comm.mean(loss_value, what="averaging the loss")
@@ -500,7 +539,14 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                     raise stopped_by_nonfinite("loss", loss_value, it + 1)
                 if bad is not None:                   # the gradient norm: the same on every rank
                     raise stopped_by_nonfinite(bad[1], bad[2], bad[0])
-            if read_each_step:
+            if scaler.is_enabled():
+                scale = scaler.get_scale()
+                scaler.step(optimizer)               # skipped if a gradient overflowed float16
+                scaler.update()
+                if scaler.get_scale() < scale:
+                    log(f"iter {it + 1}: a gradient overflowed float16, the step was skipped; loss scale "
+                        f"{scale:g} -> {scaler.get_scale():g}")
+            elif read_each_step:
                 optimizer.step()
             else:
                 optimizer.step(found_inf=skip)        # skipped on the device if the step was not finite
@@ -517,7 +563,8 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                 window_steps += 1
             timed = True
             if it % cfg.log_interval == 0:
-                line = f"iter {it}: loss {loss_value:.4f}, lr {lr:.2e}"
+                line = f"iter {it}: loss {loss_value:.4f}, lr {lr:.2e}" + \
+                    (f", loss scale {scaler.get_scale():g}" if scaler.is_enabled() else "")
                 if window_steps:
                     dt = window_s / window_steps
                     mfu = "n/a" if peak is None else \

@@ -491,6 +491,23 @@ def test_gqa_fast_tier_equals_reference(case, dtype):
                 [q.astype(dtype), k.astype(dtype), v.astype(dtype)], scaled_atol=True)
 
 
+@given(cases(), st.sampled_from([0.0, 0.3]), st.booleans())
+def test_fast_tier_float16_runs_in_float32(case, p, gqa):
+    """float16: the fast core widens to float32, runs there and rounds P and O (NumPy has no
+    float16 GEMM); the reference runs NumPy's float16 products with float32 softmax sums:
+    the same to float16 rounding. The output and gradients stay float16."""
+    q, k, v, mask, is_causal, scale = case
+    if gqa:                                          # two query heads per key/value head
+        q = np.concatenate([q[..., None, :, :]] * 2, axis=-3).reshape(q.shape[:-2] + (2,) + q.shape[-2:])
+        k, v = k[..., None, :, :], v[..., None, :, :]
+        mask = None if mask is None or mask.ndim < 3 else mask[..., None, :, :]
+    if mask is not None and mask.dtype != bool:
+        mask = mask.astype(np.float16)
+    q, k, v = (np.clip(a, -2.0, 2.0).astype(np.float16) for a in (q, k, v))
+    tiers_agree(lambda a, b, c: sdpa(a, b, c, attn_mask=mask, is_causal=is_causal, dropout_p=p, scale=scale,
+                                     enable_gqa=gqa), [q, k, v], scaled_atol=True)
+
+
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
 def test_gqa_matches_torch(tier, dtype, tol):
     torch = pytest.importorskip("torch")

@@ -112,6 +112,16 @@ def test_linear_bad_shapes():
         F.linear(x, np.zeros((5, 4)))
 
 
+@given(lead=lead_dims, n_in=st.integers(1, 6), n_out=st.integers(1, 6), bias=st.booleans(), seed=seeds)
+def test_linear_fast_tier_float16_products_in_float32(lead, n_in, n_out, bias, seed):
+    """float16: the fast tier multiplies in float32 and rounds (NumPy has no float16 GEMM);
+    the reference multiplies in NumPy's float16 loop: equal to float16 rounding."""
+    rs = np.random.default_rng(seed)
+    arrays = [rs.standard_normal(lead + (n_in,)), rs.standard_normal((n_out, n_in))]
+    arrays += [rs.standard_normal(n_out)] if bias else []
+    tiers_agree(F.linear, [a.astype(np.float16) for a in arrays], rtol=1e-2, atol=2e-2)
+
+
 def test_linear_refuses_mixed_dtypes():
     """As PyTorch: float32 input with a float64 weight (or bias) raises instead of promoting."""
     x = Tensor(np.zeros((2, 4), dtype=np.float32))

@@ -196,3 +196,26 @@ def test_norm_fast_tier_equals_reference_with_some_inputs_constant(rms):
     else:
         tiers_agree(lambda x, w, b: F.layer_norm(x, 8, w, b), [x, w, b], grad=[False, True, False])
         tiers_agree(lambda x, w, b: F.layer_norm(x, 8, w, b), [x, w, b], grad=[True, False, True])
+
+
+@pytest.mark.parametrize("rms", [False, True])
+def test_float16_rows_get_float32_statistics(tier, rms):
+    """float16 x with |x| ~ 1000: the mean of squares (1e6) would overflow float16 (max 65504);
+    in float32 the output is right to float16 rounding, float16 (also with float32 weights), and
+    the weights' gradients are float32."""
+    rs = np.random.default_rng(0)
+    x64 = rs.standard_normal((4, 16)) * 1000.0
+    w64, b64 = rs.standard_normal(16), rs.standard_normal(16)
+    x = Tensor(x64.astype(np.float16), requires_grad=True)
+    w, b = Tensor(w64.astype(np.float32), requires_grad=True), Tensor(b64.astype(np.float32), requires_grad=True)
+    xr = x.numpy().astype(np.float64)
+    if rms:
+        y, ref = F.rms_norm(x, 16, w), xr / np.sqrt((xr ** 2).mean(-1, keepdims=True) + 1e-6) * w64
+    else:
+        xhat = (xr - xr.mean(-1, keepdims=True)) / np.sqrt(xr.var(-1, keepdims=True) + 1e-5)
+        y, ref = F.layer_norm(x, 16, w, b), xhat * w64 + b64
+    assert y.dtype == np.float16
+    np.testing.assert_allclose(y.numpy(), ref, rtol=2e-3, atol=5e-3)
+    y.backward(Tensor(np.ones((4, 16), dtype=np.float16)))
+    assert x.grad.dtype == np.float16 and w.grad.dtype == np.float32 and np.isfinite(x.grad).all()
+    np.testing.assert_allclose(w.grad, (ref - (0 if rms else b64)).sum(0) / w64, rtol=1e-2)

@@ -96,6 +96,15 @@ def test_causal_self_attention_fast_tier_equals_reference(B, T, H, hd, p, dtype,
                 scaled_atol=True)
 
 
+@given(B=st.integers(1, 3), T=st.integers(1, 9), H=st.integers(1, 3), hd=st.integers(1, 5),
+       p=st.sampled_from([0.0, 0.3]), seed=st.integers(0, 2 ** 16))
+def test_causal_self_attention_fast_tier_float16(B, T, H, hd, p, seed):
+    """float16 qkv: the fast core in float32, rounded; the reference in float16 with float32
+    softmax sums: equal to float16 rounding."""
+    qkv = np.random.default_rng(seed).standard_normal((B, T, 3 * H * hd)).astype(np.float16)
+    tiers_agree(lambda x: causal_self_attention(x, H, dropout_p=p), [qkv], scaled_atol=True)
+
+
 def test_causal_self_attention_pieces_and_threads_equal_the_reference(monkeypatch):
     """Work cut into several pieces per chunk and several chunks (threads) still gives the
     reference's numbers."""

@@ -115,3 +115,13 @@ def test_softmax_axis_errors():
     with pytest.raises(TypeError, match="must be a Tensor"):
         F.softmax(np.zeros(3))
     gradcheck(lambda t: F.softmax(t, -2), [leaf(np.random.default_rng(0).standard_normal((3, 2)))])
+
+
+def test_float16_rows_sum_in_float32(device):
+    """A float16 row of 70,000 equal scores: the row sum, 70,000, is beyond float16's largest
+    number (65,504), so a float16 sum would be inf and P would be 0; in float32 each P is
+    1/70,000 (a float16 subnormal, to about 0.5%)."""
+    x = Tensor(np.zeros((1, 70_000), dtype=np.float16), device=device)
+    P = F.softmax(x, axis=-1)
+    assert P.dtype == np.float16
+    np.testing.assert_allclose(to_np(P).astype(np.float64), 1 / 70_000, rtol=1e-2)

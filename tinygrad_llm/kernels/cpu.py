@@ -11,7 +11,8 @@ in docs/benchmarks.md:
   so a block stays in cache from one NumPy pass to the next;
 * outputs and temporaries are written in place (``out=``), with no extra allocations;
 * row sums use ``einsum`` or a BLAS matrix-vector product instead of ``sum(axis=-1)``;
-* attention skips subtracting the row max when Cauchy-Schwarz bounds every score.
+* attention skips subtracting the row max when Cauchy-Schwarz bounds every score;
+* float16 matrix products run in float32 (``gemm``, ``widened``): NumPy has no float16 GEMM.
 
 Tuning constants are in ``tuning.py``.
 """
@@ -23,6 +24,7 @@ import numpy as np
 
 from .. import tiers
 from ..ops import activation, attention, cross_entropy, embedding, linear, norm, self_attention
+from ..ops import flash_attention as flash
 from ..ops.erf import erf
 from . import tuning
 from .parallel import parallel_for
@@ -77,6 +79,46 @@ def blas_matrices(a):
     return np.ascontiguousarray(a)
 
 
+def gemm(xp, a, b, out=None):
+    """a @ b (into ``out`` when given). float16 NumPy operands are multiplied in float32 and the
+    product is rounded to float16: NumPy has no float16 GEMM (its float16 matmul is a plain
+    loop, about 100x slower than BLAS), and a GPU's float16 GEMM, which CuPy arrays get as
+    they are, accumulates in float32 as well."""
+    if xp is np and a.dtype == np.float16:
+        c = (a.astype(np.float32) @ b.astype(np.float32)).astype(np.float16)
+        if out is None:
+            return c
+        out[...] = c
+        return out
+    return a @ b if out is None else xp.matmul(a, b, out=out)
+
+
+def widened(*arrays):
+    """float16 arrays as float32 copies; anything else (None, bool masks, other dtypes) as it is."""
+    return tuple(a.astype(np.float32) if a is not None and a.dtype == np.float16 else a for a in arrays)
+
+
+def in_float32(block_fn, inputs, outputs):
+    """``block_fn(*inputs, *outputs)``, which fills the output blocks in place; for float16 blocks
+    it runs on float32 copies of the inputs and into float32 outputs, then rounds those into
+    ``outputs`` (NumPy's float16 arithmetic converts element by element: several times slower)."""
+    if inputs[0].dtype != np.float16:
+        return block_fn(*inputs, *outputs)
+    wide = [np.empty(o.shape, np.float32) for o in outputs]
+    block_fn(*widened(*inputs), *wide)
+    for o, w in zip(outputs, wide):
+        o[...] = w
+
+
+def rounded(arrays, out=None):
+    """float32 results back to float16: written into ``out`` (arrays of the caller's) when given."""
+    if out is None:
+        return tuple(a.astype(np.float16) for a in arrays)
+    for o, a in zip(out, arrays):
+        o[...] = a
+    return tuple(out)
+
+
 # ----------------------------------------------------------------------------- linear, embedding
 
 
@@ -91,7 +133,7 @@ class Linear(linear.Linear):
         self.x_shape, self.has_bias = x.shape, bias is not None
         self.x2 = blas_ready(x.reshape(math.prod(x.shape[:-1]), x.shape[-1]), self.xp)
         self.weight = weight
-        y2 = self.x2 @ weight.T                           # BLAS reads weight.T in place
+        y2 = gemm(self.xp, self.x2, weight.T)             # BLAS reads weight.T in place
         if bias is not None:
             y2 += bias                                    # y2 is ours: add in place
         return y2.reshape(x.shape[:-1] + (weight.shape[0],))
@@ -101,10 +143,10 @@ class Linear(linear.Linear):
         g2 = blas_ready(g.reshape(self.x2.shape[0], self.weight.shape[0]), xp)
         dx = dw = db = None
         if self.needs_input_grad[0]:
-            dx = (g2 @ self.weight).reshape(self.x_shape)
+            dx = gemm(xp, g2, self.weight).reshape(self.x_shape)
         if self.needs_input_grad[1]:
             buf, add = self.grad_buffer(1, g2.dtype)
-            dw = xp.matmul(g2.T, self.x2, out=None if add else buf)    # dW = g2^T x2
+            dw = gemm(xp, g2.T, self.x2, out=None if add else buf)     # dW = g2^T x2
             if add:
                 buf += dw
                 dw = buf
@@ -194,12 +236,12 @@ class LayerNorm(norm.LayerNorm):
 
         parallel_for(rows, N, work_per_item=D)
         self.xhat, self.rstd, self.w = xhat, rstd, w
-        return y.reshape(x.shape)
+        return self._out(y)
 
     def backward(self, g):
         xhat, rstd, w = self.xhat, self.rstd, self.w
         need_x, need_w, need_b = self._needs()
-        g2 = g.reshape(xhat.shape)
+        g2 = self._rows_of(g, xhat)
         N, D = xhat.shape
         dx = np.empty_like(xhat) if need_x else None
         dw_parts, db_parts = {}, {}
@@ -253,12 +295,12 @@ class RMSNorm(norm.RMSNorm):
 
         parallel_for(rows, N, work_per_item=D)
         self.x2, self.rrms, self.w = x2, rrms, w
-        return y.reshape(x.shape)
+        return self._out(y)
 
     def backward(self, g):
         x2, rrms, w = self.x2, self.rrms, self.w
         need_x, need_w, _ = self._needs()
-        g2 = g.reshape(x2.shape)
+        g2 = self._rows_of(g, x2)
         N, D = x2.shape
         out = np.empty_like(x2)                        # xhat, then dx
         dw_parts = {}
@@ -288,7 +330,9 @@ class _Blockwise:
     """y = f(x) elementwise, computed in cache-sized blocks (``tuning.ACTIVATION_BLOCK``), one
     chunk of blocks per core. Subclasses write ``forward_block(x, saved, y)`` and
     ``backward_block(x, saved, g, d)``, which fill the output blocks in place (``saved`` is
-    the one array the backward needs besides x)."""
+    the one array the backward needs besides x). float16 blocks are computed in float32
+    (NumPy's float16 arithmetic converts element by element: several times slower) and
+    rounded back."""
 
     def _forward(self, x):
         self.shape = x.shape
@@ -297,7 +341,7 @@ class _Blockwise:
 
         def run(lo, hi):
             with np.errstate(over="ignore"):            # here: NumPy's error state is per thread
-                self.forward_block(self.x[lo:hi], self.saved[lo:hi], y[lo:hi])
+                in_float32(self.forward_block, (self.x[lo:hi],), (self.saved[lo:hi], y[lo:hi]))
 
         parallel_for(run, self.x.size, block=tuning.ACTIVATION_BLOCK)
         return y.reshape(self.shape)
@@ -307,7 +351,7 @@ class _Blockwise:
         d = np.empty_like(self.x)
 
         def run(lo, hi):
-            self.backward_block(self.x[lo:hi], self.saved[lo:hi], g[lo:hi], d[lo:hi])
+            in_float32(self.backward_block, (self.x[lo:hi], self.saved[lo:hi], g[lo:hi]), (d[lo:hi],))
 
         parallel_for(run, d.size, block=tuning.ACTIVATION_BLOCK)
         return d.reshape(self.shape)
@@ -394,17 +438,21 @@ class SiLU(_Blockwise, activation.SiLU):
 @tiers.register(activation.SwiGLU)
 class SwiGLU(activation.SwiGLU):
     """The reference's formulas on cache-sized blocks, in place, one chunk of blocks per core
-    (``tuning.ACTIVATION_BLOCK``); dgate and dup in one pass over each block."""
+    (``tuning.ACTIVATION_BLOCK``); dgate and dup in one pass over each block; float16 blocks
+    in float32 (``in_float32``)."""
 
     def forward(self, gate, up):
         self.shape = gate.shape
         self.gate, self.up = gate.reshape(-1), up.reshape(-1)     # views when contiguous
         self.sig, h = np.empty_like(self.gate), np.empty_like(self.gate)
 
-        def run(lo, hi):
+        def block(gate, up, sig, hb):
             with np.errstate(over="ignore"):         # here: NumPy's error state is per thread
-                silu_block(self.gate[lo:hi], self.sig[lo:hi], h[lo:hi])
-            h[lo:hi] *= self.up[lo:hi]
+                silu_block(gate, sig, hb)
+            hb *= up
+
+        def run(lo, hi):
+            in_float32(block, (self.gate[lo:hi], self.up[lo:hi]), (self.sig[lo:hi], h[lo:hi]))
 
         parallel_for(run, h.size, block=tuning.ACTIVATION_BLOCK)
         return h.reshape(self.shape)
@@ -413,14 +461,15 @@ class SwiGLU(activation.SwiGLU):
         g = g.reshape(-1)
         dgate, dup = np.empty_like(self.gate), np.empty_like(self.gate)
 
-        def run(lo, hi):
-            gate, sig, gr = self.gate[lo:hi], self.sig[lo:hi], g[lo:hi]
-            du, dg = dup[lo:hi], dgate[lo:hi]
+        def block(gate, sig, up, gr, dg, du):
             np.multiply(gate, sig, out=du)
             du *= gr                                 # dup = g * silu(gate)
             silu_slope_block(gate, sig, dg)
             dg *= gr
-            dg *= self.up[lo:hi]                     # dgate = g * up * silu'(gate)
+            dg *= up                                 # dgate = g * up * silu'(gate)
+
+        def run(lo, hi):
+            in_float32(block, (self.gate[lo:hi], self.sig[lo:hi], self.up[lo:hi], g[lo:hi]), (dgate[lo:hi], dup[lo:hi]))
 
         parallel_for(run, g.size, block=tuning.ACTIVATION_BLOCK)
         return dgate.reshape(self.shape), dup.reshape(self.shape)
@@ -598,8 +647,12 @@ def attention_forward(xp, qs, k, v, allowed=None, bias=None, keep=None, inv_keep
     for BLAS to thread them itself), each chunk worked in pieces whose scores stay in cache;
     the scores buffer becomes P in place; k and v are read in place whatever their strides.
     Without a float bias, the mask is added as 0 / -inf (exact when every score is finite);
-    with one, masked scores are set to -inf after it is added.
+    with one, masked scores are set to -inf after it is added. float16 runs in float32 and P
+    and O are rounded to float16 (``gemm``).
     """
+    if qs.dtype == np.float16:
+        P, O = attention_forward(xp, *widened(qs, k, v), allowed, *widened(bias), keep, inv_keep)
+        return rounded((P,))[0], rounded((O,), None if out is None else (out,))[0]
     batch = tuple(np.broadcast_shapes(qs.shape[:-2], k.shape[:-2], v.shape[:-2]))
     (T, D), (Tk, Dv) = qs.shape[-2:], v.shape[-2:]
     dt = qs.dtype
@@ -640,8 +693,10 @@ def attention_backward(dO, P, O, qs, k, v, scale, keep=None, inv_keep=1.0, out=N
     """The reference's ``attention_backward``, same arguments and results.
 
     Cut into chunks and pieces as the forward; dS is built in place in the buffer of dO V^T,
-    and delta = rowsum(dO * O) by einsum.
+    and delta = rowsum(dO * O) by einsum. float16 runs in float32, as the forward.
     """
+    if P.dtype == np.float16:
+        return rounded(attention_backward(*widened(dO, P, O, qs, k, v), scale, keep, inv_keep), out)
     batch = P.shape[:-2]
     (T, Tk), D, Dv = P.shape[-2:], qs.shape[-1], v.shape[-1]
     dt = P.dtype
@@ -692,3 +747,86 @@ class CausalSelfAttention(self_attention.CausalSelfAttention):
 
     core_forward = staticmethod(attention_forward)
     core_backward = staticmethod(attention_backward)
+
+
+# ----------------------------------------------------------------------------- tiled (flash) attention
+
+
+def _tiles_threaded(block_q, block_k, qs, v) -> bool:
+    """Chunks on several threads only while a tile's products are small enough that BLAS runs
+    them on one thread (two Python threads each calling a threaded BLAS slow each other down)."""
+    return block_q * block_k * max(qs.shape[-1], v.shape[-1]) <= tuning.BLAS_THREADED_MNK
+
+
+def flash_forward(xp, qs, k, v, allowed=None, bias=None, causal=False, dropout_p=0.0, seed=0,
+                  block_q=flash.BLOCK_Q, block_k=flash.BLOCK_K, out=None, first=0):
+    """The reference's ``flash_forward``, same arguments and results. The first leading axis is
+    cut into one chunk per core, each running the reference's tile loops (its dropout counters
+    counting from its first problem); the operands are laid out so that BLAS reads them in place
+    (``blas_matrices``: NumPy multiplies other strides in a plain loop); float16 runs in float32."""
+    if qs.dtype == np.float16:
+        L, O = flash_forward(xp, *widened(qs, k, v), allowed, *widened(bias), causal, dropout_p, seed, block_q,
+                             block_k, first=first)
+        return L, rounded((O,), None if out is None else (out,))[0]
+    batch = tuple(np.broadcast_shapes(qs.shape[:-2], k.shape[:-2], v.shape[:-2]))
+    T, S, Dv = qs.shape[-2], k.shape[-2], v.shape[-1]
+    q_, k_, v_ = (_batched(blas_matrices(a), batch, a.shape[-2:]) for a in (qs, k, v))
+    masks = [None if m is None else _batched(m, batch, (T, S)) for m in (allowed, bias)]
+    O = np.empty(q_.shape[:-2] + (T, Dv), dtype=qs.dtype) if out is None else (out if batch else out[None])
+    L = np.empty(q_.shape[:-2] + (T,), dtype=flash.stat_dtype(qs.dtype))
+    per = math.prod(q_.shape[1:-2])                     # problems per item of the first axis
+
+    def chunk(a, z):
+        L[a:z] = flash.flash_forward(np, q_[a:z], k_[a:z], v_[a:z], *(None if m is None else m[a:z] for m in masks),
+                                     causal, dropout_p, seed, block_q, block_k, out=O[a:z], first=first + a * per)[0]
+
+    parallel_for(chunk, q_.shape[0], work_per_item=max(1, per * T * S),
+                 threaded=_tiles_threaded(block_q, block_k, qs, v))
+    return (L, O) if batch else (L[0], O[0])
+
+
+def flash_backward(xp, dO, L, O, qs, k, v, scale, allowed=None, bias=None, causal=False, dropout_p=0.0, seed=0,
+                   block_q=flash.BLOCK_Q, block_k=flash.BLOCK_K, out=None, first=0):
+    """The reference's ``flash_backward``, same arguments and results, cut and laid out as the forward."""
+    if dO.dtype == np.float16:
+        grads = flash_backward(xp, *widened(dO), L, *widened(O, qs, k, v), scale, allowed, *widened(bias), causal,
+                               dropout_p, seed, block_q, block_k, first=first)
+        return rounded(grads, out)
+    batch = tuple(np.broadcast_shapes(qs.shape[:-2], k.shape[:-2], v.shape[:-2]))
+    (T, D), (S, Dv) = qs.shape[-2:], v.shape[-2:]
+    dO_, O_, q_, k_, v_ = (_batched(blas_matrices(a), batch, a.shape[-2:]) for a in (dO, O, qs, k, v))
+    L_ = L if batch else L[None]
+    masks = [None if m is None else _batched(m, batch, (T, S)) for m in (allowed, bias)]
+    lead = q_.shape[:-2]
+    if out is None:
+        dq, dk, dv = (np.empty(lead + tail, dtype=qs.dtype) for tail in ((T, D), (S, D), (S, Dv)))
+    else:
+        dq, dk, dv = out if batch else (o[None] for o in out)
+    per = math.prod(lead[1:])
+
+    def chunk(a, z):
+        flash.flash_backward(np, dO_[a:z], L_[a:z], O_[a:z], q_[a:z], k_[a:z], v_[a:z], scale,
+                             *(None if m is None else m[a:z] for m in masks), causal, dropout_p, seed, block_q, block_k,
+                             out=(dq[a:z], dk[a:z], dv[a:z]), first=first + a * per)
+
+    parallel_for(chunk, lead[0], work_per_item=max(1, per * T * S), threaded=_tiles_threaded(block_q, block_k, qs, v))
+    if out is not None:
+        return out
+    return (dq, dk, dv) if batch else (dq[0], dk[0], dv[0])
+
+
+class _FastTiles:
+    """Swaps the fast tiled core into a reference node."""
+
+    core_forward = staticmethod(flash_forward)
+    core_backward = staticmethod(flash_backward)
+
+
+@tiers.register(flash.FlashAttention)
+class FlashAttention(_FastTiles, flash.FlashAttention):
+    """The reference node on the fast tiled core."""
+
+
+@tiers.register(flash.FlashCausalSelfAttention)
+class FlashCausalSelfAttention(_FastTiles, flash.FlashCausalSelfAttention):
+    """The reference node on the fast tiled core."""

@@ -15,7 +15,7 @@ import numbers
 import numpy as np
 
 from .. import backend
-from ..function import is_grad_enabled
+from ..function import autocast_dtype, is_grad_enabled
 from ..backend import ArgumentError, DtypeError, ShapeError
 from ..ops.activation import ELU, GELU_APPROXIMATIONS, GELU, LeakyReLU, SiLU, Softplus, SwiGLU
 from ..ops.attention import ScaledDotProductAttention
@@ -25,6 +25,7 @@ from ..ops.dpo import DPOLoss
 from ..ops.dropout import Dropout
 from ..ops.elementwise import ReLU
 from ..ops.embedding import Embedding
+from ..ops.flash_attention import BLOCK_K, BLOCK_Q, FlashAttention, FlashCausalSelfAttention
 from ..ops.linear import Linear
 from ..ops.movement import Pad
 from ..ops.norm import LayerNorm, RMSNorm
@@ -78,6 +79,24 @@ def _at_logits_precision(a, logits):
     return arr.astype(logits.dtype) if arr.dtype.kind == "f" and arr.dtype != logits.dtype else arr
 
 
+def _low(*tensors):
+    """Under ``amp.autocast``: each float32 tensor cast to the autocast dtype (float16) by a
+    recorded cast, so its gradient comes back as float32; as they are otherwise. For the ops
+    that run in float16: linear, attention, embedding's output."""
+    dtype = autocast_dtype()
+    if dtype is None:
+        return tensors
+    return tuple(t.to(dtype) if t is not None and t.dtype == np.float32 else t for t in tensors)
+
+
+def _high(x):
+    """Under ``amp.autocast``: a float16 tensor widened to float32 (a recorded cast); ``x``
+    otherwise. For the ops that run in float32: softmax, log-softmax, cross-entropy."""
+    if autocast_dtype() is None or x.dtype != np.float16:
+        return x
+    return x.to(np.float32)
+
+
 def _axis(axis, dim, default=-1):
     if dim is not None:
         if axis is not None:
@@ -102,7 +121,8 @@ def linear(input, weight, bias=None):
         if bias.shape != (out_f,):
             raise ShapeError(f"linear: bias must have shape ({out_f},) to match weight {weight.shape}, "
                              f"got {bias.shape}")
-    if any(t.dtype != input.dtype for t in tensors[1:]):     # PyTorch refuses mixed dtypes too
+    tensors = _low(*tensors)                                 # under amp.autocast: float16 copies
+    if any(t.dtype != tensors[0].dtype for t in tensors[1:]):     # PyTorch refuses mixed dtypes too
         raise DtypeError(f"linear: input, weight and bias must have one dtype, got "
                          f"{', '.join(str(t.dtype) for t in tensors)}; cast with .to(dtype)")
     return Linear.apply(*tensors)
@@ -117,7 +137,7 @@ def softmax(input, axis=None, dim=None):
     A row that is all -inf (fully masked) gives zeros and a zero gradient, where PyTorch
     gives NaN; the same convention as attention's fully masked rows.
     """
-    return _tensor(input, "input").softmax(_axis(axis, dim))
+    return _high(_tensor(input, "input")).softmax(_axis(axis, dim))
 
 
 def log_softmax(input, axis=None, dim=None):
@@ -127,7 +147,7 @@ def log_softmax(input, axis=None, dim=None):
     A row that is all -inf gives -inf (the log of softmax's zeros) and the gradient g
     (PyTorch: NaN).
     """
-    return _tensor(input, "input").log_softmax(_axis(axis, dim))
+    return _high(_tensor(input, "input")).log_softmax(_axis(axis, dim))
 
 
 def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
@@ -145,7 +165,7 @@ def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="m
     ``label_smoothing`` as in PyTorch. ``ignore_index`` >= 0 with probability targets is
     an error, as in PyTorch.
     """
-    logits = _float_tensor(input, "cross_entropy", "logits")
+    logits = _high(_float_tensor(input, "cross_entropy", "logits"))
     targets = target if isinstance(target, Tensor) else Tensor(_at_logits_precision(target, logits), device=logits.device)
     _check_cross_entropy(logits, targets, ignore_index, reduction, label_smoothing)
     w = None
@@ -450,7 +470,7 @@ def embedding(input, weight, padding_idx=None):
             raise ValueError(f"embedding: padding_idx must be an int in [{-V}, {V - 1}] for {V} rows, "
                              f"got {padding_idx!r}")
         padding_idx = int(padding_idx) % V
-    return Embedding.apply(ids, weight, padding_idx=padding_idx)
+    return _low(Embedding.apply(ids, weight, padding_idx=padding_idx))[0]
 
 
 def one_hot(tensor, num_classes=-1):
@@ -516,6 +536,29 @@ def dropout(input, p=0.5, training=True, inplace=False):
 
 # ----------------------------------------------------------------------------- attention
 
+#: the two implementations of attention: "standard" (ops/attention.py, the (T, S) matrix P is
+#: stored for the backward) and "flash" (ops/flash_attention.py, tiled: no (T, S) array)
+ATTENTION_IMPLS = ("standard", "flash")
+
+
+def _attention_impl(name, impl, block_size):
+    """impl checked, and the flash tile sizes {block_q, block_k} ({} for "standard")."""
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"{name}: impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+    if impl == "standard":
+        if block_size is not None:
+            raise ValueError(f"{name}: block_size applies to impl='flash' only, got block_size={block_size!r}")
+        return {}
+    sizes = (BLOCK_Q, BLOCK_K) if block_size is None else \
+        (block_size, block_size) if isinstance(block_size, numbers.Integral) else tuple(block_size) \
+        if isinstance(block_size, (tuple, list)) else None
+    if sizes is None or len(sizes) != 2 or not all(
+            isinstance(b, numbers.Integral) and not isinstance(b, bool) and b >= 1 for b in sizes):
+        raise ValueError(f"{name}: block_size must be a positive integer or a pair (block_q, block_k) of them, "
+                         f"got {block_size!r}")
+    return {"block_q": int(sizes[0]), "block_k": int(sizes[1])}
+
+
 def _mask_array(attn_mask, query, batch, T, Tk):
     """attn_mask (a Tensor, an array or a nested list) as an array on query's device: bool as
     given, floating point cast to query's dtype; errors name what is wrong with it."""
@@ -544,7 +587,7 @@ def _mask_array(attn_mask, query, batch, T, Tk):
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
-                                 scale=None, enable_gqa=False):
+                                 scale=None, enable_gqa=False, *, impl="standard", block_size=None):
     """softmax(scale * query key^T + mask) value, one graph node (PyTorch's signature).
 
     query (..., T, D), key (..., S, D), value (..., S, Dv) -> (..., T, Dv); the leading
@@ -577,6 +620,16 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     Gradient: dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)),
     dQ = scale dS K, dK = scale dS^T Q, d attn_mask = dS (docs/backprop.md; the op is
     ops/attention.py).
+
+    impl: "standard" (the default) stores the (..., T, S) probabilities for the backward;
+    "flash" computes the same function by tiles of ``block_size`` queries x keys (an int,
+    or a pair (block_q, block_k); default 64) with the online softmax, stores only the
+    output and one log-sum-exp per row, and recomputes the tiles in the backward
+    (ops/flash_attention.py): its extra memory grows as T, not T * S. Its dropout mask is
+    another draw than the standard one's (it is rebuilt from a saved seed, not stored),
+    so with dropout the two agree in distribution, not entry by entry. A float attn_mask
+    is added to the scores there too, but is not differentiated (its gradient would be a
+    (..., T, S) array, the memory the tiles avoid): one that requires grad is refused.
     """
     name = "scaled_dot_product_attention"
     for arg, t in (("query", query), ("key", key), ("value", value)):
@@ -610,12 +663,21 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ValueError(f"{name}: scale must be a finite number or None, got {scale!r}")
     if not isinstance(is_causal, (bool, np.bool_)):
         raise TypeError(f"{name}: is_causal must be a bool, got {is_causal!r}")
+    blocks = _attention_impl(name, impl, block_size)
+    query, key, value = _low(query, key, value)
     mask = None if attn_mask is None else _mask_array(attn_mask, query, batch, T, S)
     options = dict(is_causal=bool(is_causal), dropout_p=dropout_p, scale=float(scale), enable_gqa=grouped)
-    if isinstance(attn_mask, Tensor) and attn_mask.requires_grad and is_grad_enabled():
+    mask_grad = isinstance(attn_mask, Tensor) and attn_mask.requires_grad and is_grad_enabled()
+    if impl == "flash":
+        if mask_grad:
+            raise ValueError(f"{name}: impl='flash' does not differentiate attn_mask (its gradient is a (..., T, S) "
+                             f"array, the memory the tiles avoid); pass attn_mask.detach() or impl='standard'")
+        return FlashAttention.apply(query, key, value, attn_mask=mask, **options, **blocks)
+    if mask_grad:
         # a float mask to differentiate: a fourth input of the node (in the query's dtype: a Cast node)
         return ScaledDotProductAttention.apply(query, key, value, attn_mask.to(dtype=query.dtype), **options)
     return ScaledDotProductAttention.apply(query, key, value, attn_mask=mask, **options)
+
 
 def _query_groups(query, key, value, name) -> int:
     """G = H / KV, the query heads per key/value head (dim -3); ValueError unless KV divides H."""
@@ -632,13 +694,14 @@ def _query_groups(query, key, value, name) -> int:
     return H // KV
 
 
-def causal_self_attention(qkv, n_head: int, dropout_p: float = 0.0):
+def causal_self_attention(qkv, n_head: int, dropout_p: float = 0.0, *, impl="standard", block_size=None):
     """qkv (B, T, 3C) -> (B, T, C): causal attention over ``n_head`` heads, one graph node.
 
     The GPT's fused attention: ``qkv`` is its ``c_attn`` projection (queries, keys and
     values side by side, each C = n_head * head_dim wide), the output has its heads merged.
     The same as ``scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=...)`` on
     the heads split out of qkv, without the graph nodes that splitting and merging cost.
+    ``impl`` and ``block_size`` as in scaled_dot_product_attention ("flash": tiled).
     """
     name = "causal_self_attention"
     qkv = _float_tensor(qkv, name, "qkv")
@@ -650,7 +713,9 @@ def causal_self_attention(qkv, n_head: int, dropout_p: float = 0.0):
     if C3 % 3 or (C3 // 3) % n_head:
         raise ValueError(f"{name}: last dim {C3} must be 3 * n_head * head_dim (n_head={n_head})")
     dropout_p = _probability(dropout_p, f"{name}: dropout_p", hi_open=True)
-    return CausalSelfAttention.apply(qkv, n_head=int(n_head), dropout_p=dropout_p)
+    blocks = _attention_impl(name, impl, block_size)
+    op = FlashCausalSelfAttention if impl == "flash" else CausalSelfAttention
+    return op.apply(_low(qkv)[0], n_head=int(n_head), dropout_p=dropout_p, **blocks)
 
 
 # ----------------------------------------------------------------------------- rotary embeddings

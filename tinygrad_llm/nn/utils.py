@@ -1,10 +1,11 @@
-"""Gradient utilities: ``clip_grad_norm_`` (as ``torch.nn.utils.clip_grad_norm_``).
+"""Gradient utilities: ``clip_grad_norm_`` (as ``torch.nn.utils.clip_grad_norm_``), and
+activation checkpointing, ``checkpoint`` (nn/recompute.py; ``torch.utils.checkpoint``'s name).
 
-Both work on the device the gradients live on and read nothing back from a GPU: the norm
-is a 0-d array there, and clipping scales by ``min(max_norm / (norm + 1e-6), 1)`` computed
-there too. Gradients that are views lying side by side in one flat buffer (an optimizer's:
-docs/nn.md) are reduced and scaled as that one buffer, a call or two instead of one per
-parameter.
+Both gradient functions work on the device the gradients live on and read nothing back
+from a GPU: the norm is a 0-d array there, and clipping scales by
+``min(max_norm / (norm + 1e-6), 1)`` computed there too. Gradients that are views lying side
+by side in one flat buffer (an optimizer's: docs/nn.md) are reduced and scaled as that one
+buffer, a call or two instead of one per parameter.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Tensor
+from .recompute import checkpoint
 
-__all__ = ["clip_grad_norm_", "grad_norm"]
+__all__ = ["clip_grad_norm_", "grad_norm", "checkpoint"]
 
 
 def _grads(parameters):

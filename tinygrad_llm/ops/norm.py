@@ -4,10 +4,16 @@ Both work on x viewed as rows: x2 (N, D), where D is the product of the normalis
 (trailing) dims and N the product of the others; weight and bias (optional) hold D
 values. Derivations: docs/backprop.md, sections "LayerNorm" and "RMSNorm", with the
 same names. The fast CPU kernels are in ``kernels/cpu.py``.
+
+float16 input: the rows are widened to float32, so the statistics (a mean of squares
+overflows float16 beyond |x| = 256) and all the row math are float32, and the output is
+rounded back to float16 (also with float32 weights: mixed precision, amp.autocast).
 """
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from ..function import Function
 
@@ -20,11 +26,24 @@ class _Norm(Function):
         self.shape, self.nd = x.shape, ndim
         D = math.prod(x.shape[x.ndim - ndim:])
         x2 = x.reshape(math.prod(x.shape[:x.ndim - ndim]), D)
+        self.half = x.dtype == np.float16
+        if self.half:                                  # float16: the statistics in float32
+            x2 = x2.astype(np.float32)
         params = list(params)
         w = params.pop(0).reshape(D) if has_weight else None
         b = params.pop(0).reshape(D) if has_bias else None
         self.has_weight, self.has_bias = has_weight, has_bias
         return x2, w, b
+
+    def _out(self, y):
+        """y in the input's shape; rounded back to float16 for a float16 input."""
+        y = y.reshape(self.shape)
+        return y.astype(np.float16) if self.half else y
+
+    def _rows_of(self, g, like):
+        """The incoming gradient as rows of ``like``'s shape; widened to float32 for a float16 input."""
+        g2 = g.reshape(like.shape)
+        return g2.astype(np.float32) if self.half else g2
 
     def _grads(self, dx, dw, db):
         """(dx, dweight, dbias) in the inputs' shapes, leaving out the absent parameters."""
@@ -67,12 +86,12 @@ class LayerNorm(_Norm):
         if b is not None:
             y = y + b
         self.xhat, self.rstd, self.w = xhat, rstd, w
-        return y.reshape(x.shape)
+        return self._out(y)
 
     def backward(self, g):
         xhat, rstd, w = self.xhat, self.rstd, self.w
         need_x, need_w, need_b = self._needs()
-        g2 = g.reshape(xhat.shape)
+        g2 = self._rows_of(g, xhat)
         dx = dw = db = None
         if need_x:
             dxhat = g2 * w if w is not None else g2
@@ -102,12 +121,12 @@ class RMSNorm(_Norm):
         xhat = x2 * rrms
         y = xhat * w if w is not None else xhat
         self.x2, self.rrms, self.w = x2, rrms, w
-        return y.reshape(x.shape)
+        return self._out(y)
 
     def backward(self, g):
         x2, rrms, w = self.x2, self.rrms, self.w
         need_x, need_w, _ = self._needs()
-        g2 = g.reshape(x2.shape)
+        g2 = self._rows_of(g, x2)
         xhat = x2 * rrms
         dx = dw = None
         if need_x:

@@ -12,15 +12,25 @@ such a row; its ``scaled_dot_product_attention`` gives zeros, as here.)
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..function import Function
 from .reduce import shift_of
 
 
 def softmax(xp, x, axis=-1):
-    """P = exp(x - m) / sum(exp(x - m)) along ``axis``, m = the row max; all -inf rows give P = 0."""
+    """P = exp(x - m) / sum(exp(x - m)) along ``axis``, m = the row max; all -inf rows give P = 0.
+
+    float16 rows are computed in float32 (a sum of many terms loses float16's few digits)
+    and P is rounded to float16 once, at the end.
+    """
+    half = x.dtype == np.float16
+    if half:
+        x = x.astype(np.float32)
     e = xp.exp(x - shift_of(xp, x, axis))
     s = e.sum(axis=axis, keepdims=True)
-    return e / xp.where(s == 0, s.dtype.type(1), s)     # only an all -inf row sums to 0
+    P = e / xp.where(s == 0, s.dtype.type(1), s)         # only an all -inf row sums to 0
+    return P.astype(np.float16) if half else P
 
 
 class Softmax(Function):
