@@ -33,7 +33,7 @@ def same_draws_as_checkpoint(device):
     """Take the generator snapshots checkpoint() takes. On the CPU that draws nothing; on a GPU
     (CuPy's generators cannot be snapshotted) it reseeds the GPU's generator as checkpoint()
     does, so that a plain run draws the masks a checkpointed one draws."""
-    for d in sorted({"cpu", device}):
+    for d in sorted({"cpu", device}, key=lambda d: (d == "cpu", d)):    # checkpoint()'s order
         backend.rng_replayer(d)
 
 
@@ -59,6 +59,24 @@ def test_gradients_are_bitwise_equal_with_dropout(device):
         plain, ckpt = grads_of(fn, params, x, False, passes), grads_of(fn, params, x, True, passes)
         for a, b in zip(plain, ckpt):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_tiled_attention_dropout_replays_its_masks(device, groups):
+    """Tiled attention draws its dropout seed from the CPU generator (also on a GPU): the
+    recomputation must see that draw again, and the gradients are those of the masks the
+    forward used, bitwise."""
+    rs = np.random.default_rng(1)
+    k = Tensor(rs.standard_normal((1, 2, 9, 4)).astype(np.float32), device=device, requires_grad=True)
+
+    def fn(q):
+        kv = k if groups == 1 else k[:, :1]
+        return F.scaled_dot_product_attention(q, kv, kv, dropout_p=0.4, is_causal=True, impl="flash",
+                                              block_size=4, enable_gqa=groups > 1)
+    x = rs.standard_normal((1, 2, 9, 4)).astype(np.float32)
+    plain, ckpt = grads_of(fn, [k], x, False), grads_of(fn, [k], x, True)
+    for a, b in zip(plain, ckpt):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_the_generators_continue_as_without_checkpointing(device):

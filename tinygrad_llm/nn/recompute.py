@@ -90,7 +90,10 @@ def checkpoint(fn, *inputs, preserve_rng_state: bool = True):
         return fn(*inputs)
     tensors = [a for a in inputs if isinstance(a, Tensor)]
     devices = {"cpu"} | {t.device for t in tensors}
-    replays = {device: backend.rng_replayer(device) for device in sorted(devices)} if preserve_rng_state else {}
+    # a GPU's replayer draws its seed from the CPU generator: so the GPUs first, and the CPU's
+    # snapshot after that draw (fn's own CPU draws, e.g. tiled attention's dropout seed, replay)
+    order = sorted(devices, key=lambda d: (d == "cpu", d))
+    replays = {device: backend.rng_replayer(device) for device in order} if preserve_rng_state else {}
     detached = [t.detach() for t in tensors]     # share t's version counter: an in-place change inside fn shows
     versions = [t._version for t in tensors]
     args = [None if isinstance(a, Tensor) else a for a in inputs]
