@@ -266,6 +266,8 @@ def prepare(args, preset_name, comm=distributed.SINGLE):
     cfg = ckpt.config if args.resume else model_cls.config_class(vocab_size=data.vocab_size, **model_fields)
     _check_memory(cfg, tcfg, args.device, copies)
     prompt = _prompt(args, data) if args.sample_tokens else None
+    if not args.resume:
+        backend.manual_seed(tcfg.seed)        # --seed covers the initial weights too (train() seeds again)
     model = ckpt.model if args.resume else model_cls(cfg).to(args.device)
     if args.resume:
         kind = ckpt.train_config.get("tokenizer") or data.tokenizer.kind

@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import FOX_TEXT
@@ -403,6 +404,21 @@ def test_train_with_a_tokenizer_file_from_train_tokenizer(tmp_path):
     assert ck.tokenizer.fingerprint() == load_tokenizer(tmp_path / "tok.json").fingerprint()
     assert ck.config.vocab_size == 270 and ck.train_config["tokenizer"] == "file"
     json.loads((tmp_path / "run" / "latest" / "tokenizer.json").read_text(encoding="utf-8"))
+
+
+def test_the_same_seed_gives_the_same_run(tmp_path):
+    """--seed covers the initial weights, the batches and dropout: two fresh runs with one seed
+    end with the same weights, another seed with other weights."""
+    from tinygrad_llm.checkpoint import load_checkpoint
+    (tmp_path / "fox.txt").write_text(TEXT)
+    weights = {}
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        r = run([TRAIN, "--data", tmp_path / "fox.txt", "--out", tmp_path / name, "--max_iters", "2", *TINY,
+                 "--dropout", "0.1", "--sample-tokens", "0", "--seed", seed], tmp_path / "cache")
+        assert r.returncode == 0, r.stderr
+        weights[name] = [p.numpy() for p in load_checkpoint(tmp_path / name / "latest").model.parameters()]
+    assert all(np.array_equal(x, y) for x, y in zip(weights["a"], weights["b"]))
+    assert not all(np.array_equal(x, y) for x, y in zip(weights["a"], weights["c"]))
 
 
 def test_sample_ctrl_c_exits_cleanly(tmp_path, made):
