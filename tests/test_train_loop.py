@@ -109,7 +109,9 @@ def test_a_nan_loss_stops_the_run_before_the_step_and_keeps_the_checkpoints(data
     model = tiny(data.vocab_size).to(device)
     nan_loss_from_call(model, 13)
     with pytest.raises(NonFiniteLossError, match=r"the loss is nan at iteration 13; nothing from that step was "
-                                                 r"saved and the last checkpoint, .*latest \(iteration 10\), is kept"):
+                                                 r"saved and the last checkpoint, .*latest \(iteration 10\), is kept"
+                                                 r"\. Try a lower learning_rate \(now .*\) or a lower grad_clip "
+                                                 r"\(now 1\)"):
         train(model, data, cfg(), out, tokenizer=data.tokenizer, log=quiet)
     assert all(np.isfinite(p.numpy()).all() for p in model.parameters())     # the step was not taken
     for name in ("latest", "best"):

@@ -341,6 +341,7 @@ def test_a_nan_loss_stops_the_script_with_one_line(tmp_path):
              "--grad_clip", "0", "--warmup_iters", "0"], tmp_path / "cache")
     one_error_line(r, "training stopped: the ")
     assert " is nan at iteration " in r.stderr or " is inf at iteration " in r.stderr
+    assert "Try a lower learning_rate (now 1e+30) or grad_clip > 0 (now 0: off)" in r.stderr
     assert "best val loss" not in r.stdout
 
 

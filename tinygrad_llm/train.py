@@ -466,7 +466,8 @@ def _train_locked(model, data, cfg, out_dir, tokenizer, resume, log, extra_confi
                  else "no checkpoint was written")
         return distributed.together(NonFiniteLossError(      # (the values are the same on every rank)
             f"training stopped: the {what} is {value} at iteration {it}; nothing from that step was saved "
-            f"and {where}. Try a lower learning_rate (now {cfg.learning_rate:g}) or grad_clip > 0"))
+            f"and {where}. Try a lower learning_rate (now {cfg.learning_rate:g})"
+            + (" or grad_clip > 0 (now 0: off)" if cfg.grad_clip == 0 else f" or a lower grad_clip (now {cfg.grad_clip:g})")))
 
     model.train()
     window_s, window_steps, timed = 0.0, 0, False
