@@ -13,7 +13,6 @@ Time: the median of --repeat runs, without tracemalloc (it slows allocation down
 """
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import time
@@ -21,6 +20,7 @@ import tracemalloc
 
 import numpy as np
 
+from tinygrad_llm import cli
 import tinygrad_llm.nn.functional as F
 from tinygrad_llm import Tensor
 from tinygrad_llm.kernels import num_threads, tune_allocator
@@ -53,15 +53,15 @@ def measure(T, BH, D, impl, block, causal, repeat, groups=1):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--T", type=int, nargs="+", default=[256, 1024, 4096])
-    p.add_argument("--D", type=int, default=64, help="head size")
-    p.add_argument("--blocks", type=int, nargs="+", default=[64, 128, 256], help="flash tile sizes to try")
-    p.add_argument("--budget-mib", type=float, default=256, help="B * H is chosen so one T x T P is about this big")
-    p.add_argument("--max-bh", type=int, default=16, help="at most this many (batch, head) pairs")
-    p.add_argument("--repeat", type=int, default=3)
+    p = cli.ArgumentParser(description=__doc__)
+    p.add_argument("--T", type=cli.integer(min=1), nargs="+", default=[256, 1024, 4096])
+    p.add_argument("--D", type=cli.integer(min=1), default=64, help="head size")
+    p.add_argument("--blocks", type=cli.integer(min=1), nargs="+", default=[64, 128, 256], help="flash tile sizes to try")
+    p.add_argument("--budget-mib", type=cli.number(min=0, min_open=True), default=256, help="B * H is chosen so one T x T P is about this big")
+    p.add_argument("--max-bh", type=cli.integer(min=1), default=16, help="at most this many (batch, head) pairs")
+    p.add_argument("--repeat", type=cli.integer(min=1), default=3)
     p.add_argument("--no-causal", action="store_true")
-    p.add_argument("--groups", type=int, default=1, help="query heads per key/value head (enable_gqa); 1: none")
+    p.add_argument("--groups", type=cli.integer(min=1), default=1, help="query heads per key/value head (enable_gqa); 1: none")
     args = p.parse_args()
     tuned = tune_allocator()
     causal = not args.no_causal

@@ -13,7 +13,6 @@ train.training_memory's estimate of the activations. Time: the median of --repea
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import platform
 import statistics
@@ -22,6 +21,7 @@ import tracemalloc
 
 import numpy as np
 
+from tinygrad_llm import cli
 import tinygrad_llm as tg
 from tinygrad_llm import amp
 from tinygrad_llm.architectures import ARCHITECTURES
@@ -82,18 +82,18 @@ def measure(base, n_layer: int, batch: int, variant: str, repeat: int):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--layers", type=int, nargs="+", default=[2, 4, 8])
-    p.add_argument("--batches", type=int, nargs="+", default=[4, 8, 16])
+    p = cli.ArgumentParser(description=__doc__)
+    p.add_argument("--layers", type=cli.integer(min=1), nargs="+", default=[2, 4, 8])
+    p.add_argument("--batches", type=cli.integer(min=1), nargs="+", default=[4, 8, 16])
     p.add_argument("--variants", nargs="+", default=["none", "mlp", "block", "flash", "fp16", "block+flash+fp16"],
                    choices=sorted(VARIANTS))
-    p.add_argument("--n-embd", type=int, default=128)
-    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-embd", type=cli.integer(min=1), default=128)
+    p.add_argument("--n-head", type=cli.integer(min=1), default=4)
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="gpt")
-    p.add_argument("--n-kv-head", type=int, default=None, help="--arch llama: key/value heads (default n_head)")
-    p.add_argument("--block-size", type=int, default=256)
-    p.add_argument("--vocab-size", type=int, default=65)
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--n-kv-head", type=cli.integer(min=1), default=None, help="--arch llama: key/value heads (default n_head)")
+    p.add_argument("--block-size", type=cli.integer(min=1), default=256)
+    p.add_argument("--vocab-size", type=cli.integer(min=1), default=65)
+    p.add_argument("--repeat", type=cli.integer(min=1), default=3)
     args = p.parse_args()
     tuned = tune_allocator()
     sizes = dict(vocab_size=args.vocab_size, block_size=args.block_size, n_layer=1, n_head=args.n_head,
@@ -102,7 +102,10 @@ def main():
         sizes["n_kv_head"] = args.n_kv_head
     elif args.n_kv_head is not None:
         p.error("--n-kv-head applies to --arch llama only")
-    base = ARCHITECTURES[args.arch].config_class(**sizes)
+    try:
+        base = ARCHITECTURES[args.arch].config_class(**sizes)
+    except ValueError as e:
+        p.error(str(e))
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}, "
           f"numpy {np.__version__}, {num_threads()} threads, allocator {'tuned' if tuned else 'default'}; "
           f"{args.arch} n_embd {args.n_embd}, n_head {args.n_head}, n_kv_head {base.n_kv_head}, "

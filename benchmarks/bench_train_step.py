@@ -19,7 +19,6 @@ use TF32 tensor cores for float32 matrix products (off: full float32, the defaul
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import math
@@ -30,6 +29,7 @@ import tracemalloc
 
 import numpy as np
 
+from tinygrad_llm import cli
 import tinygrad_llm as tg
 import tinygrad_llm.hardware  # noqa: F401  (tg.hardware: the device's peak FLOP/s)
 from tinygrad_llm import GPT, GPTConfig, amp
@@ -277,16 +277,16 @@ def gpu_pool_peak(step, device):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__)
     p.add_argument("--preset", default=None, choices=["cpu", "gpu"], help="default: 'gpu' on a GPU, else 'cpu'")
     p.add_argument("--device", default="cpu")
     p.add_argument("--tf32", choices=["on", "off"], default="off",
                    help="GPU: float32 matrix products on TF32 tensor cores, for both (default off)")
-    p.add_argument("--iters", type=int, default=30, help="iterations per implementation")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--round", type=int, default=6, help="steps each implementation runs per turn")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--peak-flops", type=float, default=None,
+    p.add_argument("--iters", type=cli.integer(min=1), default=30, help="iterations per implementation")
+    p.add_argument("--warmup", type=cli.integer(min=0), default=3)
+    p.add_argument("--round", type=cli.integer(min=1), default=6, help="steps each implementation runs per turn")
+    p.add_argument("--batch-size", type=cli.integer(min=1), default=None)
+    p.add_argument("--peak-flops", type=cli.number(min=0, min_open=True), default=None,
                    help="for MFU (default: the device's peak for the precision used, else tinygrad_llm.model.PEAK_FLOPS)")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--dtype", default="float32", choices=amp.AMP_DTYPES, help="ours: float16 = mixed precision")

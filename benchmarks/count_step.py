@@ -24,7 +24,6 @@ counts in the stand-in's format (its report.py reads it).
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -35,6 +34,7 @@ import warnings
 
 import numpy as np
 
+from tinygrad_llm import cli
 import tinygrad_llm as tg
 import tinygrad_llm.train as train_mod
 from tinygrad_llm import backend
@@ -98,14 +98,14 @@ def _track_ops():
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--fused", action="store_true", help="count the fused kernels as launched (a GPU's step)")
     mode.add_argument("--reference", action="store_true", help="run every op on the reference tier")
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="gpt", help="the model's block (default gpt)")
-    p.add_argument("--n-kv-head", type=int, default=None, help="llama: key/value heads (default: as many as query heads)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=2, help="iterations counted (plus a first and a last, not counted)")
+    p.add_argument("--n-kv-head", type=cli.integer(min=1), default=None, help="llama: key/value heads (default: as many as query heads)")
+    p.add_argument("--batch-size", type=cli.integer(min=1), default=8)
+    p.add_argument("--steps", type=cli.integer(min=1), default=2, help="iterations counted (plus a first and a last, not counted)")
     p.add_argument("--json", default=None, help="write the counts of the iteration shown by op (fakecupy's format)")
     args = p.parse_args()
 
@@ -143,7 +143,11 @@ def main():
         model_fields["n_kv_head"] = args.n_kv_head
     elif args.n_kv_head is not None:
         p.error("--n-kv-head is for --arch llama")
-    model = cls(cls.config_class(vocab_size=65, **model_fields)).to(device)
+    try:
+        config = cls.config_class(vocab_size=65, **model_fields)
+    except ValueError as e:
+        p.error(str(e))
+    model = cls(config).to(device)
     ids = np.random.default_rng(0).integers(0, 65, size=100_000).astype(np.uint16)
     data = types.SimpleNamespace(train=ids[:90_000], val=ids[90_000:])
     n_iter = args.steps + 2
