@@ -137,13 +137,18 @@ def main():
     log = Log(args.log)
     results = []
 
-    def left(reserve):
-        return args.budget - (time.monotonic() - t0) - reserve
+    scale = min(1.0, args.budget / 480.0)     # the reserves below are sized for the default budget
 
-    def part(title, cmd, limit, reserve, env=None):
+    def left(reserve):
+        return args.budget - (time.monotonic() - t0) - reserve * scale
+
+    def part(title, cmd, limit, reserve, env=None, floor=0.0):
+        """Run a part within ``limit`` seconds, leaving ``reserve`` (scaled to the budget) for
+        the parts after it; ``floor``: seconds it gets even so, while the budget has them
+        (the first, most basic checks are never starved by the later ones)."""
         log(f"\n=== {title}")
         start = time.monotonic()
-        outcome = run(log, cmd, min(limit, left(reserve)), env=env)
+        outcome = run(log, cmd, min(limit, max(floor, left(reserve)), left(0)), env=env)
         results.append((title, outcome, time.monotonic() - start))
         log(f"--- {title}: {outcome} ({time.monotonic() - start:.0f} s)")
         return outcome
@@ -173,8 +178,8 @@ def main():
         py = Path(sys.executable)
         log(f"(no .venv: using {py})")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    part("2. the device", [py, "-c", DEVICE], 60, 300, env=env)
-    part("3. the fused kernels' first-use self-checks", [py, "-c", SELF_CHECK], 90, 270, env=env)
+    part("2. the device", [py, "-c", DEVICE], 60, 300, env=env, floor=45)
+    part("3. the fused kernels' first-use self-checks", [py, "-c", SELF_CHECK], 90, 270, env=env, floor=60)
     part("4. the GPU half of the test suite (the tests on the device)",
          [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-ra", "-k", "gpu"], 240, 150,
          env=dict(env, TINYGRAD_LLM_TEST_DEVICE="gpu"))
