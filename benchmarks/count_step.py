@@ -105,6 +105,9 @@ def main():
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="gpt", help="the model's block (default gpt)")
     p.add_argument("--n-kv-head", type=cli.integer(min=1), default=None, help="llama: key/value heads (default: as many as query heads)")
     p.add_argument("--batch-size", type=cli.integer(min=1), default=8)
+    p.add_argument("--n-layer", type=cli.integer(min=1), default=None, help="blocks (default: the preset's 6)")
+    p.add_argument("--attention", choices=["standard", "flash"], default="standard", help="the model's attention")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="TrainConfig.dtype")
     p.add_argument("--steps", type=cli.integer(min=1), default=2, help="iterations counted (plus a first and a last, not counted)")
     p.add_argument("--json", default=None, help="write the counts of the iteration shown by op (fakecupy's format)")
     args = p.parse_args()
@@ -143,6 +146,10 @@ def main():
         model_fields["n_kv_head"] = args.n_kv_head
     elif args.n_kv_head is not None:
         p.error("--n-kv-head is for --arch llama")
+    if args.n_layer is not None:
+        model_fields["n_layer"] = args.n_layer
+    model_fields["attention"] = args.attention
+    train_fields["dtype"] = args.dtype
     try:
         config = cls.config_class(vocab_size=65, **model_fields)
     except ValueError as e:
@@ -166,7 +173,8 @@ def main():
         steps.append((c1 - c0, k1 - k0, s1 - s0, (k + 1) % cfg.log_interval == 0))
     mode_name = "fused kernels counted as launched" if args.fused else \
         "reference tier" if args.reference else "fast tier as the stand-in runs it (fused kernels fall back)"
-    print(f"count_step: {args.arch}, gpu preset (6 layers, 384 wide, block 256), batch {args.batch_size}, {mode_name}")
+    print(f"count_step: {args.arch}, gpu preset ({config.n_layer} layers, 384 wide, block 256), {args.attention} "
+          f"attention, {args.dtype}, batch {args.batch_size}, {mode_name}")
     for w in warned:
         if "tinygrad_llm" in str(w.message):
             print(f"  warning: {w.message}")
