@@ -426,10 +426,7 @@ def build_app(demo: Demo):
 
 def parse(argv):
     p = cli.ArgumentParser(description=__doc__)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--ckpt", help="checkpoint directory (or a training output directory: its best/, else latest/)")
-    src.add_argument("--hf", help="a Hugging Face GPT-2 directory (config.json, model.safetensors, vocab.json, "
-                     "merges.txt) or Llama directory (config.json, model.safetensors, tokenizer.json)")
+    cli.add_model_source(p, "checkpoint directory (or a training output directory: its best/, else latest/)")
     p.add_argument("--device", default="cpu", help="cpu (default) or gpu")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")

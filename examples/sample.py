@@ -26,10 +26,7 @@ SMALL_MODEL_PARAMS = 50_000_000
 
 def parse(argv):
     p = cli.ArgumentParser(description=__doc__)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--ckpt", help="checkpoint directory (or a training output directory)")
-    src.add_argument("--hf", help="a Hugging Face GPT-2 directory (config.json, model.safetensors, vocab.json, "
-                     "merges.txt) or Llama directory (config.json, model.safetensors, tokenizer.json)")
+    cli.add_model_source(p, "checkpoint directory (or a training output directory)")
     text = p.add_mutually_exclusive_group()
     text.add_argument("--prompt", default=None, help="default: a newline, or the first token if the vocabulary has none")
     text.add_argument("--instruction", default=None, help="an instruction, in the fine-tuning prompt template")

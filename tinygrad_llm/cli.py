@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import tiers
 
-__all__ = ["ArgumentParser", "fail", "error_line", "number", "integer", "run", "command",
+__all__ = ["ArgumentParser", "fail", "error_line", "number", "integer", "run", "command", "add_model_source",
            "EXIT_ERROR", "EXIT_INTERRUPTED"]
 
 EXIT_ERROR = 2            # bad input, or a failure the message explains
@@ -61,6 +61,19 @@ def _bound_text(lo, hi, lo_open, hi_open) -> str:
     if hi is not None:
         parts.append(f"{'<' if hi_open else '<='} {hi:g}")
     return " and ".join(parts)
+
+
+HF_FOLDERS = ("a Hugging Face GPT-2 directory (config.json, model.safetensors, vocab.json, merges.txt) "
+              "or Llama directory (config.json, model.safetensors, tokenizer.json)")
+
+
+def add_model_source(p: argparse.ArgumentParser, ckpt_help: str, purpose: str = "") -> None:
+    """The required choice between ``--ckpt DIR`` (one of our checkpoints) and ``--hf DIR`` (a
+    Hugging Face folder) that the sampling, demo and fine-tuning scripts share; ``purpose``
+    ends both helps (e.g. " to start from")."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ckpt", help=ckpt_help + purpose)
+    src.add_argument("--hf", help=HF_FOLDERS + purpose)
 
 
 def number(min: float | None = None, max: float | None = None, *, min_open: bool = False,

@@ -35,11 +35,7 @@ ADAPTER_DIR = "adapter"
 
 def add_common_arguments(p: argparse.ArgumentParser, lr_full: float, lr_lora: float, epochs: int,
                          batch_size: int, out: str):
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--ckpt", help="our checkpoint directory (or a training output directory) to start from")
-    src.add_argument("--hf", help="a Hugging Face GPT-2 directory (config.json, model.safetensors, vocab.json, "
-                                  "merges.txt) or Llama directory (config.json, model.safetensors, tokenizer.json) "
-                                  "to start from")
+    cli.add_model_source(p, "our checkpoint directory (or a training output directory)", " to start from")
     p.add_argument("--data", required=True, help="JSON list or JSON Lines file of records")
     p.add_argument("--epochs", type=cli.integer(min=1), default=epochs,
                    help=f"passes over the training records (default {epochs})")
