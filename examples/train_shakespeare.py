@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from tinygrad_llm import backend, cli, distributed, hardware
 from tinygrad_llm.architectures import ARCHITECTURES
-from tinygrad_llm.checkpoint import CheckpointError, load_checkpoint
+from tinygrad_llm.checkpoint import CheckpointError, load_checkpoint, saved_arch
 from tinygrad_llm.data import DataError, DownloadError, load_text_dataset, read_text
 from tinygrad_llm.generate import generate_text
 from tinygrad_llm.kernels import tune_allocator
@@ -38,17 +37,6 @@ from tinygrad_llm.train import NonFiniteLossError, TrainConfig, train, training_
 
 SCRIPT = Path(__file__)
 NOT_FLAGS = ("vocab_size",)             # set by the tokenizer, not a flag
-
-
-def _saved_arch(out) -> str | None:
-    """The architecture of the run in ``out`` (its latest checkpoint's config.json), or None
-    when there is none to read (the checks after parsing say what is wrong)."""
-    try:
-        meta = json.loads((Path(out) / "latest" / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    arch = meta.get("arch", "gpt") if isinstance(meta, dict) else None    # before "arch": a GPT
-    return arch if arch in ARCHITECTURES else None
 
 
 def _preset_name(argv) -> tuple[str, str, str]:
@@ -63,7 +51,7 @@ def _preset_name(argv) -> tuple[str, str, str]:
     pre.add_argument("--out", default=None)
     known, _ = pre.parse_known_args(argv)
     if known.arch is None and known.resume and known.out:
-        known.arch = _saved_arch(known.out)
+        known.arch = saved_arch(Path(known.out) / "latest")     # the run's (None: checked later)
     try:
         device = backend.canonical_device(known.device)
     except ValueError:

@@ -177,3 +177,17 @@ def test_checkpoint_files_all_get_the_same_permissions(model, tmp_path):
     modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in path.iterdir()}
     assert set(modes.values()) == {0o640}, modes
     assert stat.S_IMODE(path.stat().st_mode) == 0o750
+
+
+def test_saved_arch_reads_config_json_alone_and_finds_an_interrupted_swap(tmp_path, model):
+    from tinygrad_llm import Llama, LlamaConfig
+    llama = Llama(LlamaConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_kv_head=1, n_embd=8))
+    C.save_checkpoint(tmp_path, "latest", llama)
+    C.save_checkpoint(tmp_path, "best", model)
+    assert (C.saved_arch(tmp_path / "latest"), C.saved_arch(tmp_path / "best")) == ("llama", "gpt")
+    os.rename(tmp_path / "latest", tmp_path / ".latest.old")       # as a swap killed half way leaves it
+    assert C.saved_arch(tmp_path / "latest") == "llama"
+    assert C.saved_arch(tmp_path / "nothing") is None
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert C.saved_arch(tmp_path / "hf") is None                    # not a checkpoint of ours

@@ -53,7 +53,7 @@ from .tensor import Tensor
 from .tokenizer import load_tokenizer
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "NonFiniteWeightsError", "Checkpoint",
-           "clean_stale", "discard", "CHECKPOINT_NAMES", "find_checkpoint", "load_for_sampling"]
+           "clean_stale", "discard", "CHECKPOINT_NAMES", "find_checkpoint", "load_for_sampling", "saved_arch"]
 
 FORMAT = 1
 
@@ -418,6 +418,17 @@ def _config_json(folder: Path):
 
 def _is_ours(meta) -> bool:
     return isinstance(meta, dict) and "format" in meta and "model" in meta
+
+
+def saved_arch(path) -> str | None:
+    """The architecture name ("gpt", "llama") of the checkpoint at ``path`` (or of the copy an
+    interrupted swap left beside it), read from its config.json alone; None when there is no
+    checkpoint of ours to read there (load_checkpoint then says what is wrong)."""
+    try:
+        meta = _config_json(_resolve(Path(path)))
+    except CheckpointError:
+        return None
+    return meta.get("arch", "gpt") if _is_ours(meta) else None      # before "arch": a GPT
 
 
 def find_checkpoint(path) -> Path:
